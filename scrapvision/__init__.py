@@ -1,0 +1,33 @@
+"""scrapvision: industrial vision for metal recycling and steel making.
+
+One backbone registry (``BACKBONES``) feeds pluggable task heads (``TASKS``); one ``Trainer`` trains them.
+"""
+
+from .backbones import create_backbone
+from .config import OptimConfig, TrainConfig, load_config
+from .errors import ScrapvisionError
+from .registry import BACKBONES, TASKS, Registry
+from .task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKBONES",
+    "TASKS",
+    "OptimConfig",
+    "Registry",
+    "ScrapvisionError",
+    "Task",
+    "TrainConfig",
+    "create_backbone",
+    "get_task",
+    "load_config",
+]
+
+
+def get_task(name: str) -> type[Task]:
+    """The registered Task class ``name`` (built-in heads are imported on first use)."""
+    from .heads import load_all
+
+    load_all()
+    return TASKS.get(name)

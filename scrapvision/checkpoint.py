@@ -1,0 +1,100 @@
+"""Atomic, pickle-free checkpoint I/O.
+
+Checkpoints are written to a temporary file in the same folder, flushed to disk, then renamed over the
+target, so a reader never sees a half-written file, even if the process is killed mid-save. They are read
+with ``torch.load(weights_only=True)`` (no code can run from the file) or as safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "scrapvision-checkpoint/1"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Serialise to memory first, then write atomically (the file is complete or absent)."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getbuffer())
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Load a scrapvision checkpoint safely; wrong task, bad file or pickled code -> CheckpointError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint for the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it contains pickled Python objects, which are refused (only tensors and plain data load)"
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded: {reason[:300]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a scrapvision checkpoint (no '{FORMAT}' marker)")
+    if task is not None and payload.get("task") != task:
+        raise CheckpointError(f"checkpoint {path}: was trained for task {payload.get('task')!r}, not {task!r}")
+    return payload
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a bare weights file: ``.safetensors``, or a torch state dict (optionally wrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path}: not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it contains pickled Python objects, which are refused"
+        raise CheckpointError(f"weights file {path}: cannot be loaded: {reason[:300]}") from None
+    if isinstance(state, dict):
+        if state.get("format") == FORMAT:
+            state = state["model"]
+        else:
+            for key in ("state_dict", "model", "model_state_dict", "module"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"weights file {path}: expected a mapping of parameter names to tensors")
+    return state

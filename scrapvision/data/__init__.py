@@ -1,0 +1,1 @@
+"""Dataset readers for real layouts, synthetic generators, codecs and image I/O."""

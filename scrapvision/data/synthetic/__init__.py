@@ -1,0 +1,1 @@
+"""Deterministic synthetic data with known ground truth: the embedded default of every head."""

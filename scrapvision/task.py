@@ -1,0 +1,92 @@
+"""The contract between a head and the one Trainer / CLI.
+
+A head is a subclass of :class:`Task` registered with ``@TASKS.register("name")``. It owns a frozen
+root config dataclass (``Config``) with at least the sections ``model``, ``data`` (which has a ``root``
+field: empty means the built-in synthetic data), ``optim`` and ``train``. The Trainer never looks inside
+a batch: it hands it to :meth:`Task.compute_loss`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ScrapvisionError
+
+
+class Task:
+    """Base class of every head. Subclasses override the methods marked *required*."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: metric that selects the best checkpoint, and whether higher ("max") or lower ("min") is better
+    monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
+    #: one-paragraph description shown by ``scrapvision list`` and ``--help``
+    summary: ClassVar[str] = ""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    # ----------------------------------------------------------------- required
+    def build_model(self) -> nn.Module:
+        """*Required.* A pure ``nn.Module`` built from ``self.cfg.model`` (weights from a local file only)."""
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        """*Required.* (train, val) from ``self.cfg.data``; ``data.root == ""`` means synthetic data."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """*Required.* Scalar loss of one batch plus floats to log. ``progress`` runs 0 -> 1 over training."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """*Required.* Metrics over a whole loader; must contain the key named by ``monitor``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- optional
+    def build_eval_dataset(self) -> Dataset:
+        """Dataset that ``scrapvision eval`` scores (default: the validation split)."""
+        return self.build_datasets()[1]
+
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
+        """Order of training samples for one epoch (override to balance classes or resample)."""
+        return torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]
+
+    def collate_fn(self) -> Any:
+        """A DataLoader ``collate_fn``; None uses PyTorch's default."""
+        return None
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """Plain data stored in checkpoints beside the weights (class names, thresholds...)."""
+        return {}
+
+    def load_extras(self, extras: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_extras` stored."""
+
+    def example_input(self, batch_size: int = 1) -> Any:
+        """A model input of the recipe's shape, for export, speed benchmarks and tests."""
+        raise ScrapvisionError(f"task {self.name!r} does not provide an example input")
+
+    @classmethod
+    def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Extra ``scrapvision predict`` options of this task."""
+
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Run on files under ``inputs``, write results under ``out``; return the main output file."""
+        raise ScrapvisionError(f"task {self.name!r} has no predict")
+
+    @classmethod
+    def add_prepare_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Extra ``scrapvision prepare`` options of this task."""
+
+    def prepare(self, args: argparse.Namespace) -> Path:
+        """Turn raw material (videos, archives) into a training layout."""
+        raise ScrapvisionError(f"task {self.name!r} has no prepare step")

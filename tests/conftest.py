@@ -1,0 +1,29 @@
+"""Shared fixtures. Real data is found through SCRAPVISION_DATA (default ../shared/data) and skipped if absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real data sets; skips the test when it is not on this machine."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set SCRAPVISION_DATA)")
+    return SHARED_DATA
+
+
+def real_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name} not found at {path} (set SCRAPVISION_DATA)")
+    return path
