@@ -1,0 +1,105 @@
+"""KolektorSDD reader: ``kosNN/PartK.jpg`` + ``kosNN/PartK_label.bmp|png``, and its 3-fold split by item.
+
+The official release stores masks as BMP; some copies re-save them as PNG. Masks are 8-bit grayscale or
+palette images (palette index 0/1, once 2), so the defect mask is ``convert("L") > 0``, never ``== 255``.
+
+Two items of the official zip are byte-identical copies of others (``kos01`` = ``kos26``,
+``kos27`` = ``kos34``). A split that separates such a pair tests on training images, so
+:func:`kolektor_folds` always keeps each pair in the same fold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .images import read_image, sample_rng
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MASK_SUFFIXES = (".bmp", ".png")
+#: items whose images are byte-identical copies of another item: copy -> original
+DUPLICATE_ITEMS = {"kos26": "kos01", "kos34": "kos27"}
+_PART = re.compile(r"^Part\d+$")
+
+
+@dataclass(frozen=True)
+class KolektorItem:
+    image: Path
+    mask: Path | None
+    item: str  # the folder, e.g. "kos01": one physical commutator
+    part: str  # e.g. "Part3"
+    defective: bool
+
+
+def read_kolektor_mask(path: str | Path) -> np.ndarray:
+    """Boolean HxW defect mask from a KolektorSDD label (BMP/PNG, mode L or P; any non-zero is defect)."""
+    return read_image(path, mode="L") > 0
+
+
+def _find_mask(image: Path) -> Path | None:
+    for suffix in MASK_SUFFIXES:
+        candidate = image.with_name(f"{image.stem}_label{suffix}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def list_kolektor(root: str | Path, require_masks: bool = True) -> list[KolektorItem]:
+    """All ``kos*/Part*`` images under ``root`` in a stable order, with their masks and defect flag.
+
+    ``defective`` is read from the mask pixels (the only label the dataset has). A missing mask is a
+    ``DataError`` unless ``require_masks`` is False, in which case the item has ``mask=None`` and is
+    treated as defect-free (useful only for unlabeled folders).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"KolektorSDD folder {root}: not found")
+    items: list[KolektorItem] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("kos")):
+        images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _PART.match(p.stem)]
+        for image in sorted(images, key=lambda p: int(p.stem[4:])):
+            mask = _find_mask(image)
+            if mask is None and require_masks:
+                raise DataError(f"KolektorSDD image {image}: no mask {image.stem}_label.bmp or .png beside it")
+            defective = bool(read_kolektor_mask(mask).any()) if mask is not None else False
+            items.append(KolektorItem(image, mask, folder.name, image.stem, defective))
+    if not items:
+        raise DataError(f"KolektorSDD folder {root}: no kosNN/PartK images found")
+    return items
+
+
+def kolektor_folds(items: list[KolektorItem], n_folds: int = 3, seed: int = 0) -> list[int]:
+    """Fold id (0..n_folds-1) for every item: a cross-validation split by ``kosNN`` item.
+
+    Items are grouped (duplicate items join their original), the groups shuffled by ``seed``, then dealt
+    greedily: groups with defective images first, each to the fold with the fewest defective images, then
+    defect-free groups to the fold with the fewest images, so every fold gets about 1/n of both.
+    """
+    if n_folds < 2:
+        raise DataError(f"kolektor_folds: n_folds must be >= 2, got {n_folds}")
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(DUPLICATE_ITEMS.get(item.item, item.item), []).append(index)
+    if len(groups) < n_folds:
+        raise DataError(f"kolektor_folds: {len(groups)} items cannot fill {n_folds} folds")
+    names = sorted(groups)
+    order = sample_rng(seed, len(names)).permutation(len(names))
+    shuffled = [names[i] for i in order]
+    n_pos = {g: sum(items[i].defective for i in groups[g]) for g in names}
+    shuffled.sort(key=lambda g: -n_pos[g])  # stable: ties keep the seeded order
+    fold_pos, fold_len = [0] * n_folds, [0] * n_folds
+    fold_of = [0] * len(items)
+    for group in shuffled:
+        if n_pos[group]:
+            fold = min(range(n_folds), key=lambda f: (fold_pos[f], fold_len[f], f))
+        else:
+            fold = min(range(n_folds), key=lambda f: (fold_len[f], fold_pos[f], f))
+        fold_pos[fold] += n_pos[group]
+        fold_len[fold] += len(groups[group])
+        for i in groups[group]:
+            fold_of[i] = fold
+    return fold_of

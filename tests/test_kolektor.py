@@ -1,0 +1,76 @@
+"""KolektorSDD reader and its split: tiny written layouts, plus the real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scrapvision.data.kolektor import kolektor_folds, list_kolektor, read_kolektor_mask
+from scrapvision.errors import DataError
+from tests.conftest import real_dataset
+
+
+def _write_item(root: Path, item: str, part: int, defect: bool, suffix: str = ".png", palette: bool = False) -> None:
+    folder = root / item
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((40, 16), 90, np.uint8)).save(folder / f"Part{part}.jpg")
+    mask = np.zeros((40, 16), np.uint8)
+    if defect:
+        mask[10:20, 5:7] = 1 if palette else 255
+    img = Image.fromarray(mask, mode="L")
+    if palette:
+        img = img.convert("P")
+        img.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    img.save(folder / f"Part{part}_label{suffix}")
+
+
+def test_list_reads_bmp_png_and_palette_masks(tmp_path: Path) -> None:
+    _write_item(tmp_path, "kos01", 0, False, ".bmp")
+    _write_item(tmp_path, "kos01", 1, True, ".bmp")
+    _write_item(tmp_path, "kos02", 10, True, ".png", palette=True)
+    _write_item(tmp_path, "kos02", 2, False, ".png")
+    items = list_kolektor(tmp_path)
+    assert [(i.item, i.part, i.defective) for i in items] == [
+        ("kos01", "Part0", False), ("kos01", "Part1", True), ("kos02", "Part2", False), ("kos02", "Part10", True)]
+    mask = read_kolektor_mask(items[3].mask)  # palette index 1 must count as defect
+    assert mask.dtype == bool and mask.sum() == 20
+
+
+def test_missing_mask_is_one_line_error(tmp_path: Path) -> None:
+    _write_item(tmp_path, "kos01", 0, False)
+    (tmp_path / "kos01" / "Part0_label.png").unlink()
+    with pytest.raises(DataError, match="Part0.jpg: no mask") as info:
+        list_kolektor(tmp_path)
+    assert "\n" not in str(info.value)
+    assert list_kolektor(tmp_path, require_masks=False)[0].mask is None
+
+
+def test_folds_group_items_and_duplicates(tmp_path: Path) -> None:
+    for n in range(1, 35):
+        for part in range(3):
+            _write_item(tmp_path, f"kos{n:02d}", part, defect=part == 0 and n % 3 == 0)
+    items = list_kolektor(tmp_path)
+    folds = kolektor_folds(items, n_folds=3, seed=0)
+    by_item: dict[str, set[int]] = {}
+    for item, fold in zip(items, folds):
+        by_item.setdefault(item.item, set()).add(fold)
+    assert all(len(f) == 1 for f in by_item.values())
+    assert by_item["kos01"] == by_item["kos26"] and by_item["kos27"] == by_item["kos34"]
+    pos = [sum(i.defective for i, f in zip(items, folds) if f == k) for k in range(3)]
+    assert max(pos) - min(pos) <= 1
+    assert kolektor_folds(items, seed=0) == folds
+    assert kolektor_folds(items, seed=1) != folds
+
+
+@pytest.mark.realdata
+def test_real_kolektorsdd_counts_and_folds() -> None:
+    root = real_dataset("kolektorsdd")
+    items = list_kolektor(root)
+    assert len(items) == 399 and sum(i.defective for i in items) == 52
+    folds = kolektor_folds(items)
+    item_fold = {i.item: f for i, f in zip(items, folds)}
+    assert item_fold["kos01"] == item_fold["kos26"] and item_fold["kos27"] == item_fold["kos34"]
+    assert sorted(set(folds)) == [0, 1, 2]
