@@ -1,0 +1,248 @@
+"""Severstal steel-defect data in the Kaggle layout: ``train.csv`` + ``train_images/``.
+
+Both CSV formats are read (chosen by header): the current long format ``ImageId,ClassId,EncodedPixels``
+(defect rows only) and the original ``ImageId_ClassId,EncodedPixels`` (four rows per image, empty RLE =
+no defect). An image with no row for a class has no such defect, so only images whose labels are known
+to be complete may be scored: a coverage list (``images_covered.csv``, one ``ImageId`` per line) restricts
+the records to those images. Every problem is a one-line ``DataError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..checkpoint import atomic_write
+from ..errors import DataError
+from .images import list_images, read_image, sample_rng
+from .rle import rle_decode, rle_runs
+
+SEVERSTAL_SHAPE = (256, 1600)  # (H, W) of every Kaggle image
+NUM_CLASSES = 4
+COVERAGE_FILE = "images_covered.csv"
+NEW_COLUMNS = ("ImageId", "ClassId", "EncodedPixels")
+OLD_COLUMNS = ("ImageId_ClassId", "EncodedPixels")
+
+
+@dataclass(frozen=True, eq=False)
+class SeverstalRecord:
+    """One image and its four RLE strings ("" = class absent). ``image`` (in memory) wins over ``path``."""
+
+    image_id: str
+    rles: tuple[str, ...]
+    shape: tuple[int, int] = SEVERSTAL_SHAPE
+    path: Path | None = None
+    image: np.ndarray | None = None
+
+    @property
+    def labels(self) -> tuple[bool, ...]:
+        """Which classes are present: for class-balanced sampling and image-level heads."""
+        return tuple(bool(r) for r in self.rles)
+
+    def masks(self) -> np.ndarray:
+        """Boolean [4, H, W] masks decoded from the RLE strings."""
+        return build_masks(self.rles, self.shape, self.image_id)
+
+    def load_image(self) -> np.ndarray:
+        """HxWx3 uint8 RGB, checked against the RLE shape so a resized file cannot misplace masks."""
+        if self.image is not None:
+            image = self.image if self.image.ndim == 3 else np.repeat(self.image[..., None], 3, axis=2)
+        elif self.path is not None:
+            image = read_image(self.path)
+        else:
+            raise DataError(f"record {self.image_id}: has neither an image file nor pixels")
+        if image.shape[:2] != tuple(self.shape):
+            raise DataError(f"image {self.path or self.image_id}: size {image.shape[1]}x{image.shape[0]} "
+                            f"differs from the mask size {self.shape[1]}x{self.shape[0]}")
+        return image
+
+
+def build_masks(rles: Sequence[str], shape: tuple[int, int] = SEVERSTAL_SHAPE, image_id: str = "") -> np.ndarray:
+    """Stack per-class RLE strings into a boolean [C, H, W] array (channel c = class c + 1)."""
+    masks = np.zeros((len(rles), *shape), dtype=bool)
+    for c, rle in enumerate(rles):
+        if rle:
+            masks[c] = rle_decode(rle, shape, f"{image_id} class {c + 1}")
+    return masks
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable CSV ({reason})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame.fillna("")
+
+
+def _split_rows(frame: pd.DataFrame, path: Path) -> list[tuple[int, str, str, str]]:
+    """(line, image_id, class_text, rle) for either CSV format, auto-detected by header."""
+    columns = set(frame.columns)
+    lines = range(2, len(frame) + 2)  # line 1 is the header; blank lines are kept, so numbers match
+    if set(NEW_COLUMNS) <= columns:
+        return list(zip(lines, frame["ImageId"], frame["ClassId"], frame["EncodedPixels"]))
+    if set(OLD_COLUMNS) <= columns:
+        rows = []
+        for line, key, rle in zip(lines, frame["ImageId_ClassId"], frame["EncodedPixels"]):
+            image_id, sep, class_text = key.strip().rpartition("_")
+            if key.strip() and not sep:
+                raise DataError(f"{path} line {line}: ImageId_ClassId {key!r} has no '_<class>' suffix")
+            rows.append((line, image_id, class_text, rle))
+        return rows
+    raise DataError(f"{path}: columns {','.join(frame.columns)} are neither {','.join(NEW_COLUMNS)} "
+                    f"nor {','.join(OLD_COLUMNS)}")
+
+
+def read_train_csv(path: str | Path, shape: tuple[int, int] = SEVERSTAL_SHAPE) -> dict[str, list[str]]:
+    """Image id -> four RLE strings for every image named in the CSV; every RLE is validated."""
+    path = Path(path)
+    labels: dict[str, list[str]] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for line, image_id, class_text, rle in _split_rows(_read_csv(path), path):
+        image_id, class_text, rle = image_id.strip(), class_text.strip(), rle.strip()
+        if not (image_id or class_text or rle):
+            continue  # blank line
+        if not image_id:
+            raise DataError(f"{path} line {line}: empty ImageId")
+        if class_text not in {str(c) for c in range(1, NUM_CLASSES + 1)}:
+            raise DataError(f"{path} line {line}: unknown ClassId {class_text!r} (expected 1..{NUM_CLASSES})")
+        class_id = int(class_text)
+        if (image_id, class_id) in seen:
+            raise DataError(f"{path} line {line}: image {image_id} class {class_id} repeats line "
+                            f"{seen[image_id, class_id]}")
+        seen[image_id, class_id] = line
+        try:
+            rle_runs(rle, shape, f"{image_id} class {class_id}")
+        except DataError as exc:
+            raise DataError(f"{path} line {line}: {exc}") from None
+        labels.setdefault(image_id, [""] * NUM_CLASSES)[class_id - 1] = rle
+    return labels
+
+
+def write_train_csv(path: str | Path, labels: Mapping[str, Sequence[str]]) -> Path:
+    """Write the current Kaggle format (defect rows only, sorted), atomically."""
+    with atomic_write(path, "w") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(NEW_COLUMNS)
+        for image_id in sorted(labels):
+            for c, rle in enumerate(labels[image_id]):
+                if rle:
+                    writer.writerow((image_id, c + 1, rle))
+    return Path(path)
+
+
+def read_coverage(path: str | Path) -> set[str]:
+    """Image ids whose labels are complete (a CSV with an ``ImageId`` column)."""
+    path = Path(path)
+    frame = _read_csv(path)
+    if "ImageId" not in frame.columns:
+        raise DataError(f"{path}: has no ImageId column (found {','.join(frame.columns)})")
+    return {i.strip() for i in frame["ImageId"] if i.strip()}
+
+
+def _image_shape(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except OSError:
+        read_image(path)  # raises the one-line DataError that names the problem
+        raise
+
+
+def load_records(
+    root: str | Path,
+    coverage: str | Path | None = None,
+    shape: tuple[int, int] | None = None,
+    csv_name: str = "train.csv",
+    images_dir: str = "train_images",
+) -> list[SeverstalRecord]:
+    """Records of the image files under ``root/images_dir`` whose labels are complete, sorted by id.
+
+    ``coverage`` defaults to ``root/images_covered.csv`` when it exists (the shared sample); without
+    one every image file is taken as fully labelled (the Kaggle train set: no row = no defect).
+    ``shape`` defaults to the size of the first image (1600x256 for Kaggle, smaller for synthetic).
+    CSV rows of images without a file are validated but unused.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"severstal data folder {root}: not found")
+    files = {p.name: p for p in list_images(root / images_dir, recursive=False)}
+    coverage_path = Path(coverage) if coverage else root / COVERAGE_FILE
+    if coverage or coverage_path.is_file():
+        covered = read_coverage(coverage_path)
+        files = {name: p for name, p in files.items() if name in covered}
+        if not files:
+            raise DataError(f"{root / images_dir}: no image file is listed in {coverage_path}")
+    shape = tuple(shape) if shape else _image_shape(next(iter(files.values())))
+    labels = read_train_csv(root / csv_name, shape)
+    empty = [""] * NUM_CLASSES
+    return [SeverstalRecord(name, tuple(labels.get(name, empty)), shape, path=p) for name, p in sorted(files.items())]
+
+
+def split_records(records: Sequence[SeverstalRecord], val_fraction: float, seed: int = 0
+                  ) -> tuple[list[SeverstalRecord], list[SeverstalRecord]]:
+    """Deterministic (train, val) split by image; at least one image on each side when possible."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = min(max(1, round(len(records) * val_fraction)), len(records) - 1) if len(records) > 1 else 0
+    return [records[i] for i in sorted(order[n_val:])], [records[i] for i in sorted(order[:n_val])]
+
+
+class SeverstalDataset(Dataset):
+    """Image + 4-channel mask per record, resized and flipped with albumentations.
+
+    Each sample's augmentation comes from ``sample_rng(seed, epoch, index)``, never global state, so a
+    resumed or DDP run sees the same flips. Images are normalised with ImageNet mean/std.
+    """
+
+    def __init__(self, records: Sequence[SeverstalRecord], image_size: tuple[int, int] | None = None,
+                 augment: bool = False, seed: int = 0) -> None:
+        self.records = list(records)
+        self.image_size = tuple(image_size) if image_size else None
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        steps: list[A.BasicTransform] = []
+        if self.image_size:
+            steps.append(A.Resize(*self.image_size, area_for_downscale="image"))
+        if augment:
+            steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+        steps.append(A.Normalize())
+        self.transform = A.Compose(steps)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _seed(self, index: int) -> None:
+        # Compose.set_random_seed hands the SAME seed to every transform, which makes the horizontal and
+        # vertical flips always agree; give each transform its own draw instead.
+        seeds = sample_rng(self.seed, self.epoch, index).integers(0, 2**31, size=len(self.transform.transforms) + 1)
+        self.transform.set_random_seed(int(seeds[0]))
+        for transform, seed in zip(self.transform.transforms, seeds[1:]):
+            transform.set_random_seed(int(seed))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        record = self.records[index]
+        image = record.load_image()
+        masks = record.masks().transpose(1, 2, 0).astype(np.uint8)
+        self._seed(index)
+        out = self.transform(image=image, mask=masks)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32)),
+            "image_id": record.image_id,
+        }
