@@ -189,7 +189,8 @@ class Trainer:
             )
         seed_everything(tcfg.seed)
         model = self.task.build_model().to(self.device)
-        if info.enabled and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if info.enabled and self.device.type == "cuda":
+            # PyTorch's SyncBatchNorm is GPU-only: on CPU ranks batch statistics stay per rank.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay

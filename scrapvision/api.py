@@ -1,0 +1,91 @@
+"""Library entry points behind the CLI: build a task from config, train it, load a trained one, evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint
+from .config import load_config
+from .errors import CheckpointError, ScrapvisionError
+from .task import Task
+
+
+def get_task_class(name: str) -> type[Task]:
+    from . import get_task
+
+    return get_task(name)
+
+
+def _with_data_root(cfg: Any, data: str | Path | None) -> Any:
+    if data is None:
+        return cfg
+    if not hasattr(cfg, "data") or not hasattr(cfg.data, "root"):
+        raise ScrapvisionError("this task's config has no data.root, so --data cannot be used")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)))
+
+
+def build_task(
+    name: str,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    data: str | Path | None = None,
+    base: dict[str, Any] | None = None,
+) -> Task:
+    """Task ``name`` with defaults <- ``base`` (a checkpoint's config) <- YAML ``config`` <- ``overrides``."""
+    cls = get_task_class(name)
+    cfg = load_config(cls.Config, config, overrides, base=base)
+    return cls(_with_data_root(cfg, data))
+
+
+def train(name: str, config: str | Path | None = None, overrides: Sequence[str] = (),
+          data: str | Path | None = None, run_dir: str | Path | None = None, resume: str | Path | None = None):
+    """Train task ``name``; with ``resume`` the checkpoint's config is the base and the run folder is reused."""
+    from .trainer import Trainer
+
+    base = load_checkpoint(resume, task=name)["config"] if resume else None
+    task = build_task(name, config, overrides, data, base=base)
+    return Trainer(task, run_dir=run_dir, resume=resume).fit()
+
+
+def load_trained(
+    name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Task, nn.Module]:
+    """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode."""
+    payload = load_checkpoint(checkpoint, task=name)
+    base = dict(payload["config"])
+    model_cfg = base.get("model")
+    if isinstance(model_cfg, dict) and model_cfg.get("weights"):
+        base["model"] = {**model_cfg, "weights": ""}  # the checkpoint already holds every weight
+    task = build_task(name, None, overrides, data, base=base)
+    task.load_extras(payload.get("extras", {}))
+    model = task.build_model()
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise CheckpointError(f"checkpoint {checkpoint}: does not fit the model of this config ({detail[:240]})") from None
+    return task, model.to(device).eval()
+
+
+def evaluate(task: Task, model: nn.Module, batch_size: int | None = None) -> dict[str, float]:
+    dataset = task.build_eval_dataset()
+    if len(dataset) == 0:
+        raise ScrapvisionError(f"task {task.name}: the evaluation set is empty")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size or task.cfg.train.eval_batch_size or task.cfg.train.batch_size,
+        shuffle=False,
+        num_workers=task.cfg.train.num_workers,
+        collate_fn=task.collate_fn(),
+    )
+    model.eval()
+    return task.evaluate(model, loader)

@@ -1,0 +1,213 @@
+"""``scrapvision``: list | config | train | eval | predict | prepare. Errors are one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ScrapvisionError
+
+EPILOG = textwrap.dedent(
+    """\
+    examples:
+      scrapvision list
+      scrapvision train --task severstal                          # built-in synthetic data, CPU recipe
+      scrapvision train --task severstal --config tasks/severstal.yaml --set optim.lr=3e-4 --set train.epochs=20
+      scrapvision eval --task severstal --checkpoint runs/severstal/<time>/best.pt --data DIR
+      scrapvision predict --task severstal --checkpoint best.pt --input DIR --out preds/
+      torchrun --nproc_per_node 2 -m scrapvision train --task severstal  # DistributedDataParallel
+    """
+)
+
+
+def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
+    p.add_argument("--task", required=True, help="task head (see `scrapvision list`)")
+    p.add_argument("--config", metavar="YAML", help="recipe file, e.g. tasks/<task>.yaml (default: built-in CPU recipe)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set optim.lr=3e-4 (repeatable; value read as YAML)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder in the task's layout (default: built-in synthetic data)")
+    if checkpoint:
+        p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a best.pt / last.pt from `scrapvision train`")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scrapvision",
+        description="Industrial vision for metal recycling and steel making: train, evaluate and predict "
+        "with pluggable task heads on a shared backbone registry. Everything runs offline.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("list", help="list task heads and backbones", formatter_class=fmt,
+                       epilog="example:\n  scrapvision list --timm 'efficientnet*'")
+    p.add_argument("--timm", metavar="PATTERN", help="also list timm model names matching PATTERN (e.g. 'resnet*')")
+
+    p = sub.add_parser("config", help="print a task's full config as YAML (the defaults = its CPU recipe)",
+                       formatter_class=fmt, epilog="example:\n  scrapvision config --task severstal > my.yaml")
+    p.add_argument("--task", required=True)
+    p.add_argument("--config", metavar="YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("train", help="train a task head (one process, or DDP under torchrun)", formatter_class=fmt,
+                       epilog="examples:\n  scrapvision train --task severstal\n"
+                       "  scrapvision train --task severstal --data /data/severstal --set train.epochs=30\n"
+                       "  scrapvision train --task severstal --resume runs/severstal/20260101-120000\n\n"
+                       "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,best.pt,last.pt}.")
+    _common(p)
+    p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/<task>/<time>)")
+    p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")
+
+    p = sub.add_parser("eval", help="score a checkpoint on a dataset", formatter_class=fmt,
+                       epilog="example:\n  scrapvision eval --task severstal --checkpoint best.pt "
+                       "--data ../shared/data/severstal_sample")
+    _common(p, checkpoint=True)
+    p.add_argument("--out", metavar="JSON", help="also write the metrics to this JSON file")
+
+    p = sub.add_parser("predict", help="run a checkpoint on new images and write results", formatter_class=fmt,
+                       epilog="example:\n  scrapvision predict --task severstal --checkpoint best.pt --input imgs/ --out preds/")
+    _common(p, checkpoint=True)
+    p.add_argument("--input", required=True, metavar="PATH", help="image folder, file or CSV (task-specific)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    p = sub.add_parser("prepare", help="turn raw material (e.g. yard video) into a training layout",
+                       formatter_class=fmt,
+                       epilog="example:\n  scrapvision prepare --task scrap_cls --video yard.mp4 --out crops/")
+    p.add_argument("--task", required=True)
+    p.add_argument("--config", metavar="YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    if task_name:
+        from .api import get_task_class
+
+        cls = get_task_class(task_name)
+        cls.add_predict_args(sub.choices["predict"])
+        cls.add_prepare_args(sub.choices["prepare"])
+    return parser
+
+
+def _task_from_argv(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from . import BACKBONES, TASKS
+    from .heads import load_all
+
+    load_all()
+    print("tasks:")
+    for name in TASKS.names():
+        summary = TASKS.get(name).summary.strip().splitlines()
+        print(f"  {name:14s} {summary[0] if summary else ''}")
+    print("backbones (registered):")
+    for name in BACKBONES.names():
+        print(f"  {name}")
+    import timm
+
+    print(f"backbones (timm, features_only): any of {len(timm.list_models())} names, e.g. resnet34, "
+          "efficientnet_b0, vit_small_patch8_224  (scrapvision list --timm 'PATTERN')")
+    if args.timm:
+        for name in timm.list_models(args.timm):
+            print(f"  {name}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from .api import build_task
+    from .config import to_dict
+
+    task = build_task(args.task, args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(task.cfg), sort_keys=False), end="")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .api import get_task_class, train
+    from .trainer import describe_run
+
+    result = train(args.task, args.config, args.overrides, args.data, run_dir=args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        monitor = get_task_class(args.task).monitor[0]
+        print(f"done: best {monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .api import evaluate, load_trained
+    from .checkpoint import atomic_write
+
+    task, model = load_trained(args.task, args.checkpoint, args.overrides, args.data, device=args.device)
+    metrics = evaluate(task, model)
+    width = max(len(k) for k in metrics) if metrics else 0
+    for key, value in metrics.items():
+        print(f"{key:{width}s}  {value:.4f}" if isinstance(value, float) else f"{key:{width}s}  {value}")
+    if args.out:
+        with atomic_write(args.out, "w") as handle:
+            json.dump(metrics, handle, indent=2)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .api import load_trained
+
+    task, model = load_trained(args.task, args.checkpoint, args.overrides, args.data, device=args.device)
+    inputs = Path(args.input)
+    if not inputs.exists():
+        raise ScrapvisionError(f"--input {inputs}: not found")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScrapvisionError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
+    result = task.predict(model, inputs, out, args)
+    print(f"wrote {result}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .api import build_task
+
+    task = build_task(args.task, args.config, args.overrides)
+    result = task.prepare(args)
+    print(f"wrote {result}")
+
+
+COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
+            "predict": cmd_predict, "prepare": cmd_prepare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(_task_from_argv(argv))
+        args = parser.parse_args(argv)
+        COMMANDS[args.command](args)
+        return 0
+    except ScrapvisionError as exc:
+        print(f"scrapvision: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scrapvision: interrupted; checkpoints written so far are complete", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("SCRAPVISION_DEBUG"):
+            raise
+        where = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"scrapvision: internal error ({where}); rerun with SCRAPVISION_DEBUG=1 for the traceback "
+              "and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

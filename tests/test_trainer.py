@@ -1,0 +1,113 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import toy_task  # noqa: F401  (registers the "toy" task)
+from scrapvision.api import build_task, train
+from scrapvision.checkpoint import load_checkpoint, save_checkpoint
+from scrapvision.errors import CheckpointError, ScrapvisionError
+from scrapvision.trainer import Trainer, TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=0, atol=atol, msg=key)
+
+
+def test_fit_writes_run_folder_and_learns(tmp_path):
+    result = train("toy", overrides=["train.epochs=6"], run_dir=tmp_path / "run")
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "metrics.csv", "best.pt", "last.pt"} <= files
+    rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert float(rows[-1]["val_mse"]) < 0.5 * float(rows[0]["val_mse"])
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "step" for r in lines)
+    ckpt = load_checkpoint(result.best_path, task="toy")
+    assert ckpt["config"]["train"]["epochs"] == 6
+    assert ckpt["best"] == pytest.approx(min(float(r["val_mse"]) for r in rows))
+    assert not list(result.run_dir.glob("*.tmp"))
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train("toy", overrides=["train.epochs=4"], run_dir=tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of epoch 3 (8 steps per epoch)
+        train("toy", overrides=["train.epochs=4", "model.interrupt_at_step=20"], run_dir=tmp_path / "part")
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
+    resumed = train("toy", overrides=["model.interrupt_at_step=0"], resume=tmp_path / "part")
+    assert resumed.run_dir == tmp_path / "part"
+    assert load_checkpoint(resumed.last_path)["epoch"] == 4
+    assert_same_weights(weights(full.last_path), weights(resumed.last_path))
+    rows = list(csv.DictReader(open(resumed.run_dir / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last good checkpoint"):
+        train("toy", overrides=["model.nan_at_step=10"], run_dir=tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_unwritable_output_is_an_error_at_start(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ScrapvisionError, match="not writable"):
+        Trainer(build_task("toy"), run_dir=blocker / "run")
+
+
+def test_checkpoint_of_another_task_and_pickled_code_are_refused(tmp_path):
+    save_checkpoint({"task": "other", "model": {}}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="trained for task 'other', not 'toy'"):
+        load_checkpoint(tmp_path / "c.pt", task="toy")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format": "scrapvision-checkpoint/1", "task": "toy", "model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import torch
+    torch.set_num_threads(1)
+    import toy_task
+    from scrapvision.api import train
+    train("toy", overrides=["train.epochs=2", "optim.grad_clip=0.5"], run_dir={out!r})
+    """
+)
+
+
+def test_torchrun_two_processes_train_the_same_model_as_one(tmp_path):
+    script = tmp_path / "run.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, procs in (("one", 1), ("two", 2)):
+        script.write_text(DDP_SCRIPT.format(tests=str(REPO / "tests"), out=str(tmp_path / name)))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+               "--master_port", str(29500 + procs + os.getpid() % 1000), str(script)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert one["step"] == two["step"] == 2 * (64 // 8)
+    assert_same_weights(one["model"], two["model"], atol=1e-5)
+    assert one["metrics"]["val_mse"] == pytest.approx(two["metrics"]["val_mse"], rel=1e-4)
