@@ -1,0 +1,152 @@
+"""Vectorised vs reference Kaggle RLE codecs on 256x1600 masks, side by side in one run.
+
+    python benchmarks/rle_speed.py [--quick] [--masks N]
+
+Masks are decoded from the real ``severstal_sample/train.csv`` strings when present (under
+$SCRAPVISION_DATA, default ../shared/data), else drawn by the synthetic generator. Every real string is
+also round-tripped by the vectorised codec and mismatches are counted. Writes
+``benchmarks/results/severstal_rle_speed.json`` and the ``rle_speed`` section of
+``benchmarks/results/severstal.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scrapvision.checkpoint import atomic_write
+from scrapvision.data.rle import rle_decode, rle_decode_reference, rle_encode, rle_encode_reference
+from scrapvision.data.synthetic.steel_strip import generate_records
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHAPE = (256, 1600)
+BEGIN, END = "<!-- rle_speed:begin -->", "<!-- rle_speed:end -->"
+
+
+def load_strings() -> tuple[list[tuple[str, str]], str]:
+    """(image id, RLE) pairs and where they came from."""
+    path = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data")) / "severstal_sample" / "train.csv"
+    if path.is_file():
+        with open(path, newline="") as handle:
+            return [(r["ImageId"], r["EncodedPixels"]) for r in csv.DictReader(handle)], f"real: {path}"
+    records = generate_records(200, seed=0, shape=SHAPE, clean_fraction=0.0)
+    pairs = [(f"{r.image_id} class {c + 1}", rle) for r in records for c, rle in enumerate(r.rles) if rle]
+    return pairs, "synthetic: steel_strip generator, seed 0, 256x1600"
+
+
+def timed(fn, *args, repeat: int = 1) -> tuple[float, object]:
+    start = time.perf_counter()
+    for _ in range(repeat):
+        out = fn(*args)
+    return (time.perf_counter() - start) / repeat, out
+
+
+def compare(strings: list[tuple[str, str]], repeat: int) -> dict[str, list[float]]:
+    """Per-mask seconds of each codec, interleaved so load changes hit both sides alike."""
+    times: dict[str, list[float]] = {k: [] for k in ("encode_vec", "encode_ref", "decode_vec", "decode_ref")}
+    for image_id, rle in strings:
+        t, mask = timed(rle_decode, rle, SHAPE, image_id, repeat=repeat)
+        times["decode_vec"].append(t)
+        t, ref_mask = timed(rle_decode_reference, rle, SHAPE, image_id)
+        times["decode_ref"].append(t)
+        t, text = timed(rle_encode, mask, repeat=repeat)
+        times["encode_vec"].append(t)
+        t, ref_text = timed(rle_encode_reference, mask)
+        times["encode_ref"].append(t)
+        if not (np.array_equal(mask, ref_mask) and text == ref_text == rle):
+            sys.exit(f"codecs disagree on {image_id}")
+    return times
+
+
+def round_trip_all(strings: list[tuple[str, str]]) -> tuple[int, float]:
+    start = time.perf_counter()
+    bad = sum(rle_encode(rle_decode(rle, SHAPE, image_id)) != rle for image_id, rle in strings)
+    return bad, time.perf_counter() - start
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for op in ("encode", "decode"):
+        vec, ref = times[f"{op}_vec"], times[f"{op}_ref"]
+        out[op] = {"vectorised_median_ms": 1e3 * statistics.median(vec), "reference_median_ms": 1e3 * statistics.median(ref),
+                   "vectorised_total_s": sum(vec), "reference_total_s": sum(ref), "speedup_total": sum(ref) / sum(vec)}
+    return out
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()}-core CPU ({model}), shared; load average at start {load}; Python {platform.python_version()}"
+
+
+def write_markdown(result: dict) -> None:
+    s = result["summary"]
+    lines = [
+        BEGIN, "## RLE codec speed (vectorised NumPy vs pure-Python reference)", "",
+        f"- Command: `{result['command']}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
+        f"- Wall time: {result['wall_time_s']:.1f} s", f"- Masks: {result['n_masks_timed']} masks of 256x1600 "
+        f"({result['source']}), vectorised calls repeated {result['repeat']}x per mask, reference once",
+        f"- Round trip of all {result['n_strings']} strings (decode then encode, vectorised): "
+        f"{result['round_trip_mismatches']} mismatches, {result['round_trip_all_s']:.2f} s", "",
+        "| op | vectorised median ms/call | reference median ms/call | speed-up (total ref / total vec) |",
+        "|---|---|---|---|",
+    ]
+    for op in ("encode", "decode"):
+        lines.append(f"| {op} | {s[op]['vectorised_median_ms']:.3f} | {s[op]['reference_median_ms']:.1f} | "
+                     f"{s[op]['speedup_total']:.0f}x |")
+    lines += ["", "No paper reference: the reference is this repo's own loop implementation.", END]
+    section = "\n".join(lines) + "\n"
+    path = RESULTS / "severstal.md"
+    old = path.read_text() if path.exists() else "# severstal benchmarks\n\n"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
+    with atomic_write(path, "w") as handle:
+        handle.write(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 masks instead of the default")
+    parser.add_argument("--masks", type=int, default=150, help="masks timed with both codecs (default 150)")
+    parser.add_argument("--repeat", type=int, default=5, help="repeats of each vectorised call (default 5)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    host = machine()
+    strings, source = load_strings()
+    n = 20 if args.quick else args.masks
+    step = max(1, len(strings) // n)
+    chosen = strings[::step][:n]  # spread over the file: small and large masks alike
+    times = compare(chosen, args.repeat)
+    bad, all_s = round_trip_all(strings)
+    result = {
+        "command": "python benchmarks/rle_speed.py" + " ".join([""] + sys.argv[1:]), "machine": host, "date": date,
+        "source": source, "n_strings": len(strings), "n_masks_timed": len(chosen), "repeat": args.repeat,
+        "mean_runs_per_mask": float(np.mean([len(r.split()) // 2 for _, r in chosen])),
+        "summary": summary(times), "round_trip_mismatches": bad, "round_trip_all_s": all_s,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with atomic_write(RESULTS / "severstal_rle_speed.json", "w") as handle:
+        json.dump(result, handle, indent=2)
+    write_markdown(result)
+    print(json.dumps(result["summary"], indent=2))
+    print(f"round trip: {bad} mismatches of {len(strings)}; wall {result['wall_time_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
