@@ -1,0 +1,84 @@
+"""Shared prediction plumbing: an image-file dataset, the input list, and overlays with a legend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .images import IMAGE_SUFFIXES, list_images, read_image
+
+
+def input_files(inputs: str | Path) -> list[Path]:
+    """An image file, a folder of images (recursive), or a text/CSV file whose first column lists images."""
+    inputs = Path(inputs)
+    if inputs.is_dir():
+        return list_images(inputs)
+    if inputs.suffix.lower() in IMAGE_SUFFIXES:
+        if not inputs.is_file():
+            raise DataError(f"image {inputs}: not found")
+        return [inputs]
+    if inputs.suffix.lower() in (".csv", ".txt"):
+        import pandas as pd
+
+        frame = pd.read_csv(inputs, dtype=str, keep_default_na=False)
+        column = "image" if "image" in frame.columns else frame.columns[0]
+        files = [(inputs.parent / name).resolve() for name in frame[column] if name]
+        if not files:
+            raise DataError(f"{inputs}: lists no images in column {column!r}")
+        return files
+    raise DataError(f"input {inputs}: expected an image, a folder of images or a CSV/TXT list")
+
+
+class ImageFiles(Dataset):
+    """Resized, ImageNet-normalised images for inference; keeps each file's path and original size."""
+
+    def __init__(self, files: Sequence[Path], image_size: tuple[int, int], mode: str = "RGB") -> None:
+        self.files = list(files)
+        self.mode = mode
+        self.transform = A.Compose([A.Resize(*image_size, area_for_downscale="image"), A.Normalize()])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        image = read_image(self.files[index], self.mode)
+        if image.ndim == 2:
+            image = image[..., None]
+        out = self.transform(image=image)["image"]
+        return {"image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))),
+                "index": index, "height": image.shape[0], "width": image.shape[1]}
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, colors: np.ndarray, names: Sequence[str],
+                  alpha: float = 0.45) -> np.ndarray:
+    """Blend each class mask in its colour, outline it, and draw a legend box (RGB in, RGB out)."""
+    canvas = image.copy() if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    for mask, color in zip(masks, colors):
+        if not mask.any():
+            continue
+        m = mask.astype(bool)
+        canvas[m] = (canvas[m] * (1 - alpha) + np.asarray(color) * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), 1)
+    scale = max(0.35, canvas.shape[0] / 700)
+    row = int(22 * scale / 0.5)
+    for i, (name, color) in enumerate(zip(names, colors)):
+        present = masks[i].any()
+        y = 6 + row * (i + 1)
+        cv2.rectangle(canvas, (6, y - row + 6), (6 + row - 6, y), tuple(int(c) for c in color), -1)
+        cv2.putText(canvas, f"{name}{'' if present else ' (none)'}", (12 + row, y - 2),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise DataError(f"overlay {path}: could not be written")

@@ -1,0 +1,264 @@
+"""``severstal``: 4-class steel-strip defect segmentation (Severstal Kaggle) with a U-Net or FPN.
+
+Any registry backbone (timm ``features_only`` or ``tiny_cnn``) feeds segmentation_models_pytorch's U-Net
+or FPN decoder. An image-level classification head over the deepest features can gate the masks, as the
+strong Kaggle solutions did (a mask only survives if the classifier also believes in the class).
+Scoring is Kaggle's: mean Dice over every (image, class) pair at the original resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from segmentation_models_pytorch.base.heads import ClassificationHead, SegmentationHead
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from segmentation_models_pytorch.losses import DiceLoss
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..backbones import backbone_channels, backbone_strides, create_backbone
+from ..config import OptimConfig, TrainConfig
+from ..checkpoint import atomic_write
+from ..data.images import read_image
+from ..data.inference import ImageFiles, input_files, overlay_masks, write_png
+from ..data.rle import rle_encode
+from ..data.severstal import NUM_CLASSES, SeverstalDataset, load_records, split_records
+from ..data.synthetic.steel_strip import generate_records
+from ..errors import ConfigError, ScrapvisionError
+from ..metrics import KaggleDiceMeter
+from ..registry import TASKS
+from ..task import Task
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class SeverstalModelConfig:
+    arch: Literal["unet", "fpn"] = "unet"
+    backbone: str = "resnet18"  # any timm name with 5 stages (strides 2..32), or tiny_cnn
+    weights: str = ""  # local .safetensors / state-dict file for the backbone; "" = from scratch
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)  # U-Net, one per stage
+    fpn_channels: int = 128  # FPN pyramid and segmentation width
+    classifier: bool = True  # image-level head on the deepest features (used for gating)
+
+
+@dataclass(frozen=True)
+class SeverstalDataConfig:
+    root: str = ""  # Kaggle layout (train.csv + train_images/); "" = synthetic steel strip
+    coverage: str = ""  # file listing fully-labelled ImageIds; default root/images_covered.csv if present
+    image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
+    val_fraction: float = 0.2
+    augment: bool = True
+    synthetic_train: int = 256
+    synthetic_val: int = 64
+    synthetic_shape: tuple[int, int] = (128, 800)
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class SeverstalLossConfig:
+    bce: float = 1.0
+    dice: float = 1.0
+    classifier: float = 0.5  # image-level BCE on "class present"
+
+
+@dataclass(frozen=True)
+class SeverstalPostConfig:
+    threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # per-class pixel probability threshold
+    min_area: tuple[int, ...] = (0, 0, 0, 0)  # per-class minimum mask area in original-resolution pixels
+    cls_threshold: float = 0.0  # > 0: drop a class whose image-level probability is below this
+
+
+@dataclass(frozen=True)
+class SeverstalConfig:
+    model: SeverstalModelConfig = field(default_factory=SeverstalModelConfig)
+    data: SeverstalDataConfig = field(default_factory=SeverstalDataConfig)
+    loss: SeverstalLossConfig = field(default_factory=SeverstalLossConfig)
+    post: SeverstalPostConfig = field(default_factory=SeverstalPostConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=8))
+
+    def __post_init__(self) -> None:
+        for key in ("threshold", "min_area"):
+            if len(getattr(self.post, key)) != NUM_CLASSES:
+                raise ConfigError(f"config key 'post.{key}': needs {NUM_CLASSES} values, one per class")
+
+
+# ---------------------------------------------------------------------------- model
+class SeverstalNet(nn.Module):
+    """Backbone -> U-Net/FPN decoder -> 4 mask logits, plus 4 image-level logits.
+
+    ``forward`` returns ``(mask_logits [B,4,H,W], label_logits [B,4])``. Without the classifier the
+    image-level logits are the per-class maximum of the mask logits.
+    """
+
+    def __init__(self, backbone: str = "resnet18", arch: str = "unet", weights: str | None = None,
+                 decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16), fpn_channels: int = 128,
+                 classifier: bool = True, num_classes: int = NUM_CLASSES, in_chans: int = 3) -> None:
+        super().__init__()
+        self.encoder = create_backbone(backbone, weights=weights or None, in_chans=in_chans)
+        strides = backbone_strides(self.encoder)
+        if strides != [2, 4, 8, 16, 32]:
+            raise ScrapvisionError(f"severstal needs a backbone with 5 stages of strides 2..32; {backbone!r} has {strides}")
+        channels = [in_chans, *backbone_channels(self.encoder)]
+        if arch == "unet":
+            self.decoder = UnetDecoder(channels, tuple(decoder_channels), n_blocks=len(decoder_channels))
+            self.seg_head = SegmentationHead(decoder_channels[-1], num_classes, kernel_size=3)
+        elif arch == "fpn":
+            if fpn_channels % 32:
+                raise ScrapvisionError(f"model.fpn_channels={fpn_channels}: must be a multiple of 32 (GroupNorm)")
+            self.decoder = FPNDecoder(channels, encoder_depth=5, pyramid_channels=fpn_channels,
+                                      segmentation_channels=fpn_channels, dropout=0.0)
+            self.seg_head = SegmentationHead(fpn_channels, num_classes, kernel_size=1, upsampling=4)
+        else:
+            raise ScrapvisionError(f"severstal arch {arch!r}: expected 'unet' or 'fpn'")
+        self.cls_head = ClassificationHead(channels[-1], num_classes, dropout=0.2) if classifier else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = [x, *self.encoder(x)]
+        masks = self.seg_head(self.decoder(features))
+        if masks.shape[-2:] != x.shape[-2:]:
+            masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        labels = self.cls_head(features[-1]) if self.cls_head is not None else masks.amax(dim=(-2, -1))
+        return masks, labels
+
+
+def postprocess(mask_logits: torch.Tensor, label_logits: torch.Tensor, size: tuple[int, int],
+                threshold: tuple[float, ...], min_area: tuple[int, ...], cls_threshold: float) -> torch.Tensor:
+    """Logits -> boolean [B,4,H,W] masks at ``size``: threshold, drop small masks, gate by the classifier."""
+    probs = torch.sigmoid(F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False))
+    thr = torch.tensor(threshold, device=probs.device).view(1, -1, 1, 1)
+    masks = probs > thr
+    area = masks.sum(dim=(-2, -1))
+    keep = area >= torch.tensor(min_area, device=probs.device).view(1, -1)
+    if cls_threshold > 0:
+        keep &= torch.sigmoid(label_logits.float()) >= cls_threshold
+    return masks & keep[..., None, None]
+
+
+# ---------------------------------------------------------------------------- data
+class WithFullMasks(Dataset):
+    """Adds the original-resolution masks, so Dice is scored as Kaggle scores it, not on resized masks."""
+
+    def __init__(self, dataset: SeverstalDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        item["full_mask"] = torch.from_numpy(self.dataset.records[index].masks())
+        return item
+
+
+# ---------------------------------------------------------------------------- task
+@TASKS.register("severstal")
+class SeverstalTask(Task):
+    name = "severstal"
+    Config = SeverstalConfig
+    monitor = ("dice", "max")
+    summary = "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer"
+
+    def __init__(self, cfg: SeverstalConfig) -> None:
+        super().__init__(cfg)
+        self.dice_loss = DiceLoss("multilabel", from_logits=True)
+
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        return SeverstalNet(m.backbone, m.arch, m.weights, m.decoder_channels, m.fpn_channels, m.classifier)
+
+    def _records(self):
+        d = self.cfg.data
+        if not d.root:
+            train = generate_records(d.synthetic_train, seed=d.synthetic_seed, shape=d.synthetic_shape)
+            val = generate_records(d.synthetic_val, seed=d.synthetic_seed + 1, shape=d.synthetic_shape)
+            return train, val
+        records = load_records(d.root, coverage=d.coverage or None)
+        return split_records(records, d.val_fraction, seed=self.cfg.train.seed)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        d, seed = self.cfg.data, self.cfg.train.seed
+        train, val = self._records()
+        return (SeverstalDataset(train, d.image_size, augment=d.augment, seed=seed),
+                WithFullMasks(SeverstalDataset(val, d.image_size, augment=False, seed=seed)))
+
+    def build_eval_dataset(self) -> Dataset:
+        """``eval --data DIR`` scores every fully-labelled image of DIR; synthetic: the validation split."""
+        d = self.cfg.data
+        records = load_records(d.root, coverage=d.coverage or None) if d.root else self._records()[1]
+        return WithFullMasks(SeverstalDataset(records, d.image_size, augment=False))
+
+    def compute_loss(self, model, batch, progress):
+        masks, labels = model(batch["image"])
+        target = batch["mask"]
+        seg_bce = F.binary_cross_entropy_with_logits(masks, target)
+        seg_dice = self.dice_loss(masks, target)
+        loss = self.cfg.loss.bce * seg_bce + self.cfg.loss.dice * seg_dice
+        logs = {"bce": seg_bce.item(), "dice_loss": seg_dice.item()}
+        if self.cfg.model.classifier and self.cfg.loss.classifier > 0:
+            present = target.amax(dim=(-2, -1))
+            cls = F.binary_cross_entropy_with_logits(labels, present)
+            loss = loss + self.cfg.loss.classifier * cls
+            logs["cls_bce"] = cls.item()
+        return loss, logs
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        device = next(model.parameters()).device
+        post = self.cfg.post
+        meter, raw = KaggleDiceMeter(), KaggleDiceMeter()
+        for batch in loader:
+            masks, labels = model(batch["image"].to(device))
+            full = batch["full_mask"].to(device)
+            size = tuple(full.shape[-2:])
+            meter.update(postprocess(masks, labels, size, post.threshold, post.min_area, post.cls_threshold), full)
+            raw.update(postprocess(masks, labels, size, (0.5,) * NUM_CLASSES, (0,) * NUM_CLASSES, 0.0), full)
+        per_class = meter.per_class()
+        return {"dice": meter.value(), "dice_raw": raw.value(),
+                **{f"dice_c{c + 1}": v for c, v in enumerate(per_class)}, "images": float(len(loader.dataset))}
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.randn(batch_size, 3, *self.cfg.data.image_size)
+
+    @classmethod
+    def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--overlays", type=int, default=50, metavar="N",
+                            help="write overlay PNGs for the first N images (default 50; 0 = none)")
+        parser.add_argument("--batch-size", type=int, default=8)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Write ``submission.csv`` (ImageId,EncodedPixels,ClassId; 4 rows per image) and overlay PNGs."""
+        files = input_files(inputs)
+        loader = DataLoader(ImageFiles(files, self.cfg.data.image_size), batch_size=getattr(args, "batch_size", 8),
+                            num_workers=self.cfg.train.num_workers)
+        device = next(model.parameters()).device
+        post, n_overlays = self.cfg.post, getattr(args, "overlays", 50)
+        rows = []
+        for batch in loader:
+            masks, labels = model(batch["image"].to(device))
+            for j, index in enumerate(batch["index"].tolist()):
+                size = (int(batch["height"][j]), int(batch["width"][j]))
+                pred = postprocess(masks[j : j + 1], labels[j : j + 1], size, post.threshold, post.min_area,
+                                   post.cls_threshold)[0].cpu().numpy()
+                path = files[index]
+                rows += [(path.name, rle_encode(pred[c]), c + 1) for c in range(NUM_CLASSES)]
+                if index < n_overlays:
+                    overlay = overlay_masks(read_image(path), pred, CLASS_COLORS, CLASS_NAMES)
+                    write_png(out / "overlays" / f"{path.stem}.png", overlay)
+        target = out / "submission.csv"
+        with atomic_write(target, "w") as handle:
+            handle.write("ImageId,EncodedPixels,ClassId\n")
+            handle.writelines(f"{image_id},{rle},{class_id}\n" for image_id, rle, class_id in rows)
+        return target
+
+
+CLASS_NAMES = ("class 1", "class 2", "class 3", "class 4")
+CLASS_COLORS = np.array([[255, 200, 0], [0, 120, 255], [255, 0, 0], [0, 230, 0]], dtype=np.uint8)  # RGB
