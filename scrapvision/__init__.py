@@ -8,6 +8,7 @@ from .config import OptimConfig, TrainConfig, load_config
 from .errors import ScrapvisionError
 from .registry import BACKBONES, TASKS, Registry
 from .task import Task
+from .trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "ScrapvisionError",
     "Task",
     "TrainConfig",
+    "Trainer",
     "create_backbone",
     "get_task",
     "load_config",

@@ -46,7 +46,6 @@ class TrainConfig:
     out_dir: str = "runs"
     eval_every: int = 1  # epochs between validations
     log_every: int = 10  # steps between metric lines
-    deterministic: bool = True
 
 
 def _type_name(tp: Any) -> str:

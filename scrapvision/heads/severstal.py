@@ -24,8 +24,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import backbone_channels, backbone_strides, create_backbone
-from ..config import OptimConfig, TrainConfig
 from ..checkpoint import atomic_write
+from ..config import OptimConfig, TrainConfig
 from ..data.images import read_image
 from ..data.inference import ImageFiles, input_files, overlay_masks, write_png
 from ..data.rle import rle_encode
