@@ -1,0 +1,295 @@
+"""``scrap_cls``: scrap-grade classification with EfficientNet + CLFSEF, and yard-video preprocessing.
+
+The model (``scrapvision.models.clfsef``) follows EfficientNetB5-CLFSEF: cross-layer fusion of several
+EfficientNet stages (CLF), group-wise semantic enhancement (SEF), self-distillation (or distillation
+from a teacher checkpoint) and a maximum-entropy regulariser. ``model.variant`` switches between the
+paper's ablation rows: baseline, clf, sef, clfsef. ``prepare`` turns a yard video into crops of scrap
+instances without moving objects (``scrapvision.data.video``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import atomic_write, load_checkpoint
+from ..config import OptimConfig, TrainConfig, from_dict
+from ..data.classification import (
+    LOAD_RATIO,
+    ClassificationDataset,
+    build_transform,
+    find_records,
+    load_images,
+    split_indices,
+    to_tensor,
+)
+from ..data.inference import input_files
+from ..data.synthetic.scrap_grades import generate_images, grade_names
+from ..errors import CheckpointError, DataError
+from ..models.clfsef import ScrapClassifier, clfsef_loss
+from ..registry import TASKS
+from ..task import Task
+from .scrap_cls_parts.report import classification_metrics, write_report
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ScrapClsModelConfig:
+    backbone: str = "tinynet_e"  # timm EfficientNet family; the paper uses efficientnet_b5
+    weights: str = ""  # local .safetensors / state-dict file for the backbone; "" = from scratch
+    variant: Literal["baseline", "clf", "sef", "clfsef"] = "clfsef"
+    stages: tuple[int, ...] = (2, 3, 4)  # backbone stages (strides 8, 16, 32) fused by CLF; last = deep
+    fuse_channels: int = 96
+    sef_groups: int = 8
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class ScrapClsDataConfig:
+    root: str = ""  # ImageFolder (root/<class>/...) or root/<csv> with image,class; "" = synthetic
+    layout: Literal["auto", "folder", "csv"] = "auto"  # auto: the CSV if it exists, else ImageFolder
+    csv: str = "labels.csv"
+    image_size: int = 96
+    augment: Literal["none", "light", "strong"] = "strong"
+    sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: draw classes equally often
+    unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: leave out (reported) or stop
+    val_fraction: float = 0.2  # stratified hold-out when folds == 0
+    folds: int = 0  # > 1: stratified k-fold, validating on fold `fold`
+    fold: int = 0
+    split_seed: int = 0
+    eval_split: Literal["val", "all"] = "val"  # what `scrapvision eval` scores
+    synthetic_classes: int = 6
+    synthetic_train_per_class: int = 48
+    synthetic_val_per_class: int = 16
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScrapClsLossConfig:
+    aux_weight: float = 1.0  # cross-entropy on the enhanced (CLF/SEF) branch alone
+    kd_weight: float = 0.5  # knowledge distillation; 0 disables
+    kd_temperature: float = 4.0
+    teacher: str = ""  # scrap_cls checkpoint to distil from; "" = self-distillation into the branch
+    entropy_weight: float = 0.1  # maximum-entropy regulariser; 0 disables
+
+
+@dataclass(frozen=True)
+class ScrapClsEvalConfig:
+    report_dir: str = ""  # if set, every evaluation writes per_class.csv and confusion_matrix.png here
+
+
+@dataclass(frozen=True)
+class ScrapClsConfig:
+    model: ScrapClsModelConfig = field(default_factory=ScrapClsModelConfig)
+    data: ScrapClsDataConfig = field(default_factory=ScrapClsDataConfig)
+    loss: ScrapClsLossConfig = field(default_factory=ScrapClsLossConfig)
+    eval: ScrapClsEvalConfig = field(default_factory=ScrapClsEvalConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.05, warmup_epochs=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=32))
+
+
+def _warn(message: str) -> None:
+    print(f"scrap_cls: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- task
+@TASKS.register("scrap_cls")
+class ScrapClsTask(Task):
+    name = "scrap_cls"
+    Config = ScrapClsConfig
+    monitor = ("accuracy", "max")
+    summary = "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)"
+
+    def __init__(self, cfg: ScrapClsConfig) -> None:
+        super().__init__(cfg)
+        self.class_names: list[str] | None = None
+        self.skipped: list[str] = []
+        self._splits: tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset] | None = None
+        self._teacher: nn.Module | None = None
+
+    # ------------------------------------------------------------------ data
+    def _names_from_data(self) -> list[str]:
+        d = self.cfg.data
+        if not d.root:
+            return grade_names(d.synthetic_classes)
+        return sorted({r.label for r in find_records(d.root, d.layout, d.csv)})
+
+    def _load(self) -> tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset]:
+        """(train, val, all) datasets, decoded once; applies the unreadable-image policy."""
+        if self._splits is not None:
+            return self._splits
+        d, seed = self.cfg.data, self.cfg.train.seed
+        size, load_size = d.image_size, round(d.image_size * LOAD_RATIO)
+        if not d.root:
+            names = grade_names(d.synthetic_classes)
+            tr_img, tr_lab, _ = generate_images(d.synthetic_train_per_class, load_size, d.synthetic_seed, len(names))
+            va_img, va_lab, _ = generate_images(d.synthetic_val_per_class, load_size, d.synthetic_seed + 1, len(names))
+            self.class_names = self.class_names or names
+            train = ClassificationDataset(tr_img, tr_lab, size, d.augment, seed)
+            val = ClassificationDataset(va_img, va_lab, size, "none")
+            self._splits = (train, val, val)
+            return self._splits
+        records = find_records(d.root, d.layout, d.csv)
+        names = self.class_names or sorted({r.label for r in records})
+        unknown = sorted({r.label for r in records} - set(names))
+        if unknown:
+            raise DataError(f"data {d.root}: class {unknown[0]!r} is not one of the model's {len(names)} classes")
+        self.class_names = names
+        train_idx, val_idx = split_indices([r.label for r in records], d.val_fraction, d.split_seed, d.folds, d.fold)
+        images, kept, self.skipped = load_images([r.path for r in records], d.unreadable, load_size)
+        if self.skipped:
+            _warn(f"skipped {len(self.skipped)} unreadable image(s) (data.unreadable=skip):")
+            for message in self.skipped:
+                print(f"  {message}", file=sys.stderr)
+        position = {i: k for k, i in enumerate(kept)}
+        labels = [names.index(r.label) for r in records]
+        files = [str(r.path) for r in records]
+
+        def subset(indices: list[int], augment: str) -> ClassificationDataset:
+            keep = [i for i in indices if i in position]
+            return ClassificationDataset([images[position[i]] for i in keep], [labels[i] for i in keep], size,
+                                         augment, seed, names=[files[i] for i in keep])
+
+        self._splits = (subset(train_idx, d.augment), subset(val_idx, "none"), subset(sorted(position), "none"))
+        return self._splits
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        train, val, _ = self._load()
+        return train, val
+
+    def build_eval_dataset(self) -> Dataset:
+        _, val, everything = self._load()
+        return everything if self.cfg.data.eval_split == "all" else val
+
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
+        if self.cfg.data.sampling == "uniform":
+            return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
+        labels = torch.tensor(dataset.labels)  # type: ignore[attr-defined]
+        weights = 1.0 / torch.bincount(labels).float()[labels]
+        return torch.multinomial(weights, len(labels), replacement=True, generator=generator).tolist()
+
+    def checkpoint_extras(self) -> dict:
+        return {"class_names": list(self.class_names or self._names_from_data())}
+
+    def load_extras(self, extras: dict) -> None:
+        if extras.get("class_names"):
+            self.class_names = [str(n) for n in extras["class_names"]]
+
+    # ------------------------------------------------------------------ model and loss
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        names = self.class_names or self._names_from_data()
+        return ScrapClassifier(len(names), m.backbone, m.variant, m.stages, m.weights or None, m.fuse_channels,
+                               m.sef_groups, m.dropout)
+
+    def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        path = self.cfg.loss.teacher
+        if not path:
+            return None
+        if self._teacher is None:
+            payload = load_checkpoint(path, task=self.name)
+            names = payload.get("extras", {}).get("class_names")
+            if names != self.class_names:
+                raise CheckpointError(f"teacher {path}: trained on other classes ({len(names or [])} vs "
+                                      f"{len(self.class_names or [])}); a teacher must share the class list")
+            m = from_dict(ScrapClsModelConfig, {**payload["config"]["model"], "weights": ""}, prefix="teacher.model")
+            teacher = ScrapClassifier(len(names), m.backbone, m.variant, m.stages, None, m.fuse_channels,
+                                      m.sef_groups, m.dropout)
+            teacher.load_state_dict(payload["model"])
+            self._teacher = teacher.eval().requires_grad_(False)
+        self._teacher.to(images.device)
+        with torch.no_grad():
+            return self._teacher(images)
+
+    def compute_loss(self, model, batch, progress):
+        images, target = batch["image"], batch["label"]
+        logits, aux = model(images, return_aux=True)
+        lc = self.cfg.loss
+        return clfsef_loss(logits, aux, target, self._teacher_logits(images), lc.aux_weight, lc.kd_weight,
+                           lc.kd_temperature, lc.entropy_weight)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        device = next(model.parameters()).device
+        logits, labels = [], []
+        for batch in loader:
+            logits.append(model(batch["image"].to(device)).float().cpu())
+            labels.append(batch["label"].cpu())
+        logits_t, labels_t = torch.cat(logits), torch.cat(labels)
+        names = self.class_names or self._names_from_data()
+        y_true, y_pred = labels_t.numpy(), logits_t.argmax(1).numpy()
+        metrics = {"loss": float(F.cross_entropy(logits_t, labels_t)),
+                   **classification_metrics(y_true, y_pred), "images": float(len(y_true))}
+        if self.cfg.eval.report_dir:
+            write_report(self.cfg.eval.report_dir, y_true, y_pred, names)
+        return metrics
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        return torch.randn(batch_size, 3, self.cfg.data.image_size, self.cfg.data.image_size)
+
+    # ------------------------------------------------------------------ predict
+    @classmethod
+    def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--top-k", type=int, default=1, help="also write the k best classes (default 1)")
+        parser.add_argument("--unreadable", choices=("skip", "fail"), default=None,
+                            help="unreadable images: skip (listed) or fail (default: data.unreadable)")
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Write ``predictions.csv``: image, class, probability (and the k best with --top-k)."""
+        files = input_files(inputs)
+        policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
+        size = self.cfg.data.image_size
+        images, kept, skipped = load_images(files, policy, round(size * LOAD_RATIO))
+        for message in skipped:
+            _warn(f"skipped {message}")
+        names = self.class_names or [f"class_{i}" for i in range(model.head.out_features)]
+        top_k = max(1, min(getattr(args, "top_k", 1), len(names)))
+        transform = build_transform(size, "none")
+        device = next(model.parameters()).device
+        batch_size = max(1, getattr(args, "batch_size", 16))
+        rows = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            batch = torch.stack([to_tensor(transform(image=im)["image"]) for im in chunk]).to(device)
+            prob, idx = F.softmax(model(batch).float(), dim=1).topk(top_k, dim=1)
+            for j in range(len(chunk)):
+                path = files[kept[start + j]]
+                rows.append([str(path), *(v for c in range(top_k) for v in (names[idx[j, c]], f"{prob[j, c]:.4f}"))])
+        header = ["image", "class", "probability"]
+        header += [f"{key}_{c + 1}" for c in range(1, top_k) for key in ("class", "probability")]
+        target = out / "predictions.csv"
+        with atomic_write(target, "w") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+        for row in rows[:20]:
+            print(f"{row[0]}: {row[1]} ({row[2]})")
+        if len(rows) > 20:
+            print(f"... {len(rows) - 20} more in {target}")
+        return target
+
+    # ------------------------------------------------------------------ prepare
+    @classmethod
+    def add_prepare_args(cls, parser: argparse.ArgumentParser) -> None:
+        from .scrap_cls_parts.prepare import add_prepare_args
+
+        add_prepare_args(parser)
+
+    def prepare(self, args: argparse.Namespace) -> Path:
+        from .scrap_cls_parts.prepare import run_prepare
+
+        return run_prepare(args)
+
+
+__all__ = ["ScrapClsConfig", "ScrapClsTask"]
