@@ -31,7 +31,6 @@ from scrapvision.models.clfsef import (
     distillation_loss,
     prediction_entropy,
 )
-
 from tests.conftest import REPO, real_dataset
 
 

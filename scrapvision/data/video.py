@@ -97,10 +97,12 @@ def pick_stills(still: list[bool], gap: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------- instance segmentation
-def _otsu(values: np.ndarray) -> np.ndarray:
+def _otsu_level(values: np.ndarray) -> float:
+    """Otsu's threshold of a float map, in the map's own units."""
+    low, high = float(values.min()), float(values.max())
     scaled = cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    _, mask = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return mask > 0
+    level, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return low + level / 255 * (high - low)
 
 
 def opencv_instances(rgb: np.ndarray) -> list[Instance]:
@@ -112,9 +114,12 @@ def opencv_instances(rgb: np.ndarray) -> list[Instance]:
     mean, sq = cv2.blur(gray, (k, k)), cv2.blur(gray * gray, (k, k))
     texture = np.sqrt(np.maximum(sq - mean * mean, 0))
     lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (k, k), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
-    floor = np.median(lab[texture <= np.percentile(texture, 30)], axis=0)
-    colour = np.linalg.norm(lab - floor, axis=2)
-    fg = (_otsu(texture) | _otsu(colour)).astype(np.uint8)
+    smooth = texture <= np.percentile(texture, 30)
+    colour = np.linalg.norm(lab - np.median(lab[smooth], axis=0), axis=2)
+    # Otsu alone splits a high-contrast pile in two; anything clearly off the floor's own spread is scrap
+    floor_spread = float(np.percentile(colour[smooth], 90))
+    colour_level = min(_otsu_level(colour), max(8.0, 4 * floor_spread))
+    fg = ((texture > _otsu_level(texture)) | (colour > colour_level)).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     fg = cv2.morphologyEx(cv2.morphologyEx(fg, cv2.MORPH_CLOSE, kernel), cv2.MORPH_OPEN, kernel)
     contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
