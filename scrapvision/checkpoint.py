@@ -49,6 +49,23 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
+def model_payload(task: Any, model: torch.nn.Module) -> dict[str, Any]:
+    """What eval, predict and export need: task name, the config that built the model, weights, extras."""
+    from .config import to_dict
+
+    return {"task": task.name, "config": to_dict(task.cfg), "model": model.state_dict(),
+            "extras": task.checkpoint_extras()}
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.*.tmp`` files that a process killed in the middle of ``atomic_write`` left behind."""
+    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stale
+
+
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
     """Load a scrapvision checkpoint safely; wrong task, bad file or pickled code -> CheckpointError."""
     path = Path(path)

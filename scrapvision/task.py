@@ -29,6 +29,9 @@ class Task:
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
     #: one-paragraph description shown by ``scrapvision list`` and ``--help``
     summary: ClassVar[str] = ""
+    #: ``--set`` overrides that shrink a run to seconds (tiny model, few samples); used by the tests that
+    #: run over every registered head and by CI smoke runs
+    smoke_overrides: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

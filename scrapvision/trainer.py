@@ -28,8 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .config import save_config, to_dict
+from .checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    model_payload,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .config import save_config
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
 from .errors import ScrapvisionError
 from .task import Task
@@ -147,6 +153,7 @@ class Trainer:
             probe = self.run_dir / ".write-test"
             probe.write_bytes(b"x" * 4096)
             probe.unlink()
+            remove_stale_temporaries(self.run_dir)
         except OSError as exc:
             raise ScrapvisionError(f"output folder {self.run_dir}: not writable ({exc.strerror or exc})") from None
         free_mb = shutil.disk_usage(self.run_dir).free / 2**20
@@ -283,11 +290,10 @@ class Trainer:
                 if improved:
                     best = float(value)
                 payload = {
-                    "task": self.task.name, "config": to_dict(cfg), "model": raw_model.state_dict(),
+                    **model_payload(self.task, raw_model),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if self.use_amp else {}, "epoch": epoch + 1, "step": step,
                     "best": best, "monitor": metric_name, "metrics": last_metrics,
-                    "extras": self.task.checkpoint_extras(),
                 }
                 save_checkpoint(payload, self.run_dir / "last.pt")
                 if improved or not (self.run_dir / "best.pt").exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,7 @@ class ToyModel:
     hidden: int = 16
     nan_at_step: int = 0  # >0: the loss becomes NaN at this step (to test divergence handling)
     interrupt_at_step: int = 0  # >0: raise KeyboardInterrupt at this step (to test resume)
+    step_sleep: float = 0.0  # seconds to sleep per step, so a test can kill a run mid-epoch
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class ToyTask(Task):
         x, y = batch
         loss = nn.functional.mse_loss(model(x), y)
         self.steps += 1
+        if self.cfg.model.step_sleep:
+            time.sleep(self.cfg.model.step_sleep)
         if self.cfg.model.interrupt_at_step and self.steps >= self.cfg.model.interrupt_at_step:
             raise KeyboardInterrupt
         if self.cfg.model.nan_at_step and self.steps >= self.cfg.model.nan_at_step:

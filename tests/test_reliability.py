@@ -1,0 +1,126 @@
+"""Crashes mid-run, kills during a save, full disks, sockets: the spine's promises under failure."""
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import toy_task  # noqa: F401
+from scrapvision import trainer as trainer_module
+from scrapvision.api import build_task, train
+from scrapvision.checkpoint import load_checkpoint
+from scrapvision.errors import ScrapvisionError
+from scrapvision.trainer import Trainer
+
+TESTS = Path(__file__).resolve().parent
+TOY = ["train.epochs=6", "train.log_every=1"]
+
+
+def spawn(code: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        if time.time() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
+
+
+def step_lines(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.endswith("}") and '"step"' in line)
+
+
+TRAIN = """
+    import sys, toy_task
+    from scrapvision.api import train
+    train("toy", overrides={overrides!r}, run_dir={run_dir!r}, resume={resume!r})
+"""
+
+
+def run_toy(overrides, run_dir=None, resume=None) -> subprocess.Popen:
+    """Each run in its own single-threaded process, so float results can be compared bit for bit."""
+    return spawn(TRAIN.format(overrides=overrides, run_dir=run_dir and str(run_dir), resume=resume and str(resume)))
+
+
+def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
+    kill_after = random.Random().randint(9, 40)  # 8 steps per epoch: at least one checkpoint exists
+    run, straight = tmp_path / "killed", tmp_path / "straight"
+    reference = run_toy(TOY, straight)
+    proc = run_toy(TOY + ["model.step_sleep=0.05"], run)
+    try:
+        wait_for(lambda: step_lines(run) >= kill_after or proc.poll() is not None)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill (step {kill_after})"
+    killed_at = load_checkpoint(run / "last.pt")["epoch"]
+    assert 1 <= killed_at < 6
+    resumed = run_toy(["model.step_sleep=0"], resume=run)
+    assert resumed.wait() == 0 and reference.wait() == 0, resumed.stderr.read()[-2000:]
+    a, b = load_checkpoint(run / "last.pt"), load_checkpoint(straight / "last.pt")
+    assert a["epoch"] == b["epoch"] == 6
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0,
+                                   msg=f"{key} differs after a kill at step {kill_after}")
+    assert a["metrics"]["val_mse"] == b["metrics"]["val_mse"]
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_kill_during_checkpoint_save_never_exposes_a_half_written_file(tmp_path):
+    target = tmp_path / "last.pt"
+    for attempt in range(2):
+        proc = spawn(f"""
+            import torch
+            from scrapvision.checkpoint import save_checkpoint
+            i = 0
+            while True:
+                i += 1
+                save_checkpoint({{"task": "toy", "model": {{"w": torch.full((1_000_000,), float(i))}}}}, {str(target)!r})
+                print(i, flush=True)
+        """)
+        saves = random.Random().randint(1, 4)
+        for _ in range(saves):
+            proc.stdout.readline()
+        time.sleep(random.Random().uniform(0.0, 0.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        payload = load_checkpoint(target)
+        w = payload["model"]["w"]
+        assert w.numel() == 1_000_000 and bool((w == w[0]).all()), f"attempt {attempt}: mixed contents"
+        names = {p.name for p in tmp_path.iterdir()}
+        assert names <= {"last.pt"} | {n for n in names if n.startswith(".last.pt.") and n.endswith(".tmp")}
+    Trainer(build_task("toy"), run_dir=tmp_path)  # start-up removes the stale temporaries
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_full_disk_is_an_error_at_start(tmp_path, monkeypatch):
+    usage = type("Usage", (), {"free": 10 * 2**20, "total": 2**30, "used": 2**30})
+    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda _: usage)
+    with pytest.raises(ScrapvisionError, match="only 10 MiB free"):
+        Trainer(build_task("toy"), run_dir=tmp_path / "run")
+
+
+def test_training_opens_no_socket(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    result = train("toy", overrides=["train.epochs=1"], run_dir=tmp_path / "run")
+    assert result.last_path.is_file()
