@@ -1,0 +1,102 @@
+"""Shared helpers of the segdec benchmarks: one cross-validation run, pooled metrics, the markdown section."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from scrapvision.checkpoint import load_checkpoint
+from scrapvision.config import load_config
+from scrapvision.heads.segdec import SegDecConfig, SegDecTask
+from scrapvision.heads.segdec_parts.metrics import decision_metrics
+from scrapvision.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DATA = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data")) / "kolektorsdd"
+KEYS = ("ap", "ap_trapz", "auroc", "f1", "fp", "fn")
+
+
+def run_fold(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Train one fold with the final epoch's weights (the test fold never picks a checkpoint), then score it."""
+    cfg = load_config(SegDecConfig, None, overrides)
+    task = SegDecTask(cfg)
+    t0 = time.time()
+    Trainer(task, run_dir=run_dir).fit()
+    train_s = time.time() - t0
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="segdec")["model"])
+    _, test = task.build_datasets()
+    loader = DataLoader(test, batch_size=16)
+    r = task.score(model, loader)
+    metrics = decision_metrics(r["label"] > 0.5, r["score"])
+    names = [s.name for s in test.samples]
+    return {"metrics": metrics, "train_s": round(train_s, 1), "scores": r["score"].tolist(),
+            "labels": r["label"].tolist(), "names": names}
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-fold numbers, their mean, and the metrics of all folds' test scores pooled (as Tabernik et al.)."""
+    mean = {k: float(np.mean([f["metrics"][k] for f in folds])) for k in KEYS}
+    labels = np.concatenate([f["labels"] for f in folds]) > 0.5
+    scores = np.concatenate([f["scores"] for f in folds])
+    pooled = decision_metrics(labels, scores) if len(folds) > 1 else folds[0]["metrics"]
+    return {"per_fold": [{k: f["metrics"][k] for k in KEYS} for f in folds], "mean": mean,
+            "pooled": {k: pooled[k] for k in KEYS}, "train_s": [f["train_s"] for f in folds]}
+
+
+@torch.no_grad()
+def inference_speed(overrides: list[str], batch: int, repeats: int = 5) -> float:
+    """Images per second of the model's forward pass on this CPU (the current thread setting)."""
+    task = SegDecTask(load_config(SegDecConfig, None, overrides))
+    model = task.build_model().eval()
+    x = task.example_input(batch)
+    model(x)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()}-core CPU ({cpu}), shared with other jobs, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} thread(s)"
+
+
+def now() -> str:
+    return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_section(title: str, body: str) -> Path:
+    """Replace (or append) the ``## title`` section of ``benchmarks/results/segdec.md``."""
+    path = RESULTS / "segdec.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# segdec benchmarks\n"
+    marker = f"## {title}\n"
+    if marker in text:
+        head, rest = text.split(marker, 1)
+        tail = rest.split("\n## ", 1)
+        text = head + (("\n## " + tail[1]) if len(tail) > 1 else "")
+    text = text.rstrip("\n") + "\n\n" + marker + body.rstrip("\n") + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}" if np.isfinite(x) else "n/a"

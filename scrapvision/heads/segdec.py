@@ -1,0 +1,329 @@
+"""``segdec``: segmentation-decision surface-defect detector (Tabernik 2019, Bozic 2021, Bi et al.).
+
+Loss per image: ``L = w_seg * gamma * L_seg + (1 - w_seg) * delta * L_dec`` where ``gamma`` is 1 when the
+image's pixel label may be used (every defect-free image; defective ones per the supervision mode),
+``L_seg`` is pixel BCE or MSE weighted by the distance-transform map, ``L_dec`` is BCE on the decision logit.
+``w_seg`` follows ``loss.schedule``, with ``n`` = epochs elapsed (fractional, from the Trainer's progress)
+and ``n_ep`` = ``train.epochs``:
+
+* ``constant``: ``w_seg = loss.seg_weight``.
+* ``dynamic`` (Bozic et al.): ``w_seg = 1 - n / n_ep``.
+* ``decay`` (our reading of Bi et al.'s ``theta_t <- (1 - beta) * theta_{t-1} - alpha * g_t``): the balance
+  ``theta = w_seg`` starts at 1 and is multiplied by ``(1 - beta)`` every epoch, ``w_seg = (1 - beta) ** n``
+  (``loss.decay_beta``). ``w_seg`` is a schedule, not a learned parameter, so its gradient term ``alpha * g_t``
+  is zero; the same rule applied to the network weights is decoupled weight decay, which the shared AdamW
+  already does (``optim.weight_decay``). Unlike ``dynamic`` it never reaches 0: late epochs keep a little
+  pixel supervision.
+
+Supervision (``data.supervision``): ``full`` keeps every mask, ``weak`` none, ``mixed`` uses ``n_positives``
+defective training images (0 = all) of which ``n_labelled`` keep their masks (chosen by ``data.split_seed``).
+Stop-gradient (``model.stop_gradient``) detaches the decision head's inputs for images with ``gamma = 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..backbones import create_backbone
+from ..checkpoint import atomic_write
+from ..config import OptimConfig, TrainConfig
+from ..data.images import IMAGE_SUFFIXES, read_image, sample_rng
+from ..data.kolektor import KolektorItem, kolektor_folds, list_kolektor, read_kolektor_mask
+from ..data.synthetic.surface_defects import generate_parts
+from ..errors import ConfigError, DataError
+from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
+from ..registry import TASKS
+from ..task import Task
+from .segdec_parts.data import Sample, SegDecDataset, balanced_order, load_gray
+from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, save_pr_curve
+
+
+@dataclass(frozen=True)
+class SegDecModelConfig:
+    backbone: str = "segdec"  # "segdec" = the paper network from scratch; else a timm / registered name
+    weights: str = ""  # local weights file for a registry backbone (never downloaded)
+    in_chans: int = 1  # KolektorSDD is grayscale
+    widths: tuple[int, ...] = PAPER_WIDTHS  # conv1..conv10 of the paper network
+    decision_widths: tuple[int, ...] = (8, 16, 32)
+    attention: bool = True  # SE after conv3..conv10 (Bi et al.)
+    atrous: bool = True  # 3x3 dilated convs instead of 5x5 / 15x15 (Bi et al.)
+    norm: Literal["instance", "batch"] = "instance"  # instance = the reference's per-image FeatureNorm
+    stop_gradient: bool = True  # no decision-loss gradient into the segmentation net for pixel-labelled images
+
+
+@dataclass(frozen=True)
+class SegDecDataConfig:
+    root: str = ""  # KolektorSDD folder (kosNN/PartK.jpg + _label.bmp|png); "" = built-in synthetic parts
+    height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
+    width: int = 80
+    fold: int = 0  # cross-validation: this fold is validation / test, the others train
+    n_folds: int = 3
+    split_seed: int = 0  # fold assignment and the choice of mixed-supervision positives
+    supervision: Literal["full", "weak", "mixed"] = "full"
+    n_positives: int = 0  # mixed: N_all defective training images used (0 = all)
+    n_labelled: int = 10  # mixed: L_p of them keep their masks
+    flip: bool = True  # random left-right / up-down flips
+    synthetic_items: int = 16  # synthetic data: items x parts images, split by item like KolektorSDD
+    synthetic_parts: int = 8
+    synthetic_defect_rate: float = 0.3
+
+
+@dataclass(frozen=True)
+class SegDecLossConfig:
+    seg_loss: Literal["bce", "mse"] = "bce"  # mse on sigmoid = Tabernik et al.; bce = Bozic et al.
+    schedule: Literal["constant", "dynamic", "decay"] = "decay"
+    seg_weight: float = 0.5  # w_seg of the constant schedule
+    decay_beta: float = 0.15  # decay schedule: w_seg *= (1 - beta) per epoch
+    delta: float = 1.0  # weight of the decision loss
+    dilate: int = 3  # square dilation of positive masks, in working-resolution pixels (1 = off)
+    weighted: bool = True  # distance-transform weighting of positive pixels
+    weight_p: float = 2.0
+    weight_max: float = 1.0
+    balanced_sampling: bool = True  # each epoch: all positives + as many negatives
+
+
+@dataclass(frozen=True)
+class SegDecConfig:
+    model: SegDecModelConfig = field(default_factory=SegDecModelConfig)
+    data: SegDecDataConfig = field(default_factory=SegDecDataConfig)
+    loss: SegDecLossConfig = field(default_factory=SegDecLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-4, grad_clip=5.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, eval_batch_size=16))
+
+
+def seg_weight(schedule: str, progress: float, epochs: int, constant: float = 0.5, beta: float = 0.15) -> float:
+    """``w_seg`` of a schedule at ``progress`` (0 -> 1 over training); see the module docstring."""
+    n = progress * epochs
+    if schedule == "constant":
+        return constant
+    if schedule == "dynamic":
+        return max(0.0, 1.0 - progress)
+    if schedule == "decay":
+        return (1.0 - beta) ** n
+    raise ConfigError(f"config key 'loss.schedule': unknown schedule {schedule!r}")
+
+
+def segdec_loss(decision: torch.Tensor, seg: torch.Tensor, batch: dict[str, torch.Tensor], w_seg: float,
+                delta: float, seg_loss: str = "bce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, L_seg, L_dec): per-image weighted pixel loss masked by gamma, BCE on the decision logit."""
+    target, weight, gamma = batch["target"], batch["weight"], batch["gamma"]
+    if seg_loss == "bce":
+        pixel = F.binary_cross_entropy_with_logits(seg, target, reduction="none")
+    else:
+        pixel = (torch.sigmoid(seg) - target) ** 2
+    l_seg = ((pixel * weight).mean(dim=(1, 2, 3)) * gamma).mean()
+    l_dec = F.binary_cross_entropy_with_logits(decision, batch["label"])
+    return w_seg * l_seg + (1.0 - w_seg) * delta * l_dec, l_seg, l_dec
+
+
+def _choose_supervision(samples: list[Sample], cfg: SegDecDataConfig) -> list[Sample]:
+    """Apply the supervision mode to training samples: drop / unlabel positives as the mode says."""
+    if cfg.supervision == "full":
+        return samples
+    if cfg.supervision == "weak":
+        return [replace(s, labelled=not s.defective) for s in samples]
+    pos = [i for i, s in enumerate(samples) if s.defective]
+    order = sample_rng(cfg.split_seed, 4242).permutation(len(pos))
+    n_all = cfg.n_positives or len(pos)
+    if n_all > len(pos) or cfg.n_labelled > n_all:
+        raise ConfigError(f"data.n_positives={cfg.n_positives}, data.n_labelled={cfg.n_labelled}: the training "
+                          f"split has {len(pos)} defective images (need n_labelled <= n_positives <= that)")
+    used = {pos[k] for k in order[:n_all]}
+    labelled = {pos[k] for k in order[: cfg.n_labelled]}
+    return [replace(s, labelled=i in labelled) if s.defective else s
+            for i, s in enumerate(samples) if not s.defective or i in used]
+
+
+@TASKS.register("segdec")
+class SegDecTask(Task):
+    name = "segdec"
+    Config = SegDecConfig
+    monitor = ("val_ap", "max")
+    summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
+               "SE + atrous network, constant / dynamic / decay loss balance.")
+
+    def __init__(self, cfg: SegDecConfig) -> None:
+        super().__init__(cfg)
+        d = cfg.data
+        if d.height % 8 or d.width % 8 or min(d.height, d.width) < 8 * MIN_DECISION_INPUT:
+            raise ConfigError(f"config keys 'data.height'/'data.width': {d.height}x{d.width} must be multiples "
+                              f"of 8 and at least {8 * MIN_DECISION_INPUT}")
+        if not 0 <= d.fold < d.n_folds:
+            raise ConfigError(f"config key 'data.fold': {d.fold} is not in 0..{d.n_folds - 1}")
+        self.threshold = 0.5
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> nn.Module:
+        m = self.cfg.model
+        if m.backbone == "segdec":
+            encoder: nn.Module = SegEncoder(m.in_chans, m.widths, m.atrous, m.attention, m.norm)
+        else:
+            probe = create_backbone(m.backbone, in_chans=m.in_chans)
+            strides = list(probe.feature_info.reduction())
+            if 8 not in strides:
+                raise ConfigError(f"config key 'model.backbone': {m.backbone!r} has no stride-8 feature map "
+                                  f"(strides {strides})")
+            encoder = BackboneEncoder(create_backbone(m.backbone, weights=m.weights or None,
+                                                      out_indices=(strides.index(8),), in_chans=m.in_chans))
+        return SegDecNet(encoder, m.decision_widths, m.atrous, m.norm, m.stop_gradient)
+
+    def channels(self, x: torch.Tensor) -> torch.Tensor:
+        """Grayscale batches (Bx1xHxW) repeated to ``model.in_chans`` (3 for most timm backbones)."""
+        return x if x.shape[1] == self.cfg.model.in_chans else x.expand(-1, self.cfg.model.in_chans, -1, -1)
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        d = self.cfg.data
+        return torch.zeros(batch_size, self.cfg.model.in_chans, d.height, d.width)
+
+    # ------------------------------------------------------------------ data
+    def all_samples(self) -> list[Sample]:
+        """Every image of the data set with its fold-independent label (masks all usable)."""
+        d = self.cfg.data
+        if not d.root:
+            parts = generate_parts(d.synthetic_items, d.synthetic_parts, d.synthetic_defect_rate, d.height,
+                                   d.width, seed=self.cfg.train.seed)
+            return [Sample(f"{p.item}/{p.part}", p.image, p.mask, p.defective, True, p.item) for p in parts]
+        items = list_kolektor(d.root)
+        return [Sample(f"{i.item}/{i.part}", i.image, i.mask, i.defective, True, i.item) for i in items]
+
+    def split(self) -> tuple[list[Sample], list[Sample]]:
+        """(train, test) samples of fold ``data.fold``, grouped by item (see ``kolektor_folds``)."""
+        d = self.cfg.data
+        samples = self.all_samples()
+        folds = kolektor_folds([KolektorItem(Path(s.name), None, s.group, "", s.defective) for s in samples],
+                               d.n_folds, d.split_seed)
+        train = [s for s, f in zip(samples, folds) if f != d.fold]
+        test = [s for s, f in zip(samples, folds) if f == d.fold]
+        return _choose_supervision(train, d), test
+
+    def _dataset(self, samples: list[Sample], train: bool) -> SegDecDataset:
+        d, lc = self.cfg.data, self.cfg.loss
+        return SegDecDataset(samples, d.height, d.width, 8, lc.dilate if train else 1, lc.weighted and train,
+                             lc.weight_p, lc.weight_max, flip=d.flip and train, seed=self.cfg.train.seed)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        train, test = self.split()
+        return self._dataset(train, True), self._dataset(test, False)
+
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
+        if not self.cfg.loss.balanced_sampling or not isinstance(dataset, SegDecDataset):
+            return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
+        return balanced_order(dataset.labels, epoch, self.cfg.train.seed, generator)
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        lc = self.cfg.loss
+        decision, seg = model(self.channels(batch["image"]), stop_grad=batch["gamma"] > 0)
+        w = seg_weight(lc.schedule, progress, self.cfg.train.epochs, lc.seg_weight, lc.decay_beta)
+        loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, lc.delta, lc.seg_loss)
+        return loss, {"loss_seg": float(l_seg.detach()), "loss_dec": float(l_dec.detach()), "w_seg": w}
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, loader: DataLoader) -> dict[str, np.ndarray]:
+        """Decision probabilities, labels, segmentation probabilities and targets of a whole loader."""
+        device = next(model.parameters()).device
+        model.eval()
+        out: dict[str, list] = {"score": [], "label": [], "seg": [], "target": []}
+        for batch in loader:
+            decision, seg = model(self.channels(batch["image"].to(device)))
+            out["score"].append(torch.sigmoid(decision).float().cpu())
+            out["seg"].append(torch.sigmoid(seg).float().cpu())
+            out["label"].append(batch["label"])
+            out["target"].append(batch["target"])
+        return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        r = self.score(model, loader)
+        metrics = decision_metrics(r["label"] > 0.5, r["score"])
+        metrics["pixel_ap"] = pixel_ap(r["target"], r["seg"])
+        self.threshold = metrics["threshold"]
+        return metrics
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"threshold": float(self.threshold)}
+
+    def load_extras(self, extras: dict[str, Any]) -> None:
+        self.threshold = float(extras.get("threshold", self.threshold))
+
+    # ------------------------------------------------------------------ predict
+    @classmethod
+    def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--threshold", type=float, default=None,
+                            help="decision threshold (default: the best-F threshold stored in the checkpoint)")
+        parser.add_argument("--no-overlays", action="store_true", help="write only the scores CSV")
+
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Score every image under ``inputs``: ``scores.csv`` (image, score, decision), ``overlays/*.png``,
+        and, when every image has a ``_label`` mask beside it, ``pr_curve.png`` + ``metrics.csv``."""
+        files = _input_images(Path(inputs))
+        threshold = self.threshold if getattr(args, "threshold", None) is None else float(args.threshold)
+        d = self.cfg.data
+        device = next(model.parameters()).device
+        model.eval()
+        out = Path(out)
+        rows, overlays = [], not getattr(args, "no_overlays", False)
+        for start in range(0, len(files), 8):
+            chunk = files[start:start + 8]
+            grays = [load_gray(read_image(f, mode="L"), d.height, d.width) for f in chunk]
+            x = self.channels(torch.from_numpy(np.stack(grays)).float().div(255.0)[:, None].to(device))
+            with torch.no_grad():
+                decision, seg = model(x)
+            scores, probs = torch.sigmoid(decision).cpu().numpy(), torch.sigmoid(seg)[:, 0].cpu().numpy()
+            for f, g, s, p in zip(chunk, grays, scores, probs):
+                rel = _relative(f, Path(inputs))
+                rows.append((rel, float(s), int(s >= threshold)))
+                if overlays:
+                    target = out / "overlays" / (rel.replace("/", "__").rsplit(".", 1)[0] + ".png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(target), overlay(g, p, float(s), threshold))
+        csv_path = out / "scores.csv"
+        with atomic_write(csv_path, "w") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "score", "decision"])
+            writer.writerows([(r, f"{s:.6f}", dec) for r, s, dec in rows])
+        _labelled_report(files, [r[1] for r in rows], out)
+        return csv_path
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.name if root.is_file() else path.relative_to(root).as_posix()
+
+
+def _input_images(inputs: Path) -> list[Path]:
+    """Image files to score (``*_label.*`` masks excluded); a missing or empty input is a DataError."""
+    if inputs.is_file():
+        return [inputs]
+    if not inputs.is_dir():
+        raise DataError(f"predict input {inputs}: not found")
+    files = sorted(p for p in inputs.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.stem.endswith("_label"))
+    if not files:
+        raise DataError(f"predict input {inputs}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _labelled_report(files: list[Path], scores: list[float], out: Path) -> None:
+    """When every input has a KolektorSDD-style mask, write ``pr_curve.png`` and ``metrics.csv``."""
+    masks = [next((f.with_name(f"{f.stem}_label{s}") for s in (".bmp", ".png")
+                   if f.with_name(f"{f.stem}_label{s}").is_file()), None) for f in files]
+    if any(m is None for m in masks):
+        return
+    labels = np.array([bool(read_kolektor_mask(m).any()) for m in masks])
+    metrics = decision_metrics(labels, np.array(scores))
+    save_pr_curve(labels, np.array(scores), out / "pr_curve.png", title=f"segdec, {len(files)} images")
+    with atomic_write(out / "metrics.csv", "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(metrics))
+        writer.writerow([f"{v:.6g}" for v in metrics.values()])

@@ -1,0 +1,188 @@
+"""The segdec head: config, schedules, loss, targets, sampling, supervision, metrics, fit, reload, predict."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scrapvision.checkpoint import load_checkpoint
+from scrapvision.config import from_dict, load_config, to_dict
+from scrapvision.data.kolektor import list_kolektor
+from scrapvision.data.synthetic.surface_defects import generate_parts, make_part, write_kolektor_layout
+from scrapvision.errors import ConfigError, DataError
+from scrapvision.heads.segdec import SegDecConfig, SegDecTask, _choose_supervision, seg_weight, segdec_loss
+from scrapvision.heads.segdec_parts.data import Sample, SegDecDataset, balanced_order, pixel_targets
+from scrapvision.heads.segdec_parts.metrics import decision_metrics
+from scrapvision.trainer import Trainer
+from tests.conftest import REPO, real_dataset
+
+TINY = ["model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72", "data.synthetic_items=9",
+        "data.synthetic_parts=6", "data.synthetic_defect_rate=0.5", "train.batch_size=8", "train.log_every=1000",
+        "train.device=cpu", "optim.lr=0.003"]
+
+
+def _task(*overrides: str) -> SegDecTask:
+    return SegDecTask(load_config(SegDecConfig, None, [*TINY, *overrides]))
+
+
+def test_config_round_trip_and_yaml_files() -> None:
+    cfg = load_config(SegDecConfig, None, ["loss.schedule=dynamic", "data.supervision=mixed"])
+    assert from_dict(SegDecConfig, to_dict(cfg)) == cfg
+    for name in ("segdec.yaml", "segdec-paper.yaml"):
+        loaded = load_config(SegDecConfig, REPO / "tasks" / name)
+        assert loaded.model.backbone == "segdec"
+    assert load_config(SegDecConfig, REPO / "tasks" / "segdec.yaml") == SegDecConfig()
+    with pytest.raises(ConfigError, match="loss.schedule"):
+        load_config(SegDecConfig, None, ["loss.schedule=linear"])
+    with pytest.raises(ConfigError, match="data.height"):
+        SegDecTask(load_config(SegDecConfig, None, ["data.height=100"]))
+
+
+def test_schedules() -> None:
+    assert seg_weight("constant", 0.7, 10, constant=0.3) == 0.3
+    assert seg_weight("dynamic", 0.0, 10) == 1.0 and seg_weight("dynamic", 0.25, 10) == pytest.approx(0.75)
+    assert seg_weight("decay", 0.0, 10) == 1.0
+    assert seg_weight("decay", 0.3, 10, beta=0.2) == pytest.approx(0.8 ** 3)
+    assert seg_weight("decay", 1.0, 10, beta=0.2) > 0.0
+
+
+def _batch(target: torch.Tensor, gamma: list[float], label: list[float]) -> dict[str, torch.Tensor]:
+    return {"target": target, "weight": torch.ones_like(target), "gamma": torch.tensor(gamma),
+            "label": torch.tensor(label)}
+
+
+def test_loss_gamma_and_balance() -> None:
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, 1, 1] = 1.0
+    seg = torch.zeros(2, 1, 4, 4)
+    dec = torch.zeros(2)
+    labelled = _batch(target, [1.0, 1.0], [1.0, 0.0])
+    total, l_seg, l_dec = segdec_loss(dec, seg, labelled, w_seg=1.0, delta=1.0)
+    assert l_seg > 0 and total == pytest.approx(float(l_seg))
+    _, l_seg_unlabelled, _ = segdec_loss(dec, seg, _batch(target, [0.0, 0.0], [1.0, 0.0]), 1.0, 1.0)
+    assert float(l_seg_unlabelled) == 0.0
+    total, _, l_dec = segdec_loss(dec, seg, labelled, w_seg=0.0, delta=0.5)
+    assert total == pytest.approx(0.5 * float(l_dec))
+    good = torch.full_like(seg, -8.0)
+    good[0, 0, 1, 1] = 8.0
+    assert segdec_loss(dec, good, labelled, 1.0, 1.0, "mse")[1] < segdec_loss(dec, seg, labelled, 1.0, 1.0, "mse")[1]
+
+
+def test_pixel_targets_dilation_and_distance_weights() -> None:
+    mask = np.zeros((32, 32), bool)
+    mask[16, 4:28] = True  # a one-pixel crack
+    t1, w1 = pixel_targets(mask, 8, dilate=1, weighted=False, p=2.0, max_weight=1.0)
+    t5, w5 = pixel_targets(mask, 8, dilate=5, weighted=True, p=2.0, max_weight=1.0)
+    assert t1.shape == (4, 4) and t5.sum() > t1.sum() * 3
+    assert np.all(w1 == 1.0)
+    assert w5.min() < 1.0 and w5[0, 0] == 1.0  # defect cells are down-weighted at the uncertain border
+    empty_t, empty_w = pixel_targets(np.zeros((32, 32), bool), 8, 5, True, 2.0, 1.0)
+    assert empty_t.sum() == 0 and np.all(empty_w == 1.0)
+
+
+def test_balanced_order_cycles_negatives() -> None:
+    labels = [True] * 3 + [False] * 7
+    seen: list[int] = []
+    for epoch in range(7):
+        order = balanced_order(labels, epoch, seed=0, generator=torch.Generator().manual_seed(epoch))
+        assert sorted(i for i in order if labels[i]) == [0, 1, 2] and len(order) == 6
+        seen += [i for i in order if not labels[i]]
+    assert sorted(seen) == sorted(list(range(3, 10)) * 3)  # 21 draws = every negative exactly 3 times
+
+
+def test_supervision_modes() -> None:
+    samples = [Sample(f"s{i}", np.zeros((8, 8), np.uint8), None, i < 6, True, f"k{i}") for i in range(10)]
+    cfg = SegDecConfig().data
+    weak = _choose_supervision(samples, replace(cfg, supervision="weak"))
+    assert len(weak) == 10 and not any(s.labelled for s in weak if s.defective)
+    assert all(s.labelled for s in weak if not s.defective)
+    mixed = _choose_supervision(samples, replace(cfg, supervision="mixed", n_positives=4, n_labelled=2))
+    pos = [s for s in mixed if s.defective]
+    assert len(pos) == 4 and sum(s.labelled for s in pos) == 2 and len(mixed) == 8
+    with pytest.raises(ConfigError, match="n_labelled"):
+        _choose_supervision(samples, replace(cfg, supervision="mixed", n_positives=3, n_labelled=5))
+
+
+def test_decision_metrics() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    perfect = decision_metrics(labels, np.array([0.1, 0.2, 0.3, 0.8, 0.9]))
+    assert perfect["ap"] == 1.0 and perfect["auroc"] == 1.0 and perfect["fp"] == 0 and perfect["fn"] == 0
+    swapped = decision_metrics(labels, np.array([0.1, 0.2, 0.95, 0.8, 0.9]))
+    assert swapped["auroc"] == pytest.approx(4 / 6) and swapped["f1"] < 1.0
+    assert swapped["ap"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert swapped["fp"] + swapped["fn"] >= 1
+    assert np.isnan(decision_metrics(np.zeros(3), np.ones(3))["ap"])
+
+
+def test_synthetic_parts_are_deterministic_with_exact_masks(tmp_path: Path) -> None:
+    a, b = make_part(3, 1, 2, True, 96, 80), make_part(3, 1, 2, True, 96, 80)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.defective
+    clean = make_part(3, 1, 2, False, 96, 80)
+    assert not clean.defective
+    changed = a.image.astype(int) != clean.image.astype(int)
+    assert changed[a.mask].mean() > 0.9 and not changed[~a.mask].any()  # the defect is exactly the mask
+    parts = generate_parts(n_items=3, parts_per_item=4, defect_rate=0.5, height=80, width=80, seed=1)
+    items = list_kolektor(write_kolektor_layout(tmp_path, parts))
+    assert [i.defective for i in items] == [p.defective for p in parts]
+
+
+def test_fit_on_synthetic_beats_chance_and_reloads(tmp_path: Path) -> None:
+    task = _task("train.epochs=3", "train.eval_every=3")
+    result = Trainer(task, run_dir=tmp_path / "run").fit()
+    assert result.metrics["val_auroc"] > 0.75, result.metrics
+    payload = load_checkpoint(tmp_path / "run" / "last.pt", task="segdec")
+    fresh = _task()
+    fresh.load_extras(payload["extras"])
+    assert fresh.threshold == pytest.approx(task.threshold)
+    model = fresh.build_model()
+    model.load_state_dict(payload["model"])
+    model.eval()
+    x = torch.rand(2, 1, 72, 72)
+    trained = task.build_model()
+    trained.load_state_dict(payload["model"])
+    trained.eval()
+    with torch.no_grad():
+        assert all(torch.equal(u, v) for u, v in zip(model(x), trained(x)))
+    _predict_writes_outputs(fresh, model, tmp_path)
+
+
+def _predict_writes_outputs(task: SegDecTask, model: torch.nn.Module, tmp_path: Path) -> None:
+    parts = generate_parts(n_items=2, parts_per_item=3, defect_rate=0.5, height=96, width=80, seed=5)
+    data = write_kolektor_layout(tmp_path / "kolektor", parts)
+    args = argparse.Namespace(threshold=None, no_overlays=False)
+    out = task.predict(model, data, tmp_path / "pred", args)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image"] for r in rows] == [f"{p.item}/{p.part}.png" for p in parts]
+    assert all(0 <= float(r["score"]) <= 1 and r["decision"] in ("0", "1") for r in rows)
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(parts)
+    assert (tmp_path / "pred" / "pr_curve.png").stat().st_size > 1000
+    (data / "kos01" / "Part0.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="Part0.png") as info:
+        task.predict(model, data, tmp_path / "pred2", args)
+    assert "\n" not in str(info.value)
+
+
+def test_backbone_option_builds_registry_encoder() -> None:
+    model = _task("model.backbone=tiny_cnn").build_model().eval()
+    decision, seg = model(torch.rand(1, 1, 72, 72))
+    assert decision.shape == (1,) and seg.shape == (1, 1, 9, 9)
+    with pytest.raises(Exception, match="backbone"):
+        _task("model.backbone=no_such_net").build_model()
+
+
+@pytest.mark.realdata
+def test_real_kolektor_split_and_dataset() -> None:
+    root = real_dataset("kolektorsdd")
+    task = SegDecTask(load_config(SegDecConfig, None, [f"data.root={root}", "data.height=200", "data.width=80"]))
+    train, test = task.split()
+    assert len(train) + len(test) == 399 and {s.group for s in train}.isdisjoint({s.group for s in test})
+    dataset = SegDecDataset([s for s in test if s.defective][:1], 200, 80, dilate=3, weighted=True)
+    item = dataset[0]
+    assert item["image"].shape == (1, 200, 80) and item["target"].shape == (1, 25, 10)
+    assert item["label"] == 1 and item["target"].max() > 0

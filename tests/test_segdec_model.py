@@ -1,0 +1,88 @@
+"""The segdec network: the paper's layer table, output shapes, stop-gradient, backbone swap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.layers import SEModule
+from torch import nn
+
+from scrapvision.backbones import create_backbone
+from scrapvision.models.segdec import BackboneEncoder, SegDecNet, SegEncoder
+
+
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d) and not _inside_se(module, m)]
+
+
+def _inside_se(root: nn.Module, conv: nn.Conv2d) -> bool:
+    return any(conv is c for se in root.modules() if isinstance(se, SEModule) for c in se.modules())
+
+
+def test_layer_table_atrous_matches_bi_et_al() -> None:
+    enc = SegEncoder(in_chans=1, atrous=True, attention=True)
+    convs = _convs(enc)
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 64, 64, 64, 64, 64, 1024]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 10
+    assert [c.dilation for c in convs] == [(2, 2)] * 9 + [(7, 7)]
+    # the layer sequence: pools after conv2, conv5, conv9; SE after conv3..conv10
+    kinds = []
+    for m in enc.layers:
+        kinds.append("se" if isinstance(m, SEModule) else "pool" if isinstance(m, nn.MaxPool2d) else "conv")
+    assert kinds == ["conv", "conv", "pool", "conv", "se", "conv", "se", "conv", "se", "pool",
+                     "conv", "se", "conv", "se", "conv", "se", "conv", "se", "pool", "conv", "se"]
+
+
+def test_layer_table_without_atrous_or_attention_is_the_original() -> None:
+    enc = SegEncoder(atrous=False, attention=False)
+    convs = _convs(enc)
+    assert [c.kernel_size for c in convs] == [(5, 5)] * 9 + [(15, 15)]
+    assert all(c.dilation == (1, 1) for c in convs)
+    assert not any(isinstance(m, SEModule) for m in enc.modules())
+
+
+@pytest.mark.parametrize("atrous", [True, False])
+def test_forward_shapes_and_decision_head(atrous: bool) -> None:
+    widths = (4, 4, 8, 8, 8, 8, 8, 8, 8, 16)
+    net = SegDecNet(SegEncoder(1, widths, atrous=atrous), atrous=atrous).eval()
+    decision, seg = net(torch.rand(2, 1, 72, 80))
+    assert decision.shape == (2,) and seg.shape == (2, 1, 9, 10)
+    head_convs = [m for m in net.decision.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.in_channels for c in head_convs] == [17, 8, 16] and [c.out_channels for c in head_convs] == [8, 16, 32]
+    assert head_convs[0].dilation == ((2, 2) if atrous else (1, 1))
+    assert net.decision.fc.in_features == 66
+    with pytest.raises(ValueError, match="too small"):
+        net(torch.rand(1, 1, 64, 64))
+
+
+def test_paper_network_output_at_stride_8() -> None:
+    net = SegDecNet(SegEncoder()).eval()
+    decision, seg = net(torch.rand(1, 1, 72, 72))
+    assert seg.shape == (1, 1, 9, 9) and net.seg_head.in_channels == 1024 and net.decision.fc.in_features == 66
+
+
+def test_stop_gradient_blocks_decision_loss_per_image() -> None:
+    torch.manual_seed(0)
+    net = SegDecNet(SegEncoder(1, (4,) * 9 + (8,)), stop_gradient=True).train()
+    x = torch.rand(2, 1, 72, 72)
+
+    def encoder_grad(mask: torch.Tensor) -> float:
+        net.zero_grad()
+        decision, _ = net(x, stop_grad=mask)
+        decision.sum().backward()
+        return sum(float(p.grad.abs().sum()) for p in net.encoder.parameters() if p.grad is not None)
+
+    assert encoder_grad(torch.tensor([True, True])) == 0.0
+    assert encoder_grad(torch.tensor([True, False])) > 0.0
+    net.stop_gradient = False
+    assert encoder_grad(torch.tensor([True, True])) > 0.0
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "test_resnet"])
+def test_backbone_encoder_swaps_in(name: str) -> None:
+    probe = create_backbone(name, in_chans=1)
+    index = list(probe.feature_info.reduction()).index(8)
+    encoder = BackboneEncoder(create_backbone(name, out_indices=(index,), in_chans=1))
+    net = SegDecNet(encoder).eval()
+    decision, seg = net(torch.rand(2, 1, 72, 72))
+    assert decision.shape == (2,) and seg.shape == (2, 1, 9, 9) and net.stride == 8
