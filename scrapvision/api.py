@@ -76,6 +76,34 @@ def load_trained(
     return task, model.to(device).eval()
 
 
+def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
+                engine: str = "torch", device: str | torch.device = "cpu") -> tuple[Task, nn.Module]:
+    """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
+
+    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing or
+    older than the checkpoint.
+    """
+    from .export import OnnxEngine, export_onnx, read_onnx_metadata
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / "last.pt"
+    if checkpoint.suffix == ".onnx":
+        meta = read_onnx_metadata(checkpoint)
+        if meta["task"] != name:
+            raise CheckpointError(f"ONNX model {checkpoint}: was exported for task {meta['task']!r}, not {name!r}")
+        task = build_task(name, None, overrides, data, base=meta["config"])
+        task.load_extras(meta["extras"])
+        return task, OnnxEngine(checkpoint)
+    task, model = load_trained(name, checkpoint, overrides, data, device=device)
+    if engine == "torch":
+        return task, model
+    onnx_path = checkpoint.with_suffix(".onnx")
+    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
+        export_onnx(task, model.cpu(), onnx_path)
+    return task, OnnxEngine(onnx_path)
+
+
 def evaluate(task: Task, model: nn.Module, batch_size: int | None = None) -> dict[str, float]:
     dataset = task.build_eval_dataset()
     if len(dataset) == 0:

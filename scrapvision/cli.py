@@ -36,6 +36,12 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: ONNX Runtime on CKPT.onnx, exported next to CKPT when missing; "
+                   "--checkpoint may also name a .onnx file from `scrapvision export`")
+
+
 def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scrapvision",
@@ -72,12 +78,29 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        "--data ../shared/data/severstal_sample")
     _common(p, checkpoint=True)
     p.add_argument("--out", metavar="JSON", help="also write the metrics to this JSON file")
+    _engine(p)
 
     p = sub.add_parser("predict", help="run a checkpoint on new images and write results", formatter_class=fmt,
                        epilog="example:\n  scrapvision predict --task severstal --checkpoint best.pt --input imgs/ --out preds/")
     _common(p, checkpoint=True)
     p.add_argument("--input", required=True, metavar="PATH", help="image folder, file or CSV (task-specific)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (an interrupted run resumes in it)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch (default 8)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default 0)")
+    _engine(p)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
+                       formatter_class=fmt,
+                       epilog="example:\n  scrapvision export --task severstal --checkpoint best.pt --out severstal.onnx\n"
+                       "  scrapvision predict --task severstal --checkpoint severstal.onnx --engine onnx --input imgs/ --out preds/")
+    p.add_argument("--task", required=True)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="torch.onnx exporter: torchscript (default; fast) or dynamo (torch.export)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("prepare", help="turn raw material (e.g. yard video) into a training layout",
                        formatter_class=fmt,
@@ -145,11 +168,25 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"done: best {monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
 
 
+def _load(args: argparse.Namespace):
+    from .api import load_engine
+
+    return load_engine(args.task, args.checkpoint, args.overrides, args.data, engine=args.engine, device=args.device)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .api import load_trained
+    from .export import export_onnx
+
+    task, model = load_trained(args.task, args.checkpoint, args.overrides)
+    print(f"wrote {export_onnx(task, model, args.out, opset=args.opset, exporter=args.exporter)}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .api import evaluate, load_trained
+    from .api import evaluate
     from .checkpoint import atomic_write
 
-    task, model = load_trained(args.task, args.checkpoint, args.overrides, args.data, device=args.device)
+    task, model = _load(args)
     metrics = evaluate(task, model)
     width = max(len(k) for k in metrics) if metrics else 0
     for key, value in metrics.items():
@@ -160,9 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .api import load_trained
-
-    task, model = load_trained(args.task, args.checkpoint, args.overrides, args.data, device=args.device)
+    task, model = _load(args)
     inputs = Path(args.input)
     if not inputs.exists():
         raise ScrapvisionError(f"--input {inputs}: not found")
@@ -184,7 +219,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
-            "predict": cmd_predict, "prepare": cmd_prepare}
+            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import ScrapvisionError
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs must go (CPU for the ONNX Runtime engine, which has no parameters)."""
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
 class Task:
     """Base class of every head. Subclasses override the methods marked *required*."""
 
@@ -78,13 +85,35 @@ class Task:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")
 
+    # ----------------------------------------------------------------- prediction
+    #: column of the prediction CSV that names the input item (the resume key)
+    predict_key: ClassVar[str] = "file"
+    #: full column list of the prediction CSV (empty: taken from the first row)
+    predict_columns: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
         """Extra ``scrapvision predict`` options of this task."""
 
-    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
-        """Run on files under ``inputs``, write results under ``out``; return the main output file."""
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
+        """Items to predict: a Dataset with a ``keys`` list (one unique string per item) whose items
+        carry that key under ``predict_key``."""
         raise ScrapvisionError(f"task {self.name!r} has no predict")
+
+    def predict_batch(self, model: nn.Module, batch: Any, out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+        """CSV rows for one batch (each with the ``predict_key`` column); may write side files under
+        ``out`` such as overlays. ``model`` is the PyTorch model or the ONNX Runtime engine."""
+        raise ScrapvisionError(f"task {self.name!r} has no predict")
+
+    def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Turn the merged ``predictions.csv`` into the task's deliverable; returns the main output file."""
+        return predictions
+
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Streamed, resumable, shardable prediction (see :mod:`scrapvision.predict`)."""
+        from .predict import run_predictions
+
+        return run_predictions(self, model, inputs, out, args)
 
     @classmethod
     def add_prepare_args(cls, parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,17 @@ from ..errors import DataError
 from .images import IMAGE_SUFFIXES, list_images, read_image
 
 
+def input_keys(inputs: str | Path, files: Sequence[Path]) -> list[str]:
+    """Stable, unique names of the inputs: paths relative to the input folder (or file names)."""
+    inputs = Path(inputs)
+    if inputs.is_dir():
+        return [p.relative_to(inputs).as_posix() for p in files]
+    if len(files) == 1 and inputs.suffix.lower() in IMAGE_SUFFIXES:
+        return [inputs.name]
+    base = inputs.parent.resolve()
+    return [p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p) for p in files]
+
+
 def input_files(inputs: str | Path) -> list[Path]:
     """An image file, a folder of images (recursive), or a text/CSV file whose first column lists images."""
     inputs = Path(inputs)
@@ -37,10 +48,12 @@ def input_files(inputs: str | Path) -> list[Path]:
 
 
 class ImageFiles(Dataset):
-    """Resized, ImageNet-normalised images for inference; keeps each file's path and original size."""
+    """Resized, ImageNet-normalised images for inference, with each file's key, index and original size."""
 
-    def __init__(self, files: Sequence[Path], image_size: tuple[int, int], mode: str = "RGB") -> None:
+    def __init__(self, files: Sequence[Path], image_size: tuple[int, int], mode: str = "RGB",
+                 keys: Sequence[str] | None = None) -> None:
         self.files = list(files)
+        self.keys = list(keys) if keys is not None else [p.name for p in self.files]
         self.mode = mode
         self.transform = A.Compose([A.Resize(*image_size, area_for_downscale="image"), A.Normalize()])
 
@@ -52,8 +65,13 @@ class ImageFiles(Dataset):
         if image.ndim == 2:
             image = image[..., None]
         out = self.transform(image=image)["image"]
-        return {"image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))),
-                "index": index, "height": image.shape[0], "width": image.shape[1]}
+        return {"image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), "file": self.keys[index],
+                "path": str(self.files[index]), "index": index, "height": image.shape[0], "width": image.shape[1]}
+
+    @classmethod
+    def from_inputs(cls, inputs: str | Path, image_size: tuple[int, int], mode: str = "RGB") -> ImageFiles:
+        files = input_files(inputs)
+        return cls(files, image_size, mode, input_keys(inputs, files))
 
 
 def overlay_masks(image: np.ndarray, masks: np.ndarray, colors: np.ndarray, names: Sequence[str],

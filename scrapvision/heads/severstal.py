@@ -9,6 +9,7 @@ Scoring is Kaggle's: mean Dice over every (image, class) pair at the original re
 from __future__ import annotations
 
 import argparse
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,14 +28,14 @@ from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.images import read_image
-from ..data.inference import ImageFiles, input_files, overlay_masks, write_png
+from ..data.inference import ImageFiles, overlay_masks, write_png
 from ..data.rle import rle_encode
 from ..data.severstal import NUM_CLASSES, SeverstalDataset, load_records, split_records
 from ..data.synthetic.steel_strip import generate_records
 from ..errors import ConfigError, ScrapvisionError
 from ..metrics import KaggleDiceMeter
 from ..registry import TASKS
-from ..task import Task
+from ..task import Task, model_device
 
 
 # ---------------------------------------------------------------------------- config
@@ -211,7 +212,7 @@ class SeverstalTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        device = next(model.parameters()).device
+        device = model_device(model)
         post = self.cfg.post
         meter, raw = KaggleDiceMeter(), KaggleDiceMeter()
         for batch in loader:
@@ -231,32 +232,34 @@ class SeverstalTask(Task):
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--overlays", type=int, default=50, metavar="N",
                             help="write overlay PNGs for the first N images (default 50; 0 = none)")
-        parser.add_argument("--batch-size", type=int, default=8)
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
-        """Write ``submission.csv`` (ImageId,EncodedPixels,ClassId; 4 rows per image) and overlay PNGs."""
-        files = input_files(inputs)
-        loader = DataLoader(ImageFiles(files, self.cfg.data.image_size), batch_size=getattr(args, "batch_size", 8),
-                            num_workers=self.cfg.train.num_workers)
-        device = next(model.parameters()).device
-        post, n_overlays = self.cfg.post, getattr(args, "overlays", 50)
-        rows = []
-        for batch in loader:
-            masks, labels = model(batch["image"].to(device))
-            for j, index in enumerate(batch["index"].tolist()):
-                size = (int(batch["height"][j]), int(batch["width"][j]))
-                pred = postprocess(masks[j : j + 1], labels[j : j + 1], size, post.threshold, post.min_area,
-                                   post.cls_threshold)[0].cpu().numpy()
-                path = files[index]
-                rows += [(path.name, rle_encode(pred[c]), c + 1) for c in range(NUM_CLASSES)]
-                if index < n_overlays:
-                    overlay = overlay_masks(read_image(path), pred, CLASS_COLORS, CLASS_NAMES)
-                    write_png(out / "overlays" / f"{path.stem}.png", overlay)
+    predict_columns = ("file", "class_id", "encoded_pixels", "area")
+
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
+        return ImageFiles.from_inputs(inputs, self.cfg.data.image_size)
+
+    def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
+        """Four rows per image (one per class) with the RLE at the image's own resolution; overlays for
+        the first ``--overlays`` inputs."""
+        masks, labels = model(batch["image"].to(model_device(model)))
+        post, rows = self.cfg.post, []
+        for j, key in enumerate(batch["file"]):
+            size = (int(batch["height"][j]), int(batch["width"][j]))
+            pred = postprocess(masks[j : j + 1], labels[j : j + 1], size, post.threshold, post.min_area,
+                               post.cls_threshold)[0].cpu().numpy()
+            rows += [{"file": key, "class_id": c + 1, "encoded_pixels": rle_encode(pred[c]),
+                      "area": int(pred[c].sum())} for c in range(NUM_CLASSES)]
+            if int(batch["index"][j]) < getattr(args, "overlays", 50):
+                image = read_image(batch["path"][j])
+                write_png(out / "overlays" / f"{Path(key).stem}.png", overlay_masks(image, pred, CLASS_COLORS, CLASS_NAMES))
+        return rows
+
+    def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Kaggle ``submission.csv``: ImageId,EncodedPixels,ClassId with every image x 4 classes."""
         target = out / "submission.csv"
-        with atomic_write(target, "w") as handle:
-            handle.write("ImageId,EncodedPixels,ClassId\n")
-            handle.writelines(f"{image_id},{rle},{class_id}\n" for image_id, rle, class_id in rows)
+        with open(predictions, newline="", encoding="utf-8") as src, atomic_write(target, "w") as dst:
+            dst.write("ImageId,EncodedPixels,ClassId\n")
+            dst.writelines(f"{Path(r['file']).name},{r['encoded_pixels']},{r['class_id']}\n" for r in csv.DictReader(src))
         return target
 
 
