@@ -1,0 +1,145 @@
+"""Inference speed of every head at its CPU-recipe resolution, three engines side by side in one run.
+
+    python benchmarks/speed.py                 # all heads, batch 8
+    python benchmarks/speed.py --heads severstal segdec --batch 4 --seconds 10
+
+Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (channels_last memory
+format + torch.inference_mode, what `scrapvision predict --engine torch` does) and ``onnx`` (ONNX Runtime
+on the exported model, `--engine onnx`). Each (head, engine) runs in its own process so its peak resident
+memory is its own. Weights are random: speed does not depend on them. Writes
+benchmarks/results/speed.json and the `speed` section of benchmarks/results/speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ENGINES = ("eager", "tuned", "onnx")
+
+
+def _inputs(example):
+    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+
+
+def measure_one(head: str, engine: str, batch: int, seconds: float, threads: int) -> dict:
+    """Images per second of one engine on one head (runs inside a fresh process)."""
+    import torch
+
+    from scrapvision.api import build_task
+    from scrapvision.export import OnnxEngine, export_onnx
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    task = build_task(head)
+    model = task.build_model().eval()
+    inputs = _inputs(task.example_input(batch))
+    if engine == "onnx":
+        path = Path(tempfile.mkdtemp()) / f"{head}.onnx"
+        export_onnx(task, model, path)
+        del model
+        runner, context = OnnxEngine(path, threads=threads), torch.inference_mode
+    elif engine == "tuned":
+        model = model.to(memory_format=torch.channels_last)
+        inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
+        runner, context = model, torch.inference_mode
+    else:
+        runner, context = model, torch.no_grad
+    with context():
+        runner(*inputs)  # warm-up (allocations, ORT graph optimisation)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or runs < 3:
+            runner(*inputs)
+            runs += 1
+        elapsed = time.perf_counter() - start
+    items = inputs[0].shape[0]
+    return {"head": head, "engine": engine, "batch": items, "input_shape": list(inputs[0].shape),
+            "items_per_s": runs * items / elapsed, "runs": runs,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def all_heads() -> list[str]:
+    from scrapvision import TASKS
+    from scrapvision.heads import load_all
+
+    load_all()
+    return TASKS.names()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heads", nargs="*")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per (head, engine)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--one", nargs=2, metavar=("HEAD", "ENGINE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(*args.one, args.batch, args.seconds, args.threads)))
+        return
+    heads = args.heads or all_heads()
+    start, load = time.time(), os.getloadavg()[0]
+    results = []
+    for head in heads:
+        for engine in ENGINES:
+            cmd = [sys.executable, __file__, "--one", head, engine, "--batch", str(args.batch),
+                   "--seconds", str(args.seconds), "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                error = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                results.append({"head": head, "engine": engine, "error": error[:300]})
+                print(f"{head:14s} {engine:6s} FAILED: {error[:200]}", file=sys.stderr)
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(row)
+            print(f"{head:14s} {engine:6s} {row['items_per_s']:8.2f} items/s  peak {row['peak_rss_mib']:.0f} MiB",
+                  file=sys.stderr)
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_avg_at_start": round(load, 2),
+              "batch": args.batch, "threads": args.threads, "seconds_per_engine": args.seconds,
+              "wall_s": round(time.time() - start, 1), "results": results}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / "speed.md").write_text(render(record, " ".join(sys.argv[1:])))
+    print(render(record, " ".join(sys.argv[1:])))
+
+
+def render(record: dict, argv: str) -> str:
+    by = {(r["head"], r["engine"]): r for r in record["results"]}
+    heads = sorted({r["head"] for r in record["results"]})
+    lines = [
+        "### Inference speed per head (random weights, CPU-recipe input size)",
+        f"`python benchmarks/speed.py {argv}`".replace(" `", "`") + f" on {record['machine']}, {record['date']}, "
+        f"batch {record['batch']}, {record['threads']} threads, load average {record['load_avg_at_start']} at "
+        f"start, wall {record['wall_s']} s.",
+        "",
+        "| head | input | eager items/s | tuned items/s | ONNX Runtime items/s | tuned / eager | ONNX / eager | peak RSS eager / tuned / ONNX (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for head in heads:
+        rows = [by.get((head, e), {}) for e in ENGINES]
+        if any("items_per_s" not in r for r in rows):
+            errors = "; ".join(f"{e}: {r.get('error', 'missing')}" for e, r in zip(ENGINES, rows) if "items_per_s" not in r)
+            lines.append(f"| {head} | | | | | | | failed: {errors} |")
+            continue
+        eager, tuned, ort = (r["items_per_s"] for r in rows)
+        shape = "x".join(str(s) for s in rows[0]["input_shape"])
+        lines.append(f"| {head} | {shape} | {eager:.2f} | {tuned:.2f} | {ort:.2f} | {tuned / eager:.2f}x | "
+                     f"{ort / eager:.2f}x | " + " / ".join(f"{r['peak_rss_mib']:.0f}" for r in rows) + " |")
+    lines += ["", "Goal: the default engine at least 1.5x naive eager. Ratios below 1.5x are misses and are "
+              "reported as measured."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
