@@ -6,16 +6,27 @@ import math
 
 import numpy as np
 import pytest
-from conftest import real_dataset
+import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
+from conftest import real_dataset
 from scrapvision.data.class_masks import list_class_mask_items, read_class_list, read_class_mask, read_item
+from scrapvision.data.kolektor import list_kolektor
 from scrapvision.data.synthetic.scrap_anomaly import SCRAP_CLASSES, make_scene, write_scrap_anomaly
 from scrapvision.errors import DataError
 from scrapvision.heads.clip_anomaly_parts.data import kolektor_sets, resize_pair
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter, aupro, iou_per_class
 from scrapvision.heads.clip_anomaly_parts.overlay import class_colours, save_overlay
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_synthetic_scenes_are_deterministic_and_labelled():
@@ -24,8 +35,8 @@ def test_synthetic_scenes_are_deterministic_and_labelled():
     assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
     assert not np.array_equal(make_scene(3, 8, 96)[0], a_img)
     masks, images = [], []
-    for i in range(40):
-        img, mask = make_scene(0, i, 96)
+    for i in range(30):
+        img, mask = make_scene(0, i, 64)
         images.append(img)
         masks.append(mask)
     masks, images = np.stack(masks), np.stack(images).astype(float)
@@ -34,7 +45,7 @@ def test_synthetic_scenes_are_deterministic_and_labelled():
     clean = np.mean([not m.any() for m in masks])
     assert 0.1 < clean < 0.45  # ~25 % scenes without impurity
     brightness = images.mean(-1)
-    assert brightness[masks == 4].mean() < brightness[masks == 0].mean() - 40  # rubber is dark
+    assert brightness[masks == 4].mean() < brightness[masks == 0].mean() - 25  # rubber is dark
     assert brightness[masks == 5].mean() > brightness[masks == 0].mean() + 40  # aluminium is bright
 
 
@@ -80,10 +91,12 @@ def test_class_mask_reader_rejects_bad_masks(tmp_path):
 
 def test_resize_keeps_small_impurities():
     mask = np.zeros((40, 40), np.uint8)
-    mask[10:14, 10:14] = 2  # 4x4 object: one full pixel at 1/4 scale
+    mask[8:12, 8:12] = 2  # 4x4 object: exactly one pixel at 1/4 scale
+    mask[20:23, 20:23] = 1  # 3x3: 9/16 of a target pixel, kept (>= half of it)
     mask[30, 30] = 3  # a single pixel: 1/16 of a target pixel, too small to keep
     _, small = resize_pair(np.zeros((40, 40, 3), np.uint8), mask, (10, 10))
-    assert small[2:4, 2:4].max() == 2 and (small == 3).sum() == 0 and small.shape == (10, 10)
+    assert small.shape == (10, 10) and small[2, 2] == 2 and (small == 2).sum() == 1
+    assert small[5, 5] == 1 and (small == 3).sum() == 0
 
 
 def _reference_aupro(masks, maps, max_fpr=0.3):
@@ -157,13 +170,14 @@ def test_overlay_has_a_legend_with_every_impurity(tmp_path):
 @pytest.mark.realdata
 def test_kolektor_folds_for_anomaly_segmentation():
     root = real_dataset("kolektorsdd")
-    train, val, classes = kolektor_sets(str(root), (64, 24), fold=0, n_folds=3, split_seed=0, aug_seed=0)
+    train, val, classes = kolektor_sets(str(root), (256, 96), fold=0, n_folds=3, split_seed=0, aug_seed=0)
     assert classes == ("normal", "defect") and 390 <= len(train) + len(val) <= 400
     assert 0.25 < len(val) / (len(train) + len(val)) < 0.42
     items = {n.split("_")[0] for n in train.names}
     held_out = {n.split("_")[0] for n in val.names}
     assert not items & held_out and ("kos01" in items) == ("kos26" in items)
-    defective = [i for i in range(len(val)) if val.raw(i)[1].any()]
-    assert len(defective) >= 10  # ~1/3 of the 52 defective images, still visible at 64x24
-    sample = val[defective[0]]
-    assert sample["image"].shape == (3, 64, 24) and set(sample["mask"].unique().tolist()) == {0, 1}
+    names = set(val.names)
+    defective = [f"{it.item}_{it.part}" for it in list_kolektor(root) if it.defective and f"{it.item}_{it.part}" in names]
+    assert len(defective) >= 10  # about a third of the 52 defective images
+    sample = val[val.names.index(defective[0])]  # the defect survives the resize to 256x96
+    assert sample["image"].shape == (3, 256, 96) and set(sample["mask"].unique().tolist()) == {0, 1}

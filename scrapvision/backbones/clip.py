@@ -1,0 +1,200 @@
+"""open_clip image/text encoders built without any download, and multi-scale ViT patch tokens.
+
+``build_clip(name, weights)`` makes the architecture from an open_clip built-in config (``ViT-B-16``,
+``ViT-L-14-336``...) or from a small config defined here (``scrap-vit-tiny``, for CPU training from
+scratch), then loads weights only from a local file or an open_clip model folder. open_clip "pretrained
+tags" (``openai``, ``laion2b_...``) are refused because they would download. The BPE vocabulary of
+open_clip's ``SimpleTokenizer`` ships inside the package, so tokenising needs no network either.
+
+``ClipPatchTokens`` turns the image tower into a backbone: the patch tokens of several blocks as
+``B x C x h x w`` maps, with the timm-style ``feature_info`` of every scrapvision backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ScrapvisionError
+from ..registry import BACKBONES
+
+#: Small open_clip configs (same dict format as open_clip's ``model_configs/*.json``).
+CLIP_CONFIGS: dict[str, dict[str, Any]] = {
+    # ~0.5 M-parameter image tower, 16x16 tokens at 128 px: trains from scratch in minutes on a CPU.
+    "scrap-vit-tiny": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 128, "layers": 4, "width": 96, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    },
+}
+
+_REFUSED = "hf-hub:"
+
+
+def _is_local_model_dir(weights: str) -> bool:
+    return bool(weights) and Path(weights).is_dir()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def clip_config(name: str, weights: str = "") -> dict[str, Any]:
+    """The open_clip model config of ``name`` (or of the open_clip model folder ``weights``)."""
+    import open_clip
+
+    if name.startswith(_REFUSED):
+        raise ScrapvisionError(f"CLIP model {name!r}: hf-hub names download; give a local folder as weights")
+    if _is_local_model_dir(weights):
+        path = Path(weights) / "open_clip_config.json"
+        if not path.is_file():
+            raise CheckpointError(f"CLIP weights folder {weights}: no open_clip_config.json in it")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"CLIP config {path}: unreadable ({_one_line(exc)})") from None
+        return copy.deepcopy(data.get("model_cfg", data))
+    if name in CLIP_CONFIGS:
+        return copy.deepcopy(CLIP_CONFIGS[name])
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        known = ", ".join([*CLIP_CONFIGS, "ViT-B-16", "ViT-L-14-336", "..."])
+        raise ScrapvisionError(f"unknown CLIP model {name!r}; known: {known} (open_clip.list_models())")
+    return cfg
+
+
+def _check_supported(name: str, cfg: dict[str, Any]) -> None:
+    """Only open_clip's own ViT image tower and BPE text tower: the others fetch weights or tokenizers."""
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if "timm_model_name" in vision or isinstance(vision.get("layers"), (list, tuple)):
+        raise ScrapvisionError(f"CLIP model {name!r}: only open_clip ViT image towers are supported")
+    if "hf_model_name" in text or "hf_tokenizer_name" in text:
+        raise ScrapvisionError(f"CLIP model {name!r}: Hugging Face text towers need a download; not supported")
+
+
+def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | int | None = None) -> nn.Module:
+    """An open_clip ``CLIP`` model, randomly initialised or with weights from a local file/folder.
+
+    ``weights``: "" (random init), a ``.pt/.bin/.safetensors`` state dict of the whole CLIP model, or an
+    open_clip model folder (``open_clip_config.json`` + weights; its config then wins over ``name``).
+    ``image_size`` (int or (H, W)) rebuilds the position embedding grid; loaded ones are resampled.
+    """
+    import open_clip
+
+    weights = str(weights or "")
+    cfg = clip_config(name, weights)
+    _check_supported(name, cfg)
+    if weights and not Path(weights).exists():
+        raise CheckpointError(
+            f"CLIP weights {weights}: not found (only local files are used; pretrained tags would download)"
+        )
+    if image_size is not None:
+        cfg["vision_cfg"]["image_size"] = tuple(image_size) if isinstance(image_size, Sequence) else image_size
+    cfg.pop("custom_text", None)
+    try:
+        model = open_clip.CLIP(**cfg)
+        if weights:
+            path = open_clip.factory._find_checkpoint_in_dir(Path(weights)) if _is_local_model_dir(weights) else weights
+            if path is None:
+                raise CheckpointError(f"CLIP weights folder {weights}: holds no .safetensors/.bin/.pth file")
+            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except CheckpointError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError, AssertionError) as exc:
+        raise CheckpointError(f"CLIP weights {weights or name}: do not fit {name!r} ({_one_line(exc)})") from None
+    return model
+
+
+def clip_tokenizer(name: str, model: nn.Module, weights: str | Path = "") -> Any:
+    """open_clip's BPE tokenizer (vocabulary shipped in the package) at the model's context length."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    weights = str(weights or "")
+    context = int(model.context_length)
+    if _is_local_model_dir(weights):
+        return open_clip.get_tokenizer(f"local-dir:{weights}", context_length=context)
+    if name in open_clip.list_models():
+        return open_clip.get_tokenizer(name, context_length=context)
+    return SimpleTokenizer(context_length=context)
+
+
+def even_blocks(n_layers: int, n_scales: int = 4) -> tuple[int, ...]:
+    """``n_scales`` evenly spaced block indices ending at the last block (12 layers -> 2, 5, 8, 11)."""
+    n_scales = max(1, min(n_scales, n_layers))
+    return tuple(sorted({n_layers * (i + 1) // n_scales - 1 for i in range(n_scales)}))
+
+
+class _FeatureInfo:
+    """The two methods of timm's FeatureInfo that scrapvision heads use."""
+
+    def __init__(self, channels: list[int], reductions: list[int]) -> None:
+        self._channels, self._reductions = channels, reductions
+
+    def channels(self) -> list[int]:
+        return list(self._channels)
+
+    def reduction(self) -> list[int]:
+        return list(self._reductions)
+
+
+class ClipPatchTokens(nn.Module):
+    """CLIP ViT image tower that returns the patch tokens of ``blocks`` as ``B x C x h x w`` maps.
+
+    Blocks after the last requested one, the final LayerNorm and the projection are dropped (unused
+    parameters would break DDP), so this takes ownership of ``visual`` and prunes it in place.
+    ``input_size`` is fixed by the position embedding: (H, W).
+    """
+
+    def __init__(self, visual: nn.Module, blocks: Sequence[int] | None = None) -> None:
+        super().__init__()
+        n_layers = len(visual.transformer.resblocks)
+        blocks = tuple(blocks) if blocks else even_blocks(n_layers)
+        bad = [b for b in blocks if not 0 <= b < n_layers]
+        if bad:
+            raise ScrapvisionError(f"CLIP blocks {bad}: the image tower has blocks 0..{n_layers - 1}")
+        self.blocks = tuple(sorted(set(blocks)))
+        self.visual = visual
+        self.visual.prune_intermediate_layers(list(self.blocks), prune_norm=True, prune_head=True)
+        self.width = int(self.visual.transformer.width)
+        self.patch_size = tuple(self.visual.patch_size)
+        self.input_size = tuple(self.visual.image_size)
+        self.feature_info = _FeatureInfo([self.width] * len(self.blocks), [self.patch_size[0]] * len(self.blocks))
+
+    def tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Patch tokens (B, h*w, C) of every chosen block, class token removed."""
+        if tuple(x.shape[-2:]) != self.input_size:
+            raise ScrapvisionError(f"CLIP image tower expects {self.input_size} inputs, got {tuple(x.shape[-2:])}")
+        out = self.visual.forward_intermediates(x, indices=list(self.blocks), stop_early=True,
+                                                intermediates_only=True, output_fmt="NLC")
+        return out["image_intermediates"]
+
+    def grid(self) -> tuple[int, int]:
+        return self.input_size[0] // self.patch_size[0], self.input_size[1] // self.patch_size[1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, w = self.grid()
+        return [t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w) for t in self.tokens(x)]
+
+
+def _clip_backbone(clip_name: str):
+    def factory(in_chans: int = 3, out_indices: tuple[int, ...] | None = None, clip_weights: str = "",
+                image_size: Sequence[int] | int | None = None) -> ClipPatchTokens:
+        if in_chans != 3:
+            raise ScrapvisionError(f"CLIP backbone {clip_name!r}: takes 3-channel images, not {in_chans}")
+        model = build_clip(clip_name, clip_weights, image_size)
+        return ClipPatchTokens(model.visual, out_indices)
+
+    return factory
+
+
+for _alias, _name in {"clip_vit_b16": "ViT-B-16", "clip_vit_l14_336": "ViT-L-14-336",
+                      "clip_scrap_tiny": "scrap-vit-tiny"}.items():
+    BACKBONES.register(_alias)(_clip_backbone(_name))

@@ -1,0 +1,1 @@
+"""Parts of the ``clip_anomaly`` head: pure modules, data sets, metrics and overlays."""
