@@ -68,22 +68,28 @@ def test_predict_writes_names_and_probabilities(trained, tmp_path, capsys):
     assert code == 0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 12
-    assert set(rows[0]) == {"image", "class", "probability", "class_2", "probability_2"}
-    assert all(r["class"] in grade_names(3) and r["class"] != r["class_2"] for r in rows)
+    assert set(rows[0]) == {"file", "class", "probability", "class_2", "probability_2", "error"}
+    assert all(r["class"] in grade_names(3) and r["class"] != r["class_2"] and not r["error"] for r in rows)
     assert all(1.0 >= float(r["probability"]) >= float(r["probability_2"]) >= 0.0 for r in rows)
-    correct = sum(r["class"] in r["image"].split("/")[-1] for r in rows)
+    correct = sum(r["file"].startswith(r["class"] + "/") for r in rows)
     assert correct >= 6, f"predict got {correct}/12 right on new synthetic images"
-    assert f"{rows[0]['image']}: {rows[0]['class']} (" in capsys.readouterr().out
+    assert f"{rows[0]['file']}: {rows[0]['class']} (" in capsys.readouterr().out
 
 
-def test_predict_bad_image_is_one_line(trained, tmp_path, capsys):
-    folder = tmp_path / "bad"
-    folder.mkdir()
+def test_predict_unreadable_policy(trained, tmp_path, capsys):
+    folder = write_scrap_grades(tmp_path / "mixed", per_class=1, size=46, seed=4, classes=2)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     code = main(["predict", "--task", "scrap_cls", "--checkpoint", str(trained.best_path), "--input", str(folder),
                  "--out", str(tmp_path / "p"), "--unreadable", "fail"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "broken.jpg" in err and len(err.splitlines()) == 1
+    code = main(["predict", "--task", "scrap_cls", "--checkpoint", str(trained.best_path), "--input", str(folder),
+                 "--out", str(tmp_path / "q")])
+    rows = {r["file"]: r for r in csv.DictReader((tmp_path / "q" / "predictions.csv").open())}
+    assert code == 0 and len(rows) == 3
+    assert rows["broken.jpg"]["class"] == "" and "broken.jpg" in rows["broken.jpg"]["error"]
+    assert sum(bool(r["class"]) for r in rows.values()) == 2
+    assert "broken.jpg" in capsys.readouterr().err
 
 
 def test_teacher_distillation_runs_and_checks_classes(trained, tmp_path):

@@ -169,6 +169,29 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+class PredictImages(Dataset):
+    """Files to classify, decoded lazily; an unreadable one yields an ``error`` (policy ``skip``) or
+    raises its one-line DataError (``fail``)."""
+
+    def __init__(self, files: Sequence[Path], keys: Sequence[str], image_size: int, policy: str = "skip") -> None:
+        self.files, self.keys, self.policy = list(files), list(keys), policy
+        self.size = image_size
+        self.transform = build_transform(image_size, "none")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            image = resize_shorter(read_image(self.files[index]), round(self.size * LOAD_RATIO))
+        except DataError as exc:
+            if self.policy == "fail":
+                raise
+            blank = torch.zeros(3, self.size, self.size)
+            return {"image": blank, "file": self.keys[index], "error": str(exc)}
+        return {"image": to_tensor(self.transform(image=image)["image"]), "file": self.keys[index], "error": ""}
+
+
 class ClassificationDataset(Dataset):
     """In-memory RGB images + integer labels; augmentation seeded by (seed, epoch, index)."""
 

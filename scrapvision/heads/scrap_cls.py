@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,23 +22,22 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import atomic_write, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..config import OptimConfig, TrainConfig, from_dict
 from ..data.classification import (
     LOAD_RATIO,
     ClassificationDataset,
-    build_transform,
+    PredictImages,
     find_records,
     load_images,
     split_indices,
-    to_tensor,
 )
-from ..data.inference import input_files
+from ..data.inference import input_files, input_keys
 from ..data.synthetic.scrap_grades import generate_images, grade_names
 from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
 from ..registry import TASKS
-from ..task import Task
+from ..task import Task, model_device
 from .scrap_cls_parts.report import classification_metrics, write_report
 
 
@@ -108,6 +108,9 @@ class ScrapClsTask(Task):
     Config = ScrapClsConfig
     monitor = ("accuracy", "max")
     summary = "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)"
+    smoke_overrides = ("model.backbone=test_efficientnet", "model.fuse_channels=16", "model.sef_groups=4",
+                       "data.image_size=32", "data.synthetic_classes=3", "data.synthetic_train_per_class=6",
+                       "data.synthetic_val_per_class=3", "train.epochs=1", "train.batch_size=6")
 
     def __init__(self, cfg: ScrapClsConfig) -> None:
         super().__init__(cfg)
@@ -219,7 +222,7 @@ class ScrapClsTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        device = next(model.parameters()).device
+        device = model_device(model)
         logits, labels = [], []
         for batch in loader:
             logits.append(model(batch["image"].to(device)).float().cpu())
@@ -239,45 +242,42 @@ class ScrapClsTask(Task):
     # ------------------------------------------------------------------ predict
     @classmethod
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--batch-size", type=int, default=16)
         parser.add_argument("--top-k", type=int, default=1, help="also write the k best classes (default 1)")
         parser.add_argument("--unreadable", choices=("skip", "fail"), default=None,
-                            help="unreadable images: skip (listed) or fail (default: data.unreadable)")
+                            help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
-        """Write ``predictions.csv``: image, class, probability (and the k best with --top-k)."""
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
         files = input_files(inputs)
         policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
-        size = self.cfg.data.image_size
-        images, kept, skipped = load_images(files, policy, round(size * LOAD_RATIO))
-        for message in skipped:
-            _warn(f"skipped {message}")
-        names = self.class_names or [f"class_{i}" for i in range(model.head.out_features)]
-        top_k = max(1, min(getattr(args, "top_k", 1), len(names)))
-        transform = build_transform(size, "none")
-        device = next(model.parameters()).device
-        batch_size = max(1, getattr(args, "batch_size", 16))
+        return PredictImages(files, input_keys(inputs, files), self.cfg.data.image_size, policy)
+
+    def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
+        """One row per image: file, class, probability (+ the k best with --top-k), error."""
+        names = self.class_names or self._names_from_data()
+        top_k = max(1, min(int(getattr(args, "top_k", 1) or 1), len(names)))
+        prob, idx = F.softmax(model(batch["image"].to(model_device(model))).float(), dim=1).topk(top_k, dim=1)
         rows = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            batch = torch.stack([to_tensor(transform(image=im)["image"]) for im in chunk]).to(device)
-            prob, idx = F.softmax(model(batch).float(), dim=1).topk(top_k, dim=1)
-            for j in range(len(chunk)):
-                path = files[kept[start + j]]
-                rows.append([str(path), *(v for c in range(top_k) for v in (names[idx[j, c]], f"{prob[j, c]:.4f}"))])
-        header = ["image", "class", "probability"]
-        header += [f"{key}_{c + 1}" for c in range(1, top_k) for key in ("class", "probability")]
-        target = out / "predictions.csv"
-        with atomic_write(target, "w") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+        for j, (key, error) in enumerate(zip(batch["file"], batch["error"])):
+            row: dict = {"file": key}
+            for c in range(top_k):
+                suffix = "" if c == 0 else f"_{c + 1}"
+                row[f"class{suffix}"] = "" if error else names[int(idx[j, c])]
+                row[f"probability{suffix}"] = "" if error else round(float(prob[j, c]), 4)
+            row["error"] = error
+            if error:
+                _warn(f"skipped {error}")
+            rows.append(row)
+        return rows
+
+    def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
+        """Print the first predictions with their class names and a count per class."""
+        with predictions.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
         for row in rows[:20]:
-            print(f"{row[0]}: {row[1]} ({row[2]})")
-        if len(rows) > 20:
-            print(f"... {len(rows) - 20} more in {target}")
-        return target
+            print(f"{row['file']}: {row['class'] or 'unreadable'} ({row['probability'] or row['error']})")
+        counts = Counter(row["class"] or "unreadable" for row in rows)
+        print(f"{len(rows)} images: " + ", ".join(f"{name} {n}" for name, n in counts.most_common()))
+        return predictions
 
     # ------------------------------------------------------------------ prepare
     @classmethod
