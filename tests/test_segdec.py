@@ -186,3 +186,16 @@ def test_real_kolektor_split_and_dataset() -> None:
     item = dataset[0]
     assert item["image"].shape == (1, 200, 80) and item["target"].shape == (1, 25, 10)
     assert item["label"] == 1 and item["target"].max() > 0
+
+
+@pytest.mark.realdata
+def test_real_severstal_as_binary_defects() -> None:
+    root = real_dataset("severstal_sample")
+    task = SegDecTask(load_config(SegDecConfig, None, [f"data.root={root}", "data.dataset=severstal",
+                                                       "data.height=128", "data.width=400"]))
+    samples = task.all_samples()
+    assert len(samples) == 16 and 0 < sum(s.defective for s in samples) < 16
+    train, _ = task.build_datasets()
+    item = next(train[i] for i in range(len(train)) if train.samples[i].defective)
+    assert item["image"].shape == (1, 128, 400) and item["target"].shape == (1, 16, 50)
+    assert item["target"].max() > 0

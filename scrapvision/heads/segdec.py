@@ -40,6 +40,7 @@ from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.images import IMAGE_SUFFIXES, read_image, sample_rng
 from ..data.kolektor import KolektorItem, kolektor_folds, list_kolektor, read_kolektor_mask
+from ..data.severstal import SeverstalRecord, load_records
 from ..data.synthetic.surface_defects import generate_parts
 from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
@@ -64,7 +65,8 @@ class SegDecModelConfig:
 
 @dataclass(frozen=True)
 class SegDecDataConfig:
-    root: str = ""  # KolektorSDD folder (kosNN/PartK.jpg + _label.bmp|png); "" = built-in synthetic parts
+    root: str = ""  # data folder; "" = built-in synthetic parts
+    dataset: Literal["kolektor", "severstal"] = "kolektor"  # KolektorSDD layout, or Severstal as defect / no defect
     height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
     width: int = 80
     fold: int = 0  # cross-validation: this fold is validation / test, the others train
@@ -86,8 +88,8 @@ class SegDecLossConfig:
     seg_weight: float = 0.5  # w_seg of the constant schedule
     decay_beta: float = 0.15  # decay schedule: w_seg *= (1 - beta) per epoch
     delta: float = 1.0  # weight of the decision loss
-    dilate: int = 3  # square dilation of positive masks, in working-resolution pixels (1 = off)
-    weighted: bool = True  # distance-transform weighting of positive pixels
+    dilate: int = 5  # square dilation of positive masks, in working-resolution pixels (1 = off)
+    weighted: bool = False  # distance-transform weighting of positive pixels (off: hurt at CPU resolutions)
     weight_p: float = 2.0
     weight_max: float = 1.0
     balanced_sampling: bool = True  # each epoch: all positives + as many negatives
@@ -99,7 +101,7 @@ class SegDecConfig:
     data: SegDecDataConfig = field(default_factory=SegDecDataConfig)
     loss: SegDecLossConfig = field(default_factory=SegDecLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-4, grad_clip=5.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=8, eval_batch_size=16))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=2, eval_batch_size=16))
 
 
 def seg_weight(schedule: str, progress: float, epochs: int, constant: float = 0.5, beta: float = 0.15) -> float:
@@ -125,6 +127,12 @@ def segdec_loss(decision: torch.Tensor, seg: torch.Tensor, batch: dict[str, torc
     l_seg = ((pixel * weight).mean(dim=(1, 2, 3)) * gamma).mean()
     l_dec = F.binary_cross_entropy_with_logits(decision, batch["label"])
     return w_seg * l_seg + (1.0 - w_seg) * delta * l_dec, l_seg, l_dec
+
+
+def _severstal_sample(record: SeverstalRecord) -> Sample:
+    """A Severstal image as binary defect / no defect: the union of its four class masks, decoded lazily."""
+    return Sample(record.image_id, lambda: cv2.cvtColor(record.load_image(), cv2.COLOR_RGB2GRAY),
+                  lambda: record.masks().any(axis=0), any(record.labels), True, record.image_id)
 
 
 def _choose_supervision(samples: list[Sample], cfg: SegDecDataConfig) -> list[Sample]:
@@ -194,6 +202,8 @@ class SegDecTask(Task):
             parts = generate_parts(d.synthetic_items, d.synthetic_parts, d.synthetic_defect_rate, d.height,
                                    d.width, seed=self.cfg.train.seed)
             return [Sample(f"{p.item}/{p.part}", p.image, p.mask, p.defective, True, p.item) for p in parts]
+        if d.dataset == "severstal":
+            return [_severstal_sample(r) for r in load_records(d.root)]
         items = list_kolektor(d.root)
         return [Sample(f"{i.item}/{i.part}", i.image, i.mask, i.defective, True, i.item) for i in items]
 

@@ -8,6 +8,7 @@ border pixels count little) -> average-pool both to the stride, which gives soft
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,26 +20,35 @@ from torch.utils.data import Dataset
 from ...data.images import read_image, sample_rng
 from ...data.kolektor import read_kolektor_mask
 
+#: where pixels come from: a file, an array in memory (synthetic data) or a loader called when needed
+Source = Path | np.ndarray | Callable[[], np.ndarray]
+
 
 @dataclass(frozen=True)
 class Sample:
     name: str  # e.g. "kos01/Part3"
-    image: Path | np.ndarray  # a file, or an HxW uint8 array (synthetic data)
-    mask: Path | np.ndarray | None
+    image: Source  # HxW uint8 gray
+    mask: Source | None  # HxW, > 0 is defect
     defective: bool
     labelled: bool  # gamma: the pixel label may be used (always true for defect-free images)
     group: str = ""  # the physical item, for splits
 
 
-def load_gray(source: Path | np.ndarray, height: int, width: int) -> np.ndarray:
-    img = source if isinstance(source, np.ndarray) else read_image(source, mode="L")
+def _pixels(source: Source, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
+    if isinstance(source, np.ndarray):
+        return source
+    return source() if callable(source) else reader(Path(source))
+
+
+def load_gray(source: Source, height: int, width: int) -> np.ndarray:
+    img = _pixels(source, lambda p: read_image(p, mode="L"))
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def load_mask(source: Path | np.ndarray | None, height: int, width: int) -> np.ndarray:
+def load_mask(source: Source | None, height: int, width: int) -> np.ndarray:
     if source is None:
         return np.zeros((height, width), bool)
-    mask = source if isinstance(source, np.ndarray) else read_kolektor_mask(source)
+    mask = _pixels(source, read_kolektor_mask)
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
 
 
