@@ -68,9 +68,11 @@ def test_classifier_shapes_per_variant(variant):
 
 
 def test_cross_layer_fusion_resizes_to_the_target_stage():
-    fusion = CrossLayerFusion([4, 6, 8], width=5, out_channels=7, target=-2)
+    fusion = CrossLayerFusion([4, 6, 8], [8, 16, 32], width=5, out_channels=7, target=-2)
     feats = [torch.randn(1, 4, 16, 16), torch.randn(1, 6, 8, 8), torch.randn(1, 8, 4, 4)]
     assert fusion(feats).shape == (1, 7, 8, 8)
+    odd = [torch.randn(1, 4, 5, 7), torch.randn(1, 6, 3, 4), torch.randn(1, 8, 2, 2)]  # 'same' padding: ceil
+    assert fusion(odd).shape == (1, 7, 3, 4)
 
 
 def test_semantic_enhance_gates_by_similarity_to_the_group_mean():

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backbones import backbone_channels, create_backbone
+from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..errors import ScrapvisionError
 
 VARIANTS = ("baseline", "clf", "sef", "clfsef")
@@ -29,22 +29,26 @@ def conv_bn_act(cin: int, cout: int, kernel: int = 1) -> nn.Sequential:
 
 
 class CrossLayerFusion(nn.Module):
-    """Project each stage to ``width`` channels, resize all to the map at ``target`` and fuse with a 3x3 conv."""
+    """Project each stage to ``width`` channels, bring all to the resolution of stage ``target`` and fuse
+    them with a 3x3 conv. Finer maps are average-pooled by their (constant) stride ratio, which keeps
+    their detail as local statistics and exports to ONNX; coarser maps are upsampled bilinearly."""
 
-    def __init__(self, in_channels: Sequence[int], width: int, out_channels: int, target: int = -2) -> None:
+    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], width: int, out_channels: int,
+                 target: int = -2) -> None:
         super().__init__()
         self.target = target
         self.proj = nn.ModuleList(conv_bn_act(c, width) for c in in_channels)
+        goal = strides[target]
+        self.pool = nn.ModuleList(
+            nn.AvgPool2d(goal // s, ceil_mode=True) if s < goal else nn.Identity() for s in strides)
         self.fuse = conv_bn_act(width * len(in_channels), out_channels, kernel=3)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[self.target].shape[-2:]
         resized = []
-        for proj, feat in zip(self.proj, features):
-            x = proj(feat)
-            if x.shape[-2] > size[0]:  # shallow, finer map: average-pool keeps its detail as local statistics
-                x = F.adaptive_avg_pool2d(x, size)
-            elif x.shape[-2:] != size:  # deep, coarser map: upsample its semantics
+        for proj, pool, feat in zip(self.proj, self.pool, features):
+            x = pool(proj(feat))
+            if x.shape[-2:] != size:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             resized.append(x)
         return self.fuse(torch.cat(resized, dim=1))
@@ -96,7 +100,8 @@ class ScrapClassifier(nn.Module):
         deep = channels[-1]
         self.enhance: nn.Module | None = None
         if variant in ("clf", "clfsef"):
-            self.fusion: nn.Module | None = CrossLayerFusion(channels, fuse_channels, fuse_channels)
+            strides = backbone_strides(self.backbone)
+            self.fusion: nn.Module | None = CrossLayerFusion(channels, strides, fuse_channels, fuse_channels)
         elif variant == "sef":
             self.fusion = conv_bn_act(deep, fuse_channels)
         else:
