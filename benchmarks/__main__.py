@@ -59,7 +59,12 @@ def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
     for section, _, _ in PLAN:
         path = RESULTS / section
         if path.is_file():
-            parts.append(f"## {section.removesuffix('.md')}\n\n{path.read_text().strip()}\n")
+            text = path.read_text().strip()
+            if not text.startswith("# "):
+                text = f"# {section.removesuffix('.md')}\n\n{text}"
+            # one level deeper, so each head's title becomes a section of RESULTS.md
+            text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+            parts.append(text + "\n")
         else:
             parts.append(f"## {section.removesuffix('.md')}\n\nNot measured yet.\n")
     if log:
