@@ -20,6 +20,7 @@ scratch on the built-in synthetic scrap scenes. ``tasks/clip_anomaly-paper.yaml`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from .clip_anomaly_parts.data import (
     KOLEKTOR_CLASSES,
     ClipImageFiles,
     SegDataset,
+    balanced_order,
     class_mask_sets,
     kolektor_sets,
     reference_batch,
@@ -100,6 +102,7 @@ class ClipDataConfig:
     n_val: int = 64  # synthetic only
     synthetic_seed: int = 0
     clean_fraction: float = 0.25  # synthetic scenes without impurity
+    sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: half the draws hold an anomaly
     val_fraction: float = 0.2  # class_masks without train/ and val/ folders
     split_seed: int = 0
     fold: int = 0  # kolektor: held-out fold
@@ -171,6 +174,11 @@ class ClipAnomalyTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         train, val, _ = self._datasets()
         return train, val
+
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
+        if self.cfg.data.sampling == "balanced" and isinstance(dataset, SegDataset):
+            return balanced_order(dataset.anomalous(), generator)
+        return super().epoch_indices(dataset, epoch, generator)
 
     # ----------------------------------------------------------------- model
     def build_model(self) -> nn.Module:

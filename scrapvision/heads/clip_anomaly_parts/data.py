@@ -58,11 +58,19 @@ class SegDataset(Dataset):
     """(image, class-index mask) pairs from ``loader(i)``, resized, cached, optionally augmented."""
 
     def __init__(self, loader: Loader, length: int, size: Sequence[int], names: Sequence[str],
-                 augment: bool = False, seed: int = 0, cache: bool = True) -> None:
+                 augment: bool = False, seed: int = 0, cache: bool = True,
+                 flags: Sequence[bool] | None = None) -> None:
         self.loader, self.length, self.size = loader, length, tuple(size)
         self.names, self.augment, self.seed, self.cache = list(names), augment, seed, cache
+        self.flags = list(flags) if flags is not None else None
         self.epoch = 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def anomalous(self) -> list[bool]:
+        """Whether each sample holds any non-normal pixel (from the reader when it knows, else the masks)."""
+        if self.flags is None:
+            self.flags = [bool((self.raw(i)[1] != 0).any()) for i in range(self.length)]
+        return self.flags
 
     def __len__(self) -> int:
         return self.length
@@ -133,7 +141,7 @@ def kolektor_sets(root: str, size: Sequence[int], fold: int, n_folds: int, split
             return read_image(chosen[i].image), read_kolektor_mask(chosen[i].mask).astype(np.uint8)
 
         return SegDataset(load, len(chosen), size, [f"{it.item}_{it.part}" for it in chosen],
-                          augment=augment, seed=aug_seed)
+                          augment=augment, seed=aug_seed, flags=[it.defective for it in chosen])
 
     return make(parts[0], True), make(parts[1], False), KOLEKTOR_CLASSES
 
@@ -162,3 +170,22 @@ class ClipImageFiles(ImageFiles):
         super().__init__(files, image_size, mode, keys)
         self.transform = A.Compose([A.Resize(*image_size, area_for_downscale="image"),
                                     A.Normalize(mean=CLIP_MEAN.tolist(), std=CLIP_STD.tolist())])
+
+
+def balanced_order(flags: Sequence[bool], generator: torch.Generator) -> list[int]:
+    """One epoch (as long as the data set) alternating samples with and without anomalies; the rarer
+    kind is repeated, each kind drawn as consecutive seeded permutations."""
+    pos = [i for i, f in enumerate(flags) if f]
+    neg = [i for i, f in enumerate(flags) if not f]
+    if not pos or not neg:
+        return torch.randperm(len(flags), generator=generator).tolist()
+
+    def draw(pool: list[int], n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            out += [pool[j] for j in torch.randperm(len(pool), generator=generator).tolist()]
+        return out[:n]
+
+    n_pos = len(flags) // 2
+    return [i for pair in zip(draw(pos, n_pos), draw(neg, len(flags) - n_pos)) for i in pair] + \
+        draw(neg, len(flags) - 2 * n_pos)

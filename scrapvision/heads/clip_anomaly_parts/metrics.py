@@ -103,6 +103,12 @@ class SegAnomalyMeter:
             self.image_scores.append(float(amap[valid].max()) if valid.any() else 0.0)
             self.image_labels.append(bool(anomalous.any()))
 
+    def extend(self, other: SegAnomalyMeter) -> None:
+        """Pool another meter's images into this one (e.g. the test folds of a cross-validation)."""
+        self.confusion += other.confusion
+        for name in ("maps", "masks", "valid", "image_scores", "image_labels"):
+            getattr(self, name).extend(getattr(other, name))
+
     def compute(self) -> dict[str, float]:
         ious = iou_per_class(self.confusion)
         out = {"miou": float(np.nanmean(ious)) if not np.isnan(ious).all() else math.nan,
@@ -114,5 +120,7 @@ class SegAnomalyMeter:
         out["pixel_ap"] = pixel_ap(labels, scores)
         out["pixel_auroc"] = pixel_auroc(labels, scores)
         out["aupro"] = aupro(self.masks, self.maps, self.valid) if self.maps else math.nan
-        out["image_auroc"] = _binary_metric(roc_auc_score, np.array(self.image_labels), np.array(self.image_scores))
+        image_labels, image_scores = np.array(self.image_labels), np.array(self.image_scores)
+        out["image_auroc"] = _binary_metric(roc_auc_score, image_labels, image_scores)
+        out["image_ap"] = _binary_metric(average_precision_score, image_labels, image_scores)
         return out

@@ -9,13 +9,17 @@ import numpy as np
 
 from ...checkpoint import atomic_write
 
+#: saturated colours that do not occur in scrap (no orange or brown, which rust already is)
+PALETTE = ("#808080", "#00e5ff", "#39ff14", "#ffe600", "#ff00ff", "#0050ff", "#ff1744", "#ffffff", "#7c4dff")
+
 
 def class_colours(n: int) -> np.ndarray:
-    """(n, 3) RGB in [0, 1]; class 0 (normal) gets none in overlays, the others tab10/tab20 colours."""
+    """(n, 3) RGB in [0, 1]; class 0 (normal) is never drawn, classes past the palette cycle tab20."""
     from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return np.array([cmap(i % cmap.N)[:3] for i in range(n)])
+    extra = colormaps["tab20"]
+    return np.array([to_rgb(PALETTE[i]) if i < len(PALETTE) else extra(i % 20)[:3] for i in range(n)])
 
 
 def blend(image: np.ndarray, pred: np.ndarray, n_classes: int, alpha: float = 0.55) -> np.ndarray:

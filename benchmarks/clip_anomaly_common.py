@@ -1,0 +1,98 @@
+"""Shared helpers of the clip_anomaly benchmarks: train one run, score a data set, speed, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from scrapvision.checkpoint import load_checkpoint
+from scrapvision.config import load_config
+from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
+from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter
+from scrapvision.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DATA = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
+
+
+def make_task(overrides: list[str]) -> ClipAnomalyTask:
+    return ClipAnomalyTask(load_config(ClipAnomalyConfig, None, overrides))
+
+
+def train_last(overrides: list[str], run_dir: Path) -> tuple[ClipAnomalyTask, torch.nn.Module, float]:
+    """Train, then reload the final epoch's weights (held-out data never picks a checkpoint)."""
+    task = make_task(overrides)
+    t0 = time.time()
+    Trainer(task, run_dir=run_dir).fit()
+    train_s = time.time() - t0
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="clip_anomaly")["model"])
+    return task, model.eval(), train_s
+
+
+@torch.no_grad()
+def score(task: ClipAnomalyTask, model: torch.nn.Module, dataset: Dataset, batch_size: int = 16) -> SegAnomalyMeter:
+    """Every metric input of ``dataset`` in a meter (so folds can be pooled)."""
+    model.eval()
+    task.prepare_memory(model)
+    meter = SegAnomalyMeter(task.class_names())
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        meter.update(model(batch["image"]).float().softmax(1).numpy(), batch["mask"].numpy())
+    return meter
+
+
+@torch.no_grad()
+def inference_speed(task: ClipAnomalyTask, model: torch.nn.Module, batch: int, repeats: int = 5) -> float:
+    """Images per second of the forward pass on this CPU (the current thread setting)."""
+    x = task.example_input(batch)
+    model.eval()(x)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()}-core CPU ({cpu}), shared with other jobs (load average at start {load}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+
+
+def now() -> str:
+    return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    return path
+
+
+def write_section(title: str, body: str) -> Path:
+    """Replace (or append) the ``## title`` section of ``benchmarks/results/clip_anomaly.md``."""
+    path = RESULTS / "clip_anomaly.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# clip_anomaly benchmarks\n"
+    marker = f"## {title}\n"
+    if marker in text:
+        head, rest = text.split(marker, 1)
+        tail = rest.split("\n## ", 1)
+        text = head + (("\n## " + tail[1]) if len(tail) > 1 else "")
+    text = text.rstrip("\n") + "\n\n" + marker + body.rstrip("\n") + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}" if x is not None and np.isfinite(x) else "n/a"
