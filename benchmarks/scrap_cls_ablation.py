@@ -144,11 +144,11 @@ def main() -> None:
         sys.exit(f"scrap_grades not found at {args.data} (set SCRAPVISION_DATA)")
     torch.set_num_threads(args.threads)
     command = "python benchmarks/scrap_cls_ablation.py" + (" --quick" if args.quick else "")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scrap_cls_ablation_") as tmp:
         results = [run_variant(v, args, Path(tmp)) for v in VARIANTS]
     wall = time.perf_counter() - start
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     name = "scrap_cls_ablation_quick" if args.quick else "scrap_cls_ablation"
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_s": round(wall, 1),
