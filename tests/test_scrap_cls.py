@@ -206,6 +206,14 @@ def test_task_skips_unreadable_and_says_so(tmp_path, capsys):
         ScrapClsTask(load_config(ScrapClsConfig, overrides=[f"data.root={root}", "data.unreadable=fail"])).build_datasets()
 
 
+def test_eval_split_all_scores_a_folder_too_small_to_split(tmp_path):
+    root = write_scrap_grades(tmp_path / "test", per_class=1, size=24, classes=3)
+    task = ScrapClsTask(load_config(ScrapClsConfig, overrides=[f"data.root={root}", "data.eval_split=all"]))
+    assert len(task.build_eval_dataset()) == 3
+    with pytest.raises(DataError, match="only one image"):
+        ScrapClsTask(load_config(ScrapClsConfig, overrides=[f"data.root={root}"])).build_eval_dataset()
+
+
 def test_stratified_split_and_kfold_partition():
     labels = ["a"] * 10 + ["b"] * 6 + ["c"] * 4
     train, val = split_indices(labels, 0.25, seed=3)

@@ -196,11 +196,10 @@ class ClassificationDataset(Dataset):
     """In-memory RGB images + integer labels; augmentation seeded by (seed, epoch, index)."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], image_size: int,
-                 augment: str = "none", seed: int = 0, names: Sequence[str] | None = None) -> None:
+                 augment: str = "none", seed: int = 0) -> None:
         if len(images) != len(labels):
             raise DataError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = list(images), [int(v) for v in labels]
-        self.names = list(names) if names is not None else [str(i) for i in range(len(self.images))]
         self.transform = build_transform(image_size, augment)
         self.seed, self.epoch = seed, 0
 

@@ -147,7 +147,13 @@ class ScrapClsTask(Task):
         if unknown:
             raise DataError(f"data {d.root}: class {unknown[0]!r} is not one of the model's {len(names)} classes")
         self.class_names = names
-        train_idx, val_idx = split_indices([r.label for r in records], d.val_fraction, d.split_seed, d.folds, d.fold)
+        try:
+            train_idx, val_idx = split_indices([r.label for r in records], d.val_fraction, d.split_seed, d.folds,
+                                               d.fold)
+        except DataError:
+            if d.eval_split != "all":  # scoring a whole test folder needs no split
+                raise
+            train_idx, val_idx = [], []
         images, kept, self.skipped = load_images([r.path for r in records], d.unreadable, load_size)
         if self.skipped:
             _warn(f"skipped {len(self.skipped)} unreadable image(s) (data.unreadable=skip):")
@@ -155,12 +161,11 @@ class ScrapClsTask(Task):
                 print(f"  {message}", file=sys.stderr)
         position = {i: k for k, i in enumerate(kept)}
         labels = [names.index(r.label) for r in records]
-        files = [str(r.path) for r in records]
 
         def subset(indices: list[int], augment: str) -> ClassificationDataset:
             keep = [i for i in indices if i in position]
             return ClassificationDataset([images[position[i]] for i in keep], [labels[i] for i in keep], size,
-                                         augment, seed, names=[files[i] for i in keep])
+                                         augment, seed)
 
         self._splits = (subset(train_idx, d.augment), subset(val_idx, "none"), subset(sorted(position), "none"))
         return self._splits
