@@ -172,8 +172,8 @@ def markdown(p: dict) -> str:
         f"CPU inference (fine-tuned model, forward only, {w}x{h}): {speed['batch1']} images/s at batch 1, "
         f"{speed['batch16']} images/s at batch 16.",
         "",
-        "![IoU per class](clip_anomaly_synthetic_iou.png)",
-        "![examples](clip_anomaly_synthetic_examples.png)",
+        "Plots (paths from benchmarks/RESULTS.md): ![IoU per class](results/clip_anomaly_synthetic_iou.png) "
+        "![examples](results/clip_anomaly_synthetic_examples.png)",
     ]
     return "\n".join(lines)
 

@@ -214,5 +214,6 @@ def test_zero_shot_with_user_weights_runs_and_metrics_are_complete(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a.eval()(x), b.eval()(x), rtol=0, atol=0)
+    assert a.encoder.blocks == (3,)  # zero-shot: only the last block's tokens match CLIP's projection
     metrics = task.evaluate(a, torch.utils.data.DataLoader(task.build_eval_dataset(), batch_size=4))
     assert {"miou", "pixel_ap", "pixel_auroc", "aupro", "image_auroc", "loss"} <= set(metrics)

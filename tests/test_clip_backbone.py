@@ -86,6 +86,7 @@ def test_weights_folder_and_mismatched_file(tmp_path, no_network):
     cfg = dict(CLIP_CONFIGS[TINY], vision_cfg=dict(CLIP_CONFIGS[TINY]["vision_cfg"], image_size=32))
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    torch.save({}, folder / "a_stray_file.pt")  # open_clip's own file name wins over other weights files
     loaded = build_clip("ignored-when-a-folder-is-given", weights=folder, image_size=32)
     torch.testing.assert_close(loaded.visual.conv1.weight, model.visual.conv1.weight)
     bad = tmp_path / "bad.pt"
@@ -108,6 +109,8 @@ def test_patch_tokens_are_multiscale_maps():
         tokens(torch.randn(1, 3, 32, 32))
     with pytest.raises(ScrapvisionError, match="blocks"):
         ClipPatchTokens(build_clip(TINY, image_size=32).visual, (7,))
+    with pytest.raises(ScrapvisionError, match="multiple of the patch size"):
+        ClipPatchTokens(build_clip(TINY, image_size=(32, 36)).visual)
 
 
 def test_registered_clip_backbone():

@@ -41,6 +41,16 @@ def _is_local_model_dir(weights: str) -> bool:
     return bool(weights) and Path(weights).is_dir()
 
 
+def _weights_in_folder(folder: Path) -> Path | None:
+    """open_clip's file names first (as its ``local-dir:`` loader), then any single weights file."""
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+                 "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p for suffix in (".safetensors", ".bin", ".pth", ".pt") for p in folder.glob(f"*{suffix}"))
+    return found[0] if found else None
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
@@ -101,7 +111,7 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
     try:
         model = open_clip.CLIP(**cfg)
         if weights:
-            path = open_clip.factory._find_checkpoint_in_dir(Path(weights)) if _is_local_model_dir(weights) else weights
+            path = _weights_in_folder(Path(weights)) if _is_local_model_dir(weights) else weights
             if path is None:
                 raise CheckpointError(f"CLIP weights folder {weights}: holds no .safetensors/.bin/.pth file")
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
@@ -166,6 +176,9 @@ class ClipPatchTokens(nn.Module):
         self.width = int(self.visual.transformer.width)
         self.patch_size = tuple(self.visual.patch_size)
         self.input_size = tuple(self.visual.image_size)
+        if any(size % patch for size, patch in zip(self.input_size, self.patch_size)):
+            raise ScrapvisionError(f"CLIP image size {self.input_size} must be a multiple of the patch size "
+                                   f"{self.patch_size}")
         self.feature_info = _FeatureInfo([self.width] * len(self.blocks), [self.patch_size[0]] * len(self.blocks))
 
     def tokens(self, x: torch.Tensor) -> list[torch.Tensor]:

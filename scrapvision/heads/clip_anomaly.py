@@ -10,8 +10,9 @@ over scales and upsampled. Modes:
   k blocks, or ``frozen``, the setting the paper shows failing on niche objects);
 * ``few_shot``: training-free; prompt scores mixed with memory-bank patch matching against k reference
   images of the training split (WinCLIP+/APRIL-GAN style); normal or labelled references;
-* ``zero_shot``: training-free prompt matching. Only meaningful with pretrained CLIP weights given as a
-  local file (``model.weights``); none ship with scrapvision and nothing is downloaded.
+* ``zero_shot``: training-free prompt matching on the last block's tokens (the only ones CLIP's projection
+  aligns with text). Only meaningful with pretrained CLIP weights given as a local file
+  (``model.weights``); none ship with scrapvision and nothing is downloaded.
 
 Defaults are the CPU recipe: a 0.5 M-parameter ViT (``scrap-vit-tiny``, 128 px, patch 8) trained from
 scratch on the built-in synthetic scrap scenes. ``tasks/clip_anomaly-paper.yaml`` is the paper scale.
@@ -64,7 +65,7 @@ class ClipModelConfig:
     clip_name: str = "scrap-vit-tiny"  # open_clip name (ViT-B-16, ViT-L-14-336...) or scrapvision's small one
     weights: str = ""  # local open_clip weights file or model folder; "" = random init (train from scratch)
     image_size: tuple[int, int] = (128, 128)  # (H, W) input; fixes the ViT position grid
-    blocks: tuple[int, ...] = ()  # image-tower blocks whose patch tokens are used; () = n_scales evenly spaced
+    blocks: tuple[int, ...] = ()  # image-tower blocks giving patch tokens; () = n_scales evenly spaced (zero_shot: last)
     n_scales: int = 4
     finetune: Literal["full", "last_k", "frozen"] = "full"
     last_k: int = 2  # blocks trained when finetune=last_k
@@ -188,7 +189,9 @@ class ClipAnomalyTask(Task):
         text = encode_prompts(clip, tokenizer, self.prompts())
         ln_post, proj = clip.visual.ln_post, clip.visual.proj
         n_layers = len(clip.visual.transformer.resblocks)
-        encoder = ClipPatchTokens(clip.visual, m.blocks or even_blocks(n_layers, m.n_scales))
+        # untrained adapters = CLIP's own projection, which only the last block's tokens are aligned with
+        default = (n_layers - 1,) if m.mode == "zero_shot" else even_blocks(n_layers, m.n_scales)
+        encoder = ClipPatchTokens(clip.visual, m.blocks or default)
         model = ClipAnomalySegmenter(encoder, text, int(text.shape[1]), 1.0 / m.temperature, m.mode,
                                      self.cfg.few_shot.memory_weight)
         for adapter in model.adapters:
