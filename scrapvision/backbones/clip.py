@@ -56,9 +56,18 @@ def _one_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
+def _open_clip() -> Any:
+    """open_clip is an optional dependency (``pip install scrapvision[clip]``)."""
+    try:
+        import open_clip
+    except ImportError:
+        raise ScrapvisionError("CLIP models need open_clip: pip install 'scrapvision[clip]'") from None
+    return open_clip
+
+
 def clip_config(name: str, weights: str = "") -> dict[str, Any]:
     """The open_clip model config of ``name`` (or of the open_clip model folder ``weights``)."""
-    import open_clip
+    open_clip = _open_clip()
 
     if name.startswith(_REFUSED):
         raise ScrapvisionError(f"CLIP model {name!r}: hf-hub names download; give a local folder as weights")
@@ -96,7 +105,7 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
     open_clip model folder (``open_clip_config.json`` + weights; its config then wins over ``name``).
     ``image_size`` (int or (H, W)) rebuilds the position embedding grid; loaded ones are resampled.
     """
-    import open_clip
+    open_clip = _open_clip()
 
     weights = str(weights or "")
     cfg = clip_config(name, weights)
@@ -124,7 +133,7 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
 
 def clip_tokenizer(name: str, model: nn.Module, weights: str | Path = "") -> Any:
     """open_clip's BPE tokenizer (vocabulary shipped in the package) at the model's context length."""
-    import open_clip
+    open_clip = _open_clip()
     from open_clip.tokenizer import SimpleTokenizer
 
     weights = str(weights or "")
