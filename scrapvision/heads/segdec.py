@@ -38,15 +38,16 @@ from torch.utils.data import DataLoader, Dataset
 from ..backbones import create_backbone
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
-from ..data.images import IMAGE_SUFFIXES, read_image, sample_rng
+from ..data.images import sample_rng
+from ..data.inference import input_files, input_keys
 from ..data.kolektor import KolektorItem, kolektor_folds, list_kolektor, read_kolektor_mask
 from ..data.severstal import SeverstalRecord, load_records
 from ..data.synthetic.surface_defects import generate_parts
 from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
-from ..task import Task
-from .segdec_parts.data import Sample, SegDecDataset, balanced_order, load_gray
+from ..task import Task, model_device
+from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, balanced_order
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, save_pr_curve
 
 
@@ -160,6 +161,9 @@ class SegDecTask(Task):
     monitor = ("val_ap", "max")
     summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
                "SE + atrous network, constant / dynamic / decay loss balance.")
+    smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",
+                       "data.synthetic_items=6", "data.synthetic_parts=4", "data.synthetic_defect_rate=0.5",
+                       "train.batch_size=4")
 
     def __init__(self, cfg: SegDecConfig) -> None:
         super().__init__(cfg)
@@ -242,7 +246,7 @@ class SegDecTask(Task):
     @torch.no_grad()
     def score(self, model: nn.Module, loader: DataLoader) -> dict[str, np.ndarray]:
         """Decision probabilities, labels, segmentation probabilities and targets of a whole loader."""
-        device = next(model.parameters()).device
+        device = model_device(model)
         model.eval()
         out: dict[str, list] = {"score": [], "label": [], "seg": [], "target": []}
         for batch in loader:
@@ -268,72 +272,59 @@ class SegDecTask(Task):
         self.threshold = float(extras.get("threshold", self.threshold))
 
     # ------------------------------------------------------------------ predict
+    predict_key = "image"
+    predict_columns = ("image", "score", "decision")
+
     @classmethod
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--threshold", type=float, default=None,
                             help="decision threshold (default: the best-F threshold stored in the checkpoint)")
         parser.add_argument("--no-overlays", action="store_true", help="write only the scores CSV")
 
-    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
-        """Score every image under ``inputs``: ``scores.csv`` (image, score, decision), ``overlays/*.png``,
-        and, when every image has a ``_label`` mask beside it, ``pr_curve.png`` + ``metrics.csv``."""
-        files = _input_images(Path(inputs))
-        threshold = self.threshold if getattr(args, "threshold", None) is None else float(args.threshold)
-        d = self.cfg.data
-        device = next(model.parameters()).device
-        model.eval()
-        out = Path(out)
-        rows, overlays = [], not getattr(args, "no_overlays", False)
-        for start in range(0, len(files), 8):
-            chunk = files[start:start + 8]
-            grays = [load_gray(read_image(f, mode="L"), d.height, d.width) for f in chunk]
-            x = self.channels(torch.from_numpy(np.stack(grays)).float().div(255.0)[:, None].to(device))
-            with torch.no_grad():
-                decision, seg = model(x)
-            scores, probs = torch.sigmoid(decision).cpu().numpy(), torch.sigmoid(seg)[:, 0].cpu().numpy()
-            for f, g, s, p in zip(chunk, grays, scores, probs):
-                rel = _relative(f, Path(inputs))
-                rows.append((rel, float(s), int(s >= threshold)))
-                if overlays:
-                    target = out / "overlays" / (rel.replace("/", "__").rsplit(".", 1)[0] + ".png")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(target), overlay(g, p, float(s), threshold))
-        csv_path = out / "scores.csv"
-        with atomic_write(csv_path, "w") as handle:
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
+        """Every image under ``inputs`` except ``*_label.*`` masks, gray, resized to the working resolution."""
+        files = [f for f in input_files(inputs) if not f.stem.endswith("_label")]
+        if not files:
+            raise DataError(f"predict input {inputs}: holds no images besides masks")
+        d, keys = self.cfg.data, input_keys(inputs, files)
+        self._predict_paths = dict(zip(keys, files))  # for the labelled report in finish_predictions
+        return GrayFiles(files, keys, d.height, d.width)
+
+    def _threshold(self, args: argparse.Namespace) -> float:
+        value = getattr(args, "threshold", None)
+        return self.threshold if value is None else float(value)
+
+    def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
+        """One row per image (decision score, 0/1 decision) and an overlay PNG of its segmentation map."""
+        decision, seg = model(self.channels(batch["image"].to(model_device(model))))
+        scores, probs = torch.sigmoid(decision).float().cpu().numpy(), torch.sigmoid(seg)[:, 0].float().cpu().numpy()
+        threshold, rows = self._threshold(args), []
+        for j, key in enumerate(batch["image_key"]):
+            rows.append({"image": key, "score": f"{scores[j]:.6f}", "decision": int(scores[j] >= threshold)})
+            if not getattr(args, "no_overlays", False):
+                gray = (batch["image"][j, 0].numpy() * 255).round().astype(np.uint8)
+                target = out / "overlays" / (key.replace("/", "__").rsplit(".", 1)[0] + ".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(target), overlay(gray, probs[j], float(scores[j]), threshold))
+        return rows
+
+    def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
+        """When every input has a KolektorSDD-style ``_label`` mask beside it, add ``pr_curve.png`` and
+        ``metrics.csv`` (AP, AUC, F1, FP, FN) next to ``predictions.csv``."""
+        with open(predictions, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        paths = getattr(self, "_predict_paths", {})
+        files = [paths.get(r["image"], Path(r["image"])) for r in rows]
+        masks = [next((f.with_name(f"{f.stem}_label{x}") for x in (".bmp", ".png")
+                       if f.with_name(f"{f.stem}_label{x}").is_file()), None) for f in files]
+        if not rows or any(m is None for m in masks):
+            return predictions
+        labels = np.array([bool(read_kolektor_mask(m).any()) for m in masks])
+        scores = np.array([float(r["score"]) for r in rows])
+        metrics = decision_metrics(labels, scores)
+        save_pr_curve(labels, scores, out / "pr_curve.png", title=f"segdec, {len(rows)} images")
+        with atomic_write(out / "metrics.csv", "w") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["image", "score", "decision"])
-            writer.writerows([(r, f"{s:.6f}", dec) for r, s, dec in rows])
-        _labelled_report(files, [r[1] for r in rows], out)
-        return csv_path
-
-
-def _relative(path: Path, root: Path) -> str:
-    return path.name if root.is_file() else path.relative_to(root).as_posix()
-
-
-def _input_images(inputs: Path) -> list[Path]:
-    """Image files to score (``*_label.*`` masks excluded); a missing or empty input is a DataError."""
-    if inputs.is_file():
-        return [inputs]
-    if not inputs.is_dir():
-        raise DataError(f"predict input {inputs}: not found")
-    files = sorted(p for p in inputs.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.stem.endswith("_label"))
-    if not files:
-        raise DataError(f"predict input {inputs}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def _labelled_report(files: list[Path], scores: list[float], out: Path) -> None:
-    """When every input has a KolektorSDD-style mask, write ``pr_curve.png`` and ``metrics.csv``."""
-    masks = [next((f.with_name(f"{f.stem}_label{s}") for s in (".bmp", ".png")
-                   if f.with_name(f"{f.stem}_label{s}").is_file()), None) for f in files]
-    if any(m is None for m in masks):
-        return
-    labels = np.array([bool(read_kolektor_mask(m).any()) for m in masks])
-    metrics = decision_metrics(labels, np.array(scores))
-    save_pr_curve(labels, np.array(scores), out / "pr_curve.png", title=f"segdec, {len(files)} images")
-    with atomic_write(out / "metrics.csv", "w") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(metrics))
-        writer.writerow([f"{v:.6g}" for v in metrics.values()])
+            writer.writerow(list(metrics))
+            writer.writerow([f"{v:.6g}" for v in metrics.values()])
+        return predictions

@@ -136,3 +136,18 @@ def balanced_order(labels: list[bool], epoch: int, seed: int, generator: torch.G
         chosen.append(neg[perm[pos_in_cycle]])
     order = pos + chosen
     return [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+
+
+class GrayFiles(Dataset):
+    """Image files for prediction: gray, resized, in [0, 1], with their key (``image_key``) and index."""
+
+    def __init__(self, files: list[Path], keys: list[str], height: int, width: int) -> None:
+        self.files, self.keys, self.height, self.width = files, keys, height, width
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        img = load_gray(self.files[index], self.height, self.width)
+        return {"image": torch.from_numpy(img.astype(np.float32) / 255.0)[None], "image_key": self.keys[index],
+                "index": index}
