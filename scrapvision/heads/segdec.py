@@ -2,7 +2,8 @@
 
 Loss per image: ``L = w_seg * gamma * L_seg + (1 - w_seg) * delta * L_dec`` where ``gamma`` is 1 when the
 image's pixel label may be used (every defect-free image; defective ones per the supervision mode),
-``L_seg`` is pixel BCE or MSE weighted by the distance-transform map, ``L_dec`` is BCE on the decision logit.
+``L_seg`` is the pixel BCE or MSE at the output stride (optionally weighted by the distance-transform map,
+``loss.weighted``), ``L_dec`` is BCE on the decision logit; both are averaged over the batch.
 ``w_seg`` follows ``loss.schedule``, with ``n`` = epochs elapsed (fractional, from the Trainer's progress)
 and ``n_ep`` = ``train.epochs``:
 
@@ -17,7 +18,11 @@ and ``n_ep`` = ``train.epochs``:
 
 Supervision (``data.supervision``): ``full`` keeps every mask, ``weak`` none, ``mixed`` uses ``n_positives``
 defective training images (0 = all) of which ``n_labelled`` keep their masks (chosen by ``data.split_seed``).
-Stop-gradient (``model.stop_gradient``) detaches the decision head's inputs for images with ``gamma = 1``.
+Stop-gradient (``model.stop_gradient``) detaches the decision head's inputs for images with ``gamma = 1``;
+images without a pixel label still train the encoder through the decision loss (else weak mode could not).
+
+Data: ``data.root`` empty = synthetic cracked parts; else KolektorSDD (``kosNN/PartK``, 3-fold split by
+item) or, with ``data.dataset=severstal``, Severstal images as defect / no defect (union of the 4 classes).
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ class SegDecLossConfig:
     decay_beta: float = 0.15  # decay schedule: w_seg *= (1 - beta) per epoch
     delta: float = 1.0  # weight of the decision loss
     dilate: int = 5  # square dilation of positive masks, in working-resolution pixels (1 = off)
-    weighted: bool = False  # distance-transform weighting of positive pixels (off: hurt at CPU resolutions)
+    weighted: bool = False  # distance-transform weighting of positive pixels (Bozic et al.; off in the CPU recipe)
     weight_p: float = 2.0
     weight_max: float = 1.0
     balanced_sampling: bool = True  # each epoch: all positives + as many negatives
