@@ -29,6 +29,7 @@ from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics  # noqa: E402
+from scrapvision.models.clfsef import VARIANTS  # noqa: E402
 from scrapvision.trainer import Trainer  # noqa: E402
 
 
@@ -44,6 +45,21 @@ def run_fold(variant: str, fold: int, args: argparse.Namespace, runs: Path) -> d
     model.load_state_dict(torch.load(result.last_path, map_location="cpu", weights_only=True)["model"])
     y_true, y_pred = predictions(task, model)
     return {"fold": fold, "train_s": round(seconds, 1), "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}
+
+
+def merge_earlier(path: Path, args: argparse.Namespace, run: dict, results: list[dict]) -> dict:
+    """Keep the variants of earlier runs with the same folds and recipe, so variants can run separately."""
+    recipe_now = recipe(args.quick, args.data, "VARIANT", "OUT")
+    runs, kept = [run], []
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier.get("recipe") == recipe_now and earlier.get("folds") == args.folds:
+            rerun = {r["variant"] for r in results}
+            kept = [r for r in earlier["results"] if r["variant"] not in rerun]
+            runs = [r for r in earlier.get("runs", []) if set(r["variants"]) - rerun] + runs
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    merged = sorted(kept + results, key=lambda r: order[r["variant"]])
+    return {"folds": args.folds, "threads": args.threads, "recipe": recipe_now, "runs": runs, "results": merged}
 
 
 def main() -> None:
@@ -77,16 +93,20 @@ def main() -> None:
     wall = time.perf_counter() - start
     command = "python benchmarks/scrap_cls_cv.py " + (
         "--quick" if args.quick else f"--folds {args.folds} --variants {args.variants}")
-    payload = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_s": round(wall, 1),
-               "threads": args.threads, "recipe": recipe(args.quick, args.data, "VARIANT", "OUT"), "results": results}
+    run = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_s": round(wall, 1),
+           "variants": variants}
     name = "scrap_cls_cv_quick" if args.quick else "scrap_cls_cv"
+    payload = merge_earlier(RESULTS / f"{name}.json", args, run, results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    results = payload["results"]
+    command = "; ".join(r["command"] for r in payload["runs"])
+    wall = sum(r["wall_s"] for r in payload["runs"])
     lines = [f"## scrap_cls: stratified {args.folds}-fold cross-validation on real scrap photos"
              + (" (QUICK, synthetic)" if args.quick else ""), "",
              f"- Command: `{command}`",
-             f"- Date: {payload['date']}; machine: {os.cpu_count()}-core CPU shared with other jobs, torch threads "
-             f"{args.threads}; wall {wall / 60:.1f} min",
+             f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {os.cpu_count()}-core CPU shared "
+             f"with other jobs, torch threads {args.threads}; wall {wall / 60:.1f} min in all",
              "- Same recipe as the ablation above (tinynet_e, 112 px, 20 epochs, last epoch scored); folds from "
              "`data.folds`/`data.fold` (StratifiedKFold, seed 0); the 2 truncated JPEGs skipped; pooled over folds.",
              "", "| variant | images scored | top-1 acc % (pooled) | macro-F1 % (pooled) | acc % per fold | paper acc % | train s (all folds) |",
