@@ -128,6 +128,8 @@ class ClipAnomalyTask(Task):
     monitor = ("miou", "max")
     summary = ("CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
                "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).")
+    smoke_overrides = ("model.image_size=[32,32]", "data.n_train=8", "data.n_val=4", "few_shot.k=2",
+                       "train.batch_size=4")
 
     def __init__(self, cfg: ClipAnomalyConfig) -> None:
         super().__init__(cfg)

@@ -1,0 +1,87 @@
+"""Markdown for ``benchmarks/results/canet.md``: each canet benchmark script owns one marked section."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
+
+
+def write_section(name: str, body: str) -> Path:
+    """Replace (or append) the section between ``<!-- name -->`` markers, keeping the other sections."""
+    path = RESULTS / "canet.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    return path
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _row(label: str, m: dict, wall: str = "") -> str:
+    return (f"| {label} | {_fmt(m['content_mae_pp'])} | {_fmt(m['content_rmse_pp'])} | {_fmt(m['content_r2'], 3)} | "
+            f"{_fmt(m['within_1pp'] * 100, 0)} % | {_fmt(m.get('area_mae_pp'))} | {wall} |")
+
+
+def synthetic_markdown(r: dict, command: str) -> str:
+    s = r["sizes"]
+    lines = [
+        "## Synthetic copper-granule benchmark (`benchmarks/canet_synthetic.py`)",
+        "",
+        f"- command: `{command}` (commit {r.get('commit', '?')})",
+        f"- machine: {r['machine']}; started {r['started']}; total wall time {r['wall_s'] / 60:.1f} min",
+        f"- recipe: `tasks/canet.yaml` (test_vit, 6 blocks x 64 wide, random init, 64x64 px photos, 8x8 patches) "
+        f"with {s['train']} train / {s['val']} val bags, {s['stirs']} photos rendered per bag at 96 px, "
+        f"{s['epochs']} epochs for the main runs and {s['sweep_epochs']} for the sweeps; "
+        f"test = {s['test']} held-out bags (split `test`), scored at the training N.",
+        "- pp = percentage points of copper mass fraction; area = per-photo copper area proportion vs the masks.",
+        "",
+    ]
+    if "canet" in r:
+        n = r["canet"]["N"]
+        ref = r["references"][str(n)]
+        lines += [
+            f"### Copper content on the held-out test bags (N = {n} photos per bag)",
+            "",
+            "| method | MAE pp | RMSE pp | R^2 | within 1 pp | area MAE pp | train wall |",
+            "|---|---|---|---|---|---|---|",
+            _row("CANet (this head)", r["canet"]["test"], f"{r['canet']['train_wall_s'] / 60:.1f} min"),
+            _row("direct regression (paper baseline)", r["direct"]["test"], f"{r['direct']['train_wall_s'] / 60:.1f} min"),
+            _row("copper area fraction of the true masks = content", ref["trivial"]),
+            _row("oracle: true per-material areas x fitted densities", ref["oracle"]),
+            "",
+            f"Paper (real data, DINO ViT-S/8): CANet {r['paper']['canet_real_mae_pp']} % MAE, direct regression "
+            f"{r['paper']['direct_real_mae_pp']} % MAE. Goal here: <= 2 pp and >= 5x better than direct regression. "
+            f"Measured ratio direct / CANet = "
+            f"{r['direct']['test']['content_mae_pp'] / r['canet']['test']['content_mae_pp']:.1f}x.",
+            "",
+            f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
+            "",
+        ]
+    for key, col, title in (("sweep_lambda_a", "lambda_a", "lambda_a"), ("sweep_classes", "num_classes", "I+1 classes"),
+                            ("sweep_N", "N", "photos per sample N")):
+        if key not in r:
+            continue
+        lines += [f"### Sweep: {title} (CSV `canet_{key}.csv`, plot `canet_{key}.png`)", "",
+                  f"| {col} | MAE pp | RMSE pp | R^2 | within 1 pp | area MAE pp | train wall |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [_row(row["run"], row["test"], f"{row['train_wall_s'] / 60:.1f} min") for row in r[key]]
+        lines.append("")
+    if "canet" in r and "test_by_N" in r["canet"]:
+        lines += ["### Main CANet model tested with N photos (trained at N = "
+                  f"{r['canet']['N']}), against the oracle floor", "",
+                  "| N | CANet MAE pp | CANet area MAE pp | oracle MAE pp | trivial MAE pp |", "|---|---|---|---|---|"]
+        for k, m in r["canet"]["test_by_N"].items():
+            ref = r["references"][str(k)]
+            lines.append(f"| {k} | {_fmt(m['content_mae_pp'])} | {_fmt(m.get('area_mae_pp'))} | "
+                         f"{_fmt(ref['oracle']['content_mae_pp'])} | {_fmt(ref['trivial']['content_mae_pp'])} |")
+        lines.append("")
+    lines.append(f"_Section written {time.strftime('%Y-%m-%d %H:%M %Z')}._")
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""canet on the physics-grounded synthetic copper-granule benchmark: CANet vs baselines, plus the paper's sweeps.
+
+    python benchmarks/canet_synthetic.py [--quick] [--threads 1] [--only main,lambda,classes,n]
+
+Every model is trained with the one Trainer from ``tasks/canet.yaml`` (the CPU recipe) plus the sizes below,
+selected on the val split, and scored on held-out test bags rendered with 32 photos each. Rows:
+
+- CANet (the head), the paper's direct-regression baseline (``model.kind=direct``), the trivial
+  "copper area fraction of the true masks = content" estimate, and an *oracle* reference: the true visible
+  area of every material in the same photos with densities fitted on the train split (non-negative least
+  squares). The oracle is the floor that the N-photo sampling noise leaves to any area-based method.
+- Sweeps: lambda_a in {0, 0.1, 0.2, 0.5, 1}; I+1 latent classes below / at / above the true 10; N photos
+  per sample in {2, 4, 8, 16, 32} (trained and tested at N with the same photos-per-step budget), plus the
+  main model tested at every N.
+
+Writes ``benchmarks/results/canet_synthetic.json``, ``canet_sweep_*.csv``, ``canet_sweep_*.png`` and the
+``canet_synthetic`` section of ``benchmarks/results/canet.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import nnls
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from canet_report import synthetic_markdown, write_section  # noqa: E402
+
+from scrapvision.checkpoint import load_checkpoint  # noqa: E402
+from scrapvision.config import load_config  # noqa: E402
+from scrapvision.data.copper_samples import CopperSetDataset, SampleStore  # noqa: E402
+from scrapvision.data.synthetic.copper_granules import render_split  # noqa: E402
+from scrapvision.heads.canet import CanetConfig, CanetTask, content_metrics  # noqa: E402
+from scrapvision.trainer import Trainer  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
+FULL = {"train": 160, "val": 32, "test": 100, "stirs": 32, "epochs": 25, "sweep_epochs": 12}
+QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_epochs": 1}
+
+
+def base_overrides(size: dict, out_dir: Path) -> list[str]:
+    return [f"data.synthetic_train={size['train']}", f"data.synthetic_val={size['val']}",
+            f"data.synthetic_stirs={size['stirs']}", f"train.epochs={size['epochs']}",
+            f"train.out_dir={out_dir}", "train.log_every=100000", "train.device=cpu"]
+
+
+def test_split(task: CanetTask, count: int):
+    d = task.cfg.data
+    return render_split(task._spec(), d.synthetic_seed, "test", count, task.cfg.model.img_size)
+
+
+def score(task: CanetTask, model: torch.nn.Module, split, n: int) -> dict[str, float]:
+    store = SampleStore(list(split.images), list(split.masks), list(split.areas), list(split.contents))
+    loader = DataLoader(CopperSetDataset(store, n, train=False), batch_size=max(1, 64 // n))
+    return task.evaluate(model.eval(), loader)
+
+
+def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_test: tuple[int, ...] = ()) -> dict:
+    cfg = load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out) + overrides)
+    task = CanetTask(cfg)
+    start = time.time()
+    result = Trainer(task, run_dir=out / name).fit()
+    wall = time.time() - start
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(result.best_path)["model"])
+    split = test_split(task, size["test"])
+    n = cfg.data.images_per_sample
+    row = {"run": name, "overrides": overrides, "train_wall_s": round(wall, 1), "N": n,
+           "test": score(task, model, split, n)}
+    if hasattr(model, "impurity_densities"):
+        row["learnt_impurity_densities"] = [round(float(v), 3) for v in model.impurity_densities().view(-1)]
+    if n_test:
+        row["test_by_N"] = {k: score(task, model, split, k) for k in n_test}
+    print(f"[{name}] wall {wall:.0f}s test MAE {row['test']['content_mae_pp']:.2f} pp", flush=True)
+    return row
+
+
+def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict:
+    """Density-weighted true areas (NNLS densities from the train split) and the area-as-content estimate."""
+    d = task.cfg.data
+    train = render_split(task._spec(), d.synthetic_seed, "train", size["train"], task.cfg.model.img_size)
+    test = test_split(task, size["test"])
+    out = {}
+    def design(split, n: int) -> tuple[np.ndarray, np.ndarray]:
+        props = np.stack([m[:n].mean(0) for m in split.material_areas])  # columns: tray, copper, impurities
+        return props[:, 1], np.concatenate([props[:, 2:], props[:, :1]], 1)
+
+    for n in ns:
+        copper, x = design(train, n)
+        c = np.asarray(train.contents)
+        densities, _ = nnls(x, task.cfg.model.copper_density * copper * (1 - c) / c)
+        t_copper, t_x = design(test, n)
+        pred = task.cfg.model.copper_density * t_copper / (task.cfg.model.copper_density * t_copper + t_x @ densities)
+        true = np.asarray(test.contents)
+        areas = np.stack([a[:n] for a in test.areas])
+        out[n] = {"oracle": content_metrics(true, pred, areas, None),
+                  "trivial": content_metrics(true, areas.mean(1), areas, None)}
+    return out
+
+
+def n_sweep_overrides(n: int, base_epochs: int, photos_per_step: int = 32, base_batch: int = 8) -> list[str]:
+    """Train at N photos per bag with 32 photos per step (32 / N bags per step) and the same number of
+    optimizer steps for every N (epochs scaled with the batch), so every point of the sweep costs the same."""
+    batch = max(1, photos_per_step // n)
+    epochs = max(1, round(base_epochs * batch / base_batch))
+    return [f"data.images_per_sample={n}", f"train.batch_size={batch}", f"train.epochs={epochs}"]
+
+
+def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
+    return pd.DataFrame([{key: v, "content_mae_pp": r["test"]["content_mae_pp"],
+                          "content_rmse_pp": r["test"]["content_rmse_pp"], "content_r2": r["test"]["content_r2"],
+                          "area_mae_pp": r["test"].get("area_mae_pp", float("nan")),
+                          "train_wall_s": r["train_wall_s"]} for v, r in zip(values, rows)])
+
+
+def plot(frame: pd.DataFrame, key: str, path: Path, title: str, extra: pd.DataFrame | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(frame[key].astype(str), frame["content_mae_pp"], "o-", label="CANet, trained and tested at this value")
+    if extra is not None:
+        for column, style in (("canet_tested_at_N", "s--"), ("oracle", "^:")):
+            ax.plot(extra[key].astype(str), extra[column], style, label=column.replace("_", " "))
+    ax.set_xlabel(key)
+    ax.set_ylabel("copper content MAE (pp)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
+    parser.add_argument("--only", default="main,lambda,classes,n")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    size = QUICK if args.quick else FULL
+    parts = set(args.only.split(","))
+    suffix = "_quick" if args.quick else ""
+    out = REPO / "runs" / f"bench_canet{suffix}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time()
+    ns = (2, 4, 8, 16, 32)
+    report: dict = {"sizes": size, "paper": PAPER, "threads": args.threads, "started": started}
+    sweep = dict(size, epochs=size["sweep_epochs"])
+    main_row = None
+    if "main" in parts:
+        main_row = train_and_score("canet", [], size, out, n_test=ns)
+        report["canet"] = main_row
+        report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out)
+        task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out)))
+        report["references"] = {str(k): v for k, v in oracle_and_trivial(task, size, ns).items()}
+    if "lambda" in parts:
+        values = [0.0, 0.1, 0.2, 0.5, 1.0]
+        rows = [train_and_score(f"lambda_a={v}", [f"loss.lambda_a={v}"], sweep, out) for v in values]
+        report["sweep_lambda_a"] = rows
+        frame = sweep_table(rows, "lambda_a", values)
+        frame.to_csv(RESULTS / f"canet_sweep_lambda_a{suffix}.csv", index=False)
+        plot(frame, "lambda_a", RESULTS / f"canet_sweep_lambda_a{suffix}.png", "area-loss weight lambda_a")
+    if "classes" in parts:
+        values = [4, 10, 16]  # generator: copper + 9 impurity types = 10
+        rows = [train_and_score(f"classes={v}", [f"model.num_classes={v}"], sweep, out) for v in values]
+        report["sweep_classes"] = rows
+        frame = sweep_table(rows, "num_classes", values)
+        frame.to_csv(RESULTS / f"canet_sweep_classes{suffix}.csv", index=False)
+        plot(frame, "num_classes", RESULTS / f"canet_sweep_classes{suffix}.png", "latent classes I+1 (true: 10)")
+    if "n" in parts:
+        rows = [train_and_score(f"N={n}", n_sweep_overrides(n, size["sweep_epochs"]), sweep, out) for n in ns]
+        report["sweep_N"] = rows
+        frame = sweep_table(rows, "N", list(ns))
+        extra = None
+        if main_row is not None:
+            extra = pd.DataFrame({"N": list(ns),
+                                  "canet_tested_at_N": [main_row["test_by_N"][n]["content_mae_pp"] for n in ns],
+                                  "oracle": [report["references"][str(n)]["oracle"]["content_mae_pp"] for n in ns]})
+            frame = frame.merge(extra, on="N")
+        frame.to_csv(RESULTS / f"canet_sweep_N{suffix}.csv", index=False)
+        plot(frame, "N", RESULTS / f"canet_sweep_N{suffix}.png", "photos per sample N", extra)
+    report["wall_s"] = round(time.time() - t0, 1)
+    report["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), " \
+                        f"2-core shared CPU"
+    report["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                      capture_output=True, text=True).stdout.strip()
+    path = RESULTS / f"canet_synthetic{suffix}.json"
+    path.write_text(json.dumps(report, indent=1))
+    if not args.quick:
+        write_section("canet_synthetic", synthetic_markdown(report, "python " + " ".join(sys.argv)))
+    print(f"wrote {path} in {report['wall_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

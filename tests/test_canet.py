@@ -1,0 +1,202 @@
+"""The canet head: config, CANet / direct-regression modules, physics head, loss, training, reload, predict."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from scrapvision.api import load_trained
+from scrapvision.backbones import create_backbone
+from scrapvision.config import from_dict, load_config, to_dict
+from scrapvision.data.synthetic.copper_granules import GeneratorSpec, write_dataset
+from scrapvision.errors import ConfigError, DataError
+from scrapvision.heads.canet import CanetConfig, CanetTask, build_canet_backbone
+from scrapvision.models.canet import CANet, DirectRegression, canet_loss
+from scrapvision.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.backbone=test_vit", "model.img_size=32", "model.patch_size=8", "model.vit_depth=2", "model.hidden=32",
+    "data.images_per_sample=2", "data.synthetic_train=24", "data.synthetic_val=8", "data.synthetic_stirs=2",
+    "data.synthetic_render_size=48", "train.batch_size=4", "train.log_every=1000", "train.device=cpu",
+]
+
+
+def tiny_task(tmp_path: Path, *extra: str) -> CanetTask:
+    return CanetTask(load_config(CanetConfig, None, [*TINY, f"train.out_dir={tmp_path}", *extra]))
+
+
+def tiny_canet(num_classes: int = 4) -> CANet:
+    backbone = create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2)
+    return CANet(backbone, 64, num_classes=num_classes, hidden=16)
+
+
+def test_config_round_trip_and_recipes():
+    cfg = CanetConfig()
+    assert from_dict(CanetConfig, to_dict(cfg)) == cfg
+    assert load_config(CanetConfig, REPO / "tasks" / "canet.yaml") == cfg  # the YAML is the CPU recipe
+    paper = load_config(CanetConfig, REPO / "tasks" / "canet-paper.yaml")
+    assert paper.model.backbone == "vit_small_patch8_224" and paper.model.img_size == 224
+
+
+def test_canet_shapes_proportions_and_photo_order_invariance():
+    torch.manual_seed(0)
+    model = tiny_canet().eval()
+    images = torch.rand(3, 5, 3, 32, 32)
+    out = model(images)
+    assert out["content"].shape == (3,) and out["area"].shape == (3, 5)
+    assert out["image_proportions"].shape == (3, 5, 4) and out["patch_probs"].shape == (3, 5, 4, 4, 4)
+    torch.testing.assert_close(out["sample_proportions"].sum(-1), torch.ones(3))
+    assert ((out["content"] > 0) & (out["content"] < 1)).all()
+    shuffled = model(images[:, torch.tensor([4, 2, 0, 1, 3])])
+    torch.testing.assert_close(shuffled["content"], out["content"])
+    assert model(images[:, :2])["content"].shape == (3,)  # any N at inference
+
+
+def test_physics_head_follows_the_formula_and_stays_valid():
+    model = tiny_canet(num_classes=3)
+    with torch.no_grad():  # impurity densities 2.7 and 1.2 g/cm^3
+        raw = torch.log(torch.expm1(torch.tensor([[2.7, 1.2]]) - model.min_density))
+        model.impurity_density_raw.copy_(raw / model.density_step_scale)
+    torch.testing.assert_close(model.impurity_densities(), torch.tensor([[2.7, 1.2]]))
+    p = torch.tensor([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [0.0, 0.6, 0.4]])
+    expected = 8.96 * 0.5 / (8.96 * 0.5 + 2.7 * 0.3 + 1.2 * 0.2)
+    torch.testing.assert_close(model.content_from_proportions(p), torch.tensor([expected, 1.0, 0.0]))
+    with torch.no_grad():  # densities pushed to the floor: still finite, positive
+        model.impurity_density_raw.fill_(-200.0)
+    content = model.content_from_proportions(torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.4, 0.4]]))
+    assert torch.isfinite(content).all() and (model.impurity_densities() > 0).all()
+    with pytest.raises(ValueError):
+        CANet(create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2), 64, num_classes=1)
+
+
+def test_direct_regression_shapes_and_fixed_n():
+    backbone = create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2)
+    model = DirectRegression(backbone, 64, num_images=3, width=16).eval()
+    out = model(torch.rand(2, 3, 3, 32, 32))
+    assert out["content"].shape == (2,) and "area" not in out
+    with pytest.raises(ValueError, match="exactly 3 photos"):
+        model(torch.rand(2, 4, 3, 32, 32))
+
+
+def test_loss_terms_and_weights():
+    content, area = torch.tensor([0.9, 0.7]), torch.tensor([[0.5, 0.6], [0.3, 0.2]])
+    perfect = {"content": content.clone(), "area": area.clone()}
+    assert float(canet_loss(perfect, area, content)[0]) == 0.0
+    off = {"content": content + 0.1, "area": area + 0.2}
+    loss, logs = canet_loss(off, area, content, lambda_a=0.2, lambda_m=0.8)
+    assert float(loss) == pytest.approx(0.2 * 0.04 + 0.8 * 0.01)
+    assert float(canet_loss(off, area, content, lambda_a=0.0)[0]) == pytest.approx(0.8 * 0.01)
+    direct_loss, direct_logs = canet_loss({"content": content + 0.1}, area, content)
+    assert float(direct_loss) == pytest.approx(0.8 * 0.01) and "area_mse" not in direct_logs
+
+
+def test_vit_is_built_for_the_recipe_resolution():
+    cfg = CanetConfig().model
+    backbone = build_canet_backbone(cfg)
+    feats = backbone(torch.rand(1, 3, cfg.img_size, cfg.img_size))
+    assert feats[-1].shape[-2:] == (cfg.img_size // cfg.patch_size,) * 2
+    assert len(backbone.model.blocks) == cfg.vit_depth
+    with pytest.raises(ConfigError, match="only apply to ViT"):
+        build_canet_backbone(dataclasses.replace(cfg, backbone="tiny_cnn"))
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+
+    source = create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2)
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    task = tiny_task(tmp_path, f"model.weights={path}")
+    model = task.build_model()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.features.backbone.state_dict()[key], value)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short fit shared by the tests below (the expensive part of this file)."""
+    out = tmp_path_factory.mktemp("canet_runs")
+    torch.manual_seed(0)
+    task = tiny_task(out, "train.epochs=6", "optim.lr=3e-3", "optim.warmup_epochs=0")
+    untrained = task.evaluate(task.build_model().eval(), torch.utils.data.DataLoader(task.build_datasets()[1], 4))
+    result = Trainer(task).fit()
+    return task, result, untrained
+
+
+def test_fit_lowers_the_loss_and_the_error(trained):
+    task, result, untrained = trained
+    rows = [line for line in (result.run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    header = (result.run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    losses = [float(r.split(",")[header.index("train_loss")]) for r in rows]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.metrics["val_content_mae_pp"] < 0.5 * untrained["content_mae_pp"]
+    assert result.metrics["val_area_mae_pp"] < untrained["area_mae_pp"]
+
+
+def test_checkpoint_reload_gives_identical_outputs(trained):
+    task, result, _ = trained
+    _, model = load_trained("canet", result.best_path)
+    payload = torch.load(result.best_path, weights_only=True)
+    original = task.build_model()
+    original.load_state_dict(payload["model"])
+    original.eval()
+    x = torch.rand(2, 3, 3, 32, 32)
+    torch.testing.assert_close(model(x)["content"], original(x)["content"], rtol=0, atol=0)
+
+
+def test_predict_prints_and_writes_csvs(trained, tmp_path, capsys):
+    task, result, _ = trained
+    _, model = load_trained("canet", result.best_path)
+    write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, stirs=3), {"test": 2})
+    out = tmp_path / "pred"
+    out.mkdir()
+    main = task.predict(model, tmp_path / "data" / "test", out, argparse.Namespace(images_per_sample=0))
+    lines = main.read_text().splitlines()
+    assert lines[0] == "sample,photos,copper_content,true_copper_content,abs_error_pp" and len(lines) == 3
+    images_csv = (out / "canet_images.csv").read_text().splitlines()
+    assert images_csv[0] == "sample,image,copper_area_proportion" and len(images_csv) == 1 + 2 * 3
+    assert images_csv[1].startswith("sample_00000,stir_00.png,")
+    printed = capsys.readouterr().out
+    assert "sample_00000: copper content" in printed and "stir_02.png" in printed
+    # the same --out resumes: finished samples are neither redone nor lost
+    again = task.predict(model, tmp_path / "data" / "test", out, argparse.Namespace(images_per_sample=0))
+    assert again.read_text() == main.read_text() and "copper content" not in capsys.readouterr().out
+    single = task.predict(model, tmp_path / "data" / "test" / "sample_00001", tmp_path / "one",
+                          argparse.Namespace(images_per_sample=2))
+    assert single.read_text().splitlines()[1].startswith("sample_00001,2,")
+    # the printed content is the model's: recompute it from the photos directly
+    row = single.read_text().splitlines()[1].split(",")
+    photos = sorted((tmp_path / "data" / "test" / "sample_00001" / "images").iterdir())[:2]
+    from scrapvision.data.copper_samples import load_images
+
+    pixels, _ = load_images(tuple(photos), task.cfg.model.img_size)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+    with torch.no_grad():
+        assert float(row[2]) == pytest.approx(float(model(x)["content"][0]), abs=1e-5)
+
+
+def test_predict_on_a_folder_without_photos_is_a_one_line_error(trained, tmp_path):
+    task, result, _ = trained
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError) as info:
+        task.predict(task.build_model(), tmp_path / "empty", tmp_path, argparse.Namespace(images_per_sample=0))
+    assert "\n" not in str(info.value)
+
+
+def test_disk_data_root_trains_through_the_reader(tmp_path):
+    write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, field_mm=15.0, stirs=2), {"train": 4, "val": 2})
+    task = tiny_task(tmp_path, f"data.root={tmp_path / 'data'}", "train.epochs=1")
+    train, val = task.build_datasets()
+    assert len(train) == 4 and len(val) == 2
+    assert len(task.build_eval_dataset()) == 2  # no test split: falls back to val
+    metrics = Trainer(task).fit().metrics
+    assert math.isfinite(metrics["val_content_mae_pp"])
+    broken = dataclasses.replace(task.cfg, data=dataclasses.replace(task.cfg.data, root=str(tmp_path / "nope")))
+    with pytest.raises(DataError, match="not found"):
+        CanetTask(broken).build_datasets()
