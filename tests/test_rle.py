@@ -83,6 +83,9 @@ MALFORMED = [
     ("1.5 2", "non-integer"),
     ("1 -2", "non-integer"),
     ("1e3 2", "non-integer"),
+    ("1\x1f3", "non-integer"),  # str.split() whitespace that is not ASCII whitespace (crashed the parser)
+    ("1\xa03", "non-integer"),  # no-break space, as pasted from a spreadsheet
+    ("1 3\u2003", "non-integer"),
     ("0 3", "1-indexed"),
     ("5 0", "length 0"),
     ("10 2 3 2", "not sorted"),

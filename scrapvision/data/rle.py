@@ -13,7 +13,9 @@ import numpy as np
 
 from ..errors import DataError
 
-_ALLOWED = re.compile(r"[0-9\s]*", re.ASCII)
+# tokens are split on ASCII whitespace only: any other character (a no-break space, \x1f...) makes its
+# token non-numeric, so the one tokeniser both validates and parses
+_TOKEN = re.compile(r"[^ \t\n\r\f\v]+")
 _MAX_DIGITS = 15  # larger numbers cannot address any image and would overflow int64 arithmetic
 
 
@@ -29,10 +31,10 @@ def rle_runs(rle: str, shape: tuple[int, int], image_id: str = "") -> tuple[np.n
     """
     if not isinstance(rle, str):
         raise _fail(image_id, f"expected a string, got {type(rle).__name__}")
-    if not _ALLOWED.fullmatch(rle):
-        bad = next(t for t in rle.split() if not (t.isascii() and t.isdigit()))
+    tokens = _TOKEN.findall(rle)
+    bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
+    if bad is not None:
         raise _fail(image_id, f"non-integer value {bad[:20]!r}")
-    tokens = rle.split()
     if len(tokens) % 2:
         raise _fail(image_id, f"odd number of values ({len(tokens)}); expected start/length pairs")
     if any(len(t) > _MAX_DIGITS for t in tokens):
@@ -120,7 +122,7 @@ def rle_encode_reference(mask: np.ndarray) -> str:
 def rle_decode_reference(rle: str, shape: tuple[int, int], image_id: str = "") -> np.ndarray:
     """Plain-Python run loop with the same validation rules as :func:`rle_decode`."""
     height, width = shape
-    tokens = rle.split()
+    tokens = [t for t in re.split(r"[ \t\n\r\f\v]", rle) if t]  # ASCII whitespace only, like rle_runs
     if len(tokens) % 2:
         raise _fail(image_id, f"odd number of values ({len(tokens)}); expected start/length pairs")
     flat = [False] * (height * width)
