@@ -89,6 +89,25 @@ def test_class_mask_reader_rejects_bad_masks(tmp_path):
         read_class_list(tmp_path)
 
 
+def test_class_list_with_a_repeated_name_names_the_file_and_lines(tmp_path):
+    (tmp_path / "classes.txt").write_text("steel\n# comment\nplastic\nwood\n plastic \n")
+    with pytest.raises(DataError) as info:
+        read_class_list(tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path / 'classes.txt'} line 5: duplicate class name 'plastic' (first on line 3)" in message
+    assert "\n" not in message
+
+
+def test_missing_mask_file_names_the_image_and_the_mask(tmp_path):
+    root = write_scrap_anomaly(tmp_path / "scrap", n_train=3, n_val=1, size=32, seed=0)
+    mask = next((root / "train" / "masks").glob("*.png"))
+    mask.unlink()
+    with pytest.raises(DataError) as info:
+        list_class_mask_items(root)
+    message = str(info.value)
+    assert f"{mask.stem}." in message and f"no mask {mask}" in message and "\n" not in message
+
+
 def test_resize_keeps_small_impurities():
     mask = np.zeros((40, 40), np.uint8)
     mask[8:12, 8:12] = 2  # 4x4 object: exactly one pixel at 1/4 scale

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import real_dataset
 from scrapvision.data.copper_samples import (
@@ -125,12 +126,46 @@ def _sample_folder(tmp_path, content=0.9):
     return folder
 
 
-@pytest.mark.parametrize("content, words", [(87.3, "outside [0, 1]"), ("high", "must be a number")])
+@pytest.mark.parametrize("content, words", [(87.3, "outside [0, 1]"), ("high", "must be a number"),
+                                            (float("nan"), "must be a number, got nan"),
+                                            (None, "must be a number, got None")])
 def test_bad_content_is_a_one_line_error(tmp_path, content, words):
     folder = _sample_folder(tmp_path, content)
     with pytest.raises(DataError, match=r"sample\.json") as info:
         read_sample(folder)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_content_key_names_the_file(tmp_path):
+    folder = _sample_folder(tmp_path)
+    (folder / "sample.json").write_text(json.dumps({"copper": 0.9}))
+    with pytest.raises(DataError, match=r"sample\.json: no 'copper_content' key") as info:
+        read_sample(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_mask_of_another_size_names_the_mask_and_both_sizes(tmp_path):
+    folder = _sample_folder(tmp_path)
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / "masks" / "stir_00.png")
+    with pytest.raises(DataError, match=r"stir_00\.png: size 30x20 differs from its image 48x48") as info:
+        FolderStore([read_sample(folder)], 32).get(0)
+    assert "\n" not in str(info.value)
+
+
+def test_colour_mask_is_refused_and_grey_stored_as_rgb_is_read(tmp_path):
+    folder = _sample_folder(tmp_path)
+    path = folder / "masks" / "stir_00.png"
+    expected = FolderStore([read_sample(folder)], 32).get(0)[2]
+    grey = np.asarray(Image.open(path))
+    assert grey.max() == 255  # the photo holds copper, so the red version really is colour
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(path)
+    np.testing.assert_array_equal(FolderStore([read_sample(folder)], 32).get(0)[2], expected)
+    colour = np.zeros((*grey.shape, 3), np.uint8)
+    colour[..., 0] = grey  # copper painted red
+    Image.fromarray(colour).save(path)
+    with pytest.raises(DataError, match=r"stir_00\.png: mode RGB has colour pixels") as info:
+        FolderStore([read_sample(folder)], 32).get(0)
+    assert "\n" not in str(info.value)
 
 
 def test_missing_mask_and_missing_json_name_the_file(tmp_path):

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scrapvision.config import load_config
 from scrapvision.data.kolektor import kolektor_folds, list_kolektor, read_kolektor_mask
 from scrapvision.errors import DataError
+from scrapvision.heads.clip_anomaly_parts.data import kolektor_sets
+from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from tests.conftest import real_dataset
 
 
@@ -46,6 +49,54 @@ def test_missing_mask_is_one_line_error(tmp_path: Path) -> None:
         list_kolektor(tmp_path)
     assert "\n" not in str(info.value)
     assert list_kolektor(tmp_path, require_masks=False)[0].mask is None
+
+
+def _three_items(root: Path) -> Path:
+    for n in range(1, 4):
+        _write_item(root, f"kos{n:02d}", 0, defect=n == 1)
+        _write_item(root, f"kos{n:02d}", 1, defect=False)
+    return root / "kos02" / "Part1_label.png"
+
+
+def test_mask_of_another_size_names_the_mask_and_both_sizes(tmp_path: Path) -> None:
+    mask = _three_items(tmp_path)
+    Image.fromarray(np.zeros((30, 16), np.uint8)).save(mask)
+    with pytest.raises(DataError) as info:
+        list_kolektor(tmp_path)
+    message = str(info.value)
+    assert f"{mask}: size 16x30 differs from its image Part1.jpg 16x40" in message and "\n" not in message
+
+
+def test_colour_mask_is_refused_and_grey_stored_as_rgb_is_read(tmp_path: Path) -> None:
+    mask = _three_items(tmp_path)
+    grey = np.zeros((40, 16), np.uint8)
+    grey[5:9, 3:6] = 255
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(mask)  # grey re-saved as RGB: accepted
+    item = next(i for i in list_kolektor(tmp_path) if i.mask == mask)
+    assert item.defective and read_kolektor_mask(mask).sum() == 12
+    red = np.zeros((40, 16, 3), np.uint8)
+    red[5:9, 3:6] = (255, 0, 0)
+    Image.fromarray(red).save(mask)
+    with pytest.raises(DataError, match=f"{mask}: mode RGB has colour pixels") as info:
+        list_kolektor(tmp_path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="colour"):
+        read_kolektor_mask(mask)  # also without its image, e.g. for segdec's prediction metrics
+
+
+@pytest.mark.parametrize("head", ["segdec", "clip_anomaly"])
+@pytest.mark.parametrize("bad", ["size", "colour"])
+def test_both_heads_refuse_a_bad_kolektor_mask(tmp_path: Path, head: str, bad: str) -> None:
+    mask = _three_items(tmp_path)
+    if bad == "size":
+        Image.fromarray(np.zeros((20, 16), np.uint8)).save(mask)
+    else:
+        Image.fromarray(np.full((40, 16, 3), (0, 0, 200), np.uint8)).save(mask)
+    with pytest.raises(DataError, match="Part1_label.png: .*(differs|colour)"):
+        if head == "segdec":
+            SegDecTask(load_config(SegDecConfig, None, [f"data.root={tmp_path}"])).all_samples()
+        else:
+            kolektor_sets(str(tmp_path), (32, 16), fold=0, n_folds=3, split_seed=0, aug_seed=0)
 
 
 def test_folds_group_items_and_duplicates(tmp_path: Path) -> None:

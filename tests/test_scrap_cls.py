@@ -178,6 +178,36 @@ def test_csv_reader_errors_name_the_row(tmp_path):
         read_class_csv(root / "missing.csv")
 
 
+A = "heavy_melting/heavy_melting_0000.png"
+B = "shredded/shredded_0001.png"
+REPEATS = [
+    ([f"{A},heavy_melting", f"{B},shredded", f"{A},heavy_melting"], "rows 2 and 4", "listed twice"),
+    ([f"{A},heavy_melting", f"{B},shredded", f"./{A},shredded"], "rows 2 and 4", "two classes, 'heavy_melting' and 'shredded'"),
+]
+
+
+@pytest.mark.parametrize("rows, where, problem", REPEATS)
+def test_csv_reader_refuses_repeated_images(tmp_path, rows, where, problem):
+    root = write_scrap_grades(tmp_path / "g", per_class=1, size=16, classes=2)
+    (root / "rep.csv").write_text("image,class\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        read_class_csv(root / "rep.csv")
+    message = str(info.value)
+    assert "rep.csv" in message and where in message and problem in message and A in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("label", ["", "nan", "NaN", "None", "NULL", " null "])
+def test_csv_reader_refuses_empty_and_nan_like_classes(tmp_path, label):
+    root = write_scrap_grades(tmp_path / "g", per_class=1, size=16, classes=2)
+    (root / "na.csv").write_text(f"image,class\n{A},heavy_melting\n{B},{label}\n")
+    with pytest.raises(DataError, match=r"na\.csv row 3: image .*shredded_0001\.png.* has no class") as info:
+        read_class_csv(root / "na.csv")
+    assert "\n" not in str(info.value)
+    (root / "ok.csv").write_text(f"image,class\n{A},heavy_melting\n{B},nano\n")  # only whole-name matches
+    assert [r.label for r in read_class_csv(root / "ok.csv")] == ["heavy_melting", "nano"]
+
+
 def test_unreadable_policy_skip_reports_and_fail_names_the_file(tmp_path):
     root = write_scrap_grades(tmp_path / "g", per_class=2, size=24, classes=4)
     _write_bad_files(root)

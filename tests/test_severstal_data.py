@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from scrapvision.data.images import read_image
 from scrapvision.data.rle import rle_decode
 from scrapvision.data.severstal import (
     SeverstalDataset,
@@ -130,6 +131,8 @@ BAD_NEW = [
     ([("a.jpg", 1, "1 3 5")], "line 2", "odd number"),
     ([("a.jpg", 1, "60 2")], "line 2", "past the image"),
     ([("", 1, "1 3")], "line 2", "empty ImageId"),
+    ([("a.jpg", 1, "1 3"), ("a.jpg", "NaN", "9 1")], "line 3", "unknown ClassId 'NaN'"),
+    ([("a.jpg", "", "1 3")], "line 2", "unknown ClassId ''"),
 ]
 
 
@@ -156,6 +159,17 @@ def test_bad_header_and_old_format_keys(tmp_path):
         read_train_csv(tmp_path / "train.csv", SHAPE)
 
 
+def test_coverage_list_without_an_image_id_column_names_the_file(tmp_path):
+    _write_images(tmp_path)
+    _write_csv(tmp_path / "train.csv", ["ImageId", "ClassId", "EncodedPixels"], _new_rows())
+    _write_csv(tmp_path / "images_covered.csv", ["Image", "n_defect_classes"], [("a.jpg", 2)])
+    with pytest.raises(DataError) as info:
+        load_records(tmp_path)
+    message = str(info.value)
+    assert "images_covered.csv: has no ImageId column (found Image,n_defect_classes)" in message
+    assert "\n" not in message
+
+
 def test_image_of_wrong_size_is_a_data_error_naming_the_file(tmp_path):
     _write_images(tmp_path)
     Image.fromarray(np.zeros((7, 10, 3), np.uint8)).save(tmp_path / "train_images" / "c.png")
@@ -163,6 +177,33 @@ def test_image_of_wrong_size_is_a_data_error_naming_the_file(tmp_path):
     record = load_records(tmp_path, shape=SHAPE)[2]
     with pytest.raises(DataError, match=r"c.png: size 10x7 differs from the mask size 10x6"):
         SeverstalDataset([record])[0]
+
+
+def test_read_image_channel_policy_converts_grey_rgba_and_16_bit(tmp_path):
+    grey = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    rgb = read_image(tmp_path / "grey.png")
+    assert rgb.shape == (4, 6, 3) and all(np.array_equal(rgb[..., c], grey) for c in range(3))
+    rgba = np.dstack([grey, 255 - grey, grey // 2, np.zeros_like(grey)])  # fully transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgba[..., :3])  # alpha dropped, not composited
+    deep = np.array([[0, 257, 1000], [32896, 60000, 65535]], np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # 16-bit grey PNG
+    expected = np.round(deep / 257).astype(np.uint8)  # full 16-bit range -> 0..255, not clipped at 255
+    assert expected.tolist() == [[0, 1, 4], [128, 233, 255]]
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png", mode="L"), expected)
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png")[..., 1], expected)
+
+
+def test_grey_image_in_the_kaggle_layout_reads_as_three_equal_channels(tmp_path):
+    _write_images(tmp_path)
+    grey = np.full(SHAPE, 77, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "train_images" / "b.jpg", format="PNG")
+    _write_csv(tmp_path / "train.csv", ["ImageId", "ClassId", "EncodedPixels"], _new_rows())
+    record = load_records(tmp_path, shape=SHAPE)[1]
+    assert record.image_id == "b.jpg"
+    np.testing.assert_array_equal(record.load_image(), np.repeat(grey[..., None], 3, axis=2))
+    assert SeverstalDataset([record])[0]["image"].shape == (3, *SHAPE)
 
 
 def test_missing_folder_and_csv_are_data_errors(tmp_path):

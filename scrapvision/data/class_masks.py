@@ -35,12 +35,17 @@ def read_class_list(root: str | Path) -> tuple[str, ...]:
     path = Path(root) / "classes.txt"
     if not path.is_file():
         raise DataError(f"class list {path}: not found (one class name per line, normal class first)")
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
+    lines = [(i, ln.strip()) for i, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)]
+    lines = [(i, n) for i, n in lines if n and not n.startswith("#")]
+    names = [n for _, n in lines]
     if len(names) < 2:
         raise DataError(f"class list {path}: needs at least 2 classes (normal + one impurity), found {len(names)}")
-    if len(set(names)) != len(names):
-        raise DataError(f"class list {path}: duplicate class names")
+    first_line: dict[str, int] = {}
+    for line, name in lines:
+        if name in first_line:
+            raise DataError(f"class list {path} line {line}: duplicate class name {name!r} (first on line "
+                            f"{first_line[name]}); mask values would be ambiguous")
+        first_line[name] = line
     if len(names) > IGNORE_INDEX:
         raise DataError(f"class list {path}: at most {IGNORE_INDEX} classes fit an 8-bit mask")
     return tuple(names)

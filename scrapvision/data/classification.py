@@ -50,8 +50,17 @@ def _images_or_none(folder: Path) -> list[Path]:
         return []
 
 
+#: class names that are a spreadsheet's or pandas' way of writing "no value", never a real grade
+MISSING_CLASS_NAMES = frozenset({"", "nan", "-nan", "none", "null", "na", "n/a", "#n/a", "<na>"})
+
+
 def read_class_csv(csv_path: str | Path, root: str | Path | None = None) -> list[Record]:
-    """CSV with columns ``image`` (relative to ``root``, default the CSV's folder) and ``class``."""
+    """CSV with columns ``image`` (relative to ``root``, default the CSV's folder) and ``class``.
+
+    Each image may appear once: a repeated row would weigh it twice and could land in both train and
+    val, and two classes for one image leave its label undefined, so both are a ``DataError`` naming the
+    rows. Blank and NaN-like class names (``nan``, ``None``, ``null``, any case) are refused, not learnt.
+    """
     import pandas as pd
 
     csv_path = Path(csv_path)
@@ -66,18 +75,32 @@ def read_class_csv(csv_path: str | Path, root: str | Path | None = None) -> list
     if missing:
         raise DataError(f"label file {csv_path}: missing column(s) {', '.join(sorted(missing))} "
                         f"(has {', '.join(frame.columns)})")
-    records = []
+    records: list[Record] = []
+    seen: dict[Path, tuple[int, str]] = {}  # image -> (first row, its class)
     for row, (image, label) in enumerate(zip(frame["image"], frame["class"]), start=2):
         where = f"{csv_path} row {row}"
-        if not image or not label.strip():
-            raise DataError(f"{where}: empty image or class")
+        label = label.strip()
+        if not image.strip():
+            raise DataError(f"{where}: empty image")
+        if label.lower() in MISSING_CLASS_NAMES:
+            raise DataError(f"{where}: image {image!r} has no class (class is {label!r})")
         path = resolve_inside(root, image, where=where)
         if not path.is_file():
             raise DataError(f"{where}: image {image!r} not found under {root}")
-        records.append(Record(path, label.strip()))
+        if path in seen:
+            raise _repeat_error(csv_path, *seen[path], row, image, label)
+        seen[path] = (row, label)
+        records.append(Record(path, label))
     if not records:
         raise DataError(f"label file {csv_path}: no rows")
     return records
+
+
+def _repeat_error(csv_path: Path, first: int, old: str, row: int, image: str, new: str) -> DataError:
+    where = f"{csv_path} rows {first} and {row}"
+    if old == new:
+        return DataError(f"{where}: image {image!r} is listed twice (class {new!r}); keep one row")
+    return DataError(f"{where}: image {image!r} has two classes, {old!r} and {new!r}")
 
 
 def find_records(root: str | Path, layout: str = "auto", csv_name: str = "labels.csv") -> list[Record]:

@@ -3,7 +3,8 @@
 On disk, one folder per *sample* (one stirred bag of granules)::
 
     <root>/<split>/<sample>/images/*.png|jpg   N photos of the stirred sample
-    <root>/<split>/<sample>/masks/<stem>.png   binary copper mask per photo (> 127 = copper)
+    <root>/<split>/<sample>/masks/<stem>.png   binary copper mask per photo (> 127 = copper), the photo's
+                                               size, single-channel (grey, or RGB with equal channels)
     <root>/<split>/<sample>/sample.json        {"copper_content": 0.873, ...}  (mass fraction, 0..1)
 
 Splits are ``train``, ``val`` and optionally ``test``. The synthetic generator
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, list_images, read_image, sample_rng
+from .images import IMAGE_SUFFIXES, list_images, read_gray_mask, read_image, sample_rng
 
 SPLITS = ("train", "val", "test")
 
@@ -57,7 +58,9 @@ def read_content(folder: Path) -> float:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
-    value = meta.get("copper_content") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or "copper_content" not in meta:
+        raise DataError(f"{path}: no 'copper_content' key (expected {{\"copper_content\": 0.873, ...}})")
+    value = meta["copper_content"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DataError(f"{path}: 'copper_content' must be a number, got {value!r}")
     if not 0.0 <= value <= 1.0:
@@ -114,9 +117,10 @@ def read_masks(sample: CopperSample, image_shapes: list[tuple[int, int]], size: 
         raise DataError(f"sample {sample.folder}: has no masks")
     areas, small = [], []
     for path, shape in zip(sample.masks, image_shapes):
-        mask = read_image(path, mode="L")
+        mask = read_gray_mask(path)  # a colour mask is a DataError: which colour would be copper?
         if mask.shape != tuple(shape):
-            raise DataError(f"mask {path}: size {mask.shape[::-1]} differs from its image {tuple(shape)[::-1]}")
+            raise DataError(f"mask {path}: size {mask.shape[1]}x{mask.shape[0]} differs from its image "
+                            f"{shape[1]}x{shape[0]}")
         binary = np.where(mask > 127, 255, 0).astype(np.uint8)
         areas.append(float((binary > 0).mean()))
         small.append(cv2.resize(binary, (size, size), interpolation=cv2.INTER_AREA))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,29 +13,88 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: PIL modes of 16-bit grey images (PNG/TIFF); "I" is what older Pillow returns for 16-bit PNG
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Decode fully (a truncated JPEG is an error, not a grey bottom half) and convert to ``mode``.
-
-    Returns HxWxC uint8 for ``RGB``, HxW uint8 for ``L``. Format is sniffed from content, not the name.
-    """
-    path = Path(path)
+@contextmanager
+def _decoded(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """Open and fully decode ``path`` (a truncated JPEG is an error, not a grey bottom half); every way a
+    file can be unreadable becomes one ``DataError`` line naming it. Format is sniffed from content."""
     try:
         if path.stat().st_size == 0:
-            raise DataError(f"image {path}: file is empty (0 bytes)")
-        with Image.open(path) as img:
+            raise DataError(f"{what} {path}: file is empty (0 bytes)")
+        img = Image.open(path)
+        try:
             img.load()
-            return np.asarray(img.convert(mode))
+        except BaseException:
+            img.close()
+            raise
     except DataError:
         raise
     except FileNotFoundError:
-        raise DataError(f"image {path}: not found") from None
+        raise DataError(f"{what} {path}: not found") from None
     except UnidentifiedImageError:
-        raise DataError(f"image {path}: not an image file (unrecognised content)") from None
+        raise DataError(f"{what} {path}: not an image file (unrecognised content)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"image {path}: cannot be decoded ({reason})") from None
+        raise DataError(f"{what} {path}: cannot be decoded ({reason})") from None
+    with img:
+        yield img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit grey scaled to 8 bits over the full 0..65535 range; PIL's own conversion would clip every
+    value above 255 to white."""
+    if img.mode not in SIXTEEN_BIT_MODES:
+        return img
+    values = np.clip(np.asarray(img).astype(np.float64), 0, 65535)
+    return Image.fromarray(np.round(values / 257).astype(np.uint8), mode="L")
+
+
+def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
+    """Decode fully and convert to ``mode``: HxWx3 uint8 for ``RGB``, HxW uint8 for ``L``.
+
+    Channel policy (conversion, never refusal, so one reader serves colour cameras and grey line scans):
+    colour is kept as RGB; grey (L, palette) is repeated to three equal channels; an alpha channel
+    (RGBA, LA) is dropped, not composited; 16-bit grey (I;16, I) is scaled to 8 bits by 255/65535.
+    ``mode="L"`` turns colour into luminance. Masks follow a stricter rule: :func:`read_gray_mask`.
+    """
+    path = Path(path)
+    with _decoded(path) as img:
+        return np.asarray(_to_8bit(img).convert(mode))
+
+
+def _is_colour(img: Image.Image) -> bool:
+    """Three or more colour bands (RGB, RGBA, CMYK, YCbCr ...); grey, palette and 16-bit are not."""
+    return img.mode not in ("P", "PA") and len([b for b in img.getbands() if b not in ("A", "X")]) >= 3
+
+
+def read_gray_mask(path: str | Path) -> np.ndarray:
+    """HxW uint8 label mask. Grey, palette (via its palette's grey level) and 16-bit masks are accepted;
+    16-bit values are clipped at 255, not scaled, so a label 1 stays non-zero. An RGB mask is accepted
+    only when its channels are equal (a grey mask re-saved as RGB): a colour mask has no single meaning
+    as a label, so it is a ``DataError`` naming the file."""
+    path = Path(path)
+    with _decoded(path, "mask") as img:
+        if not _is_colour(img):
+            return np.asarray(img.convert("L"))
+        rgb = np.asarray(img.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise DataError(f"mask {path}: mode {img.mode} has colour pixels; expected a single-channel "
+                            "(grey or palette) mask")
+        return np.ascontiguousarray(rgb[..., 0])
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header alone, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (OSError, ValueError, SyntaxError):
+        read_image(path)  # raises the one-line DataError that names the problem
+        raise
 
 
 def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:

@@ -2,6 +2,9 @@
 
 The official release stores masks as BMP; some copies re-save them as PNG. Masks are 8-bit grayscale or
 palette images (palette index 0/1, once 2), so the defect mask is ``convert("L") > 0``, never ``== 255``.
+Every mask is checked against its image when the folder is listed (:func:`list_kolektor`), the one
+place both the ``segdec`` and ``clip_anomaly`` heads read KolektorSDD through: a mask of another size or
+in colour is a ``DataError``, since resizing or greying it silently would train on a misplaced label.
 
 Two items of the official zip are byte-identical copies of others (``kos01`` = ``kos26``,
 ``kos27`` = ``kos34``). A split that separates such a pair tests on training images, so
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .images import read_image, sample_rng
+from .images import image_size, read_gray_mask, sample_rng
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".bmp", ".png")
@@ -35,9 +38,19 @@ class KolektorItem:
     defective: bool
 
 
-def read_kolektor_mask(path: str | Path) -> np.ndarray:
-    """Boolean HxW defect mask from a KolektorSDD label (BMP/PNG, mode L or P; any non-zero is defect)."""
-    return read_image(path, mode="L") > 0
+def read_kolektor_mask(path: str | Path, image: str | Path | None = None) -> np.ndarray:
+    """Boolean HxW defect mask from a KolektorSDD label (BMP/PNG, mode L or P; any non-zero is defect).
+
+    A colour mask is a ``DataError`` (grey stored as RGB with equal channels is fine). With ``image``,
+    the mask must have that image's size, read from the image's header only (no second decode).
+    """
+    mask = read_gray_mask(path) > 0
+    if image is not None:
+        height, width = image_size(image)
+        if mask.shape != (height, width):
+            raise DataError(f"KolektorSDD mask {path}: size {mask.shape[1]}x{mask.shape[0]} differs from "
+                            f"its image {Path(image).name} {width}x{height}")
+    return mask
 
 
 def _find_mask(image: Path) -> Path | None:
@@ -65,7 +78,7 @@ def list_kolektor(root: str | Path, require_masks: bool = True) -> list[Kolektor
             mask = _find_mask(image)
             if mask is None and require_masks:
                 raise DataError(f"KolektorSDD image {image}: no mask {image.stem}_label.bmp or .png beside it")
-            defective = bool(read_kolektor_mask(mask).any()) if mask is not None else False
+            defective = bool(read_kolektor_mask(mask, image).any()) if mask is not None else False
             items.append(KolektorItem(image, mask, folder.name, image.stem, defective))
     if not items:
         raise DataError(f"KolektorSDD folder {root}: no kosNN/PartK images found")

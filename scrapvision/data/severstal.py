@@ -18,12 +18,11 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
 from ..errors import DataError
-from .images import list_images, read_image, sample_rng
+from .images import image_size, list_images, read_image, sample_rng
 from .rle import rle_decode, rle_runs
 
 SEVERSTAL_SHAPE = (256, 1600)  # (H, W) of every Kaggle image
@@ -152,15 +151,6 @@ def read_coverage(path: str | Path) -> set[str]:
     return {i.strip() for i in frame["ImageId"] if i.strip()}
 
 
-def _image_shape(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except OSError:
-        read_image(path)  # raises the one-line DataError that names the problem
-        raise
-
-
 def load_records(
     root: str | Path,
     coverage: str | Path | None = None,
@@ -185,7 +175,7 @@ def load_records(
         files = {name: p for name, p in files.items() if name in covered}
         if not files:
             raise DataError(f"{root / images_dir}: no image file is listed in {coverage_path}")
-    shape = tuple(shape) if shape else _image_shape(next(iter(files.values())))
+    shape = tuple(shape) if shape else image_size(next(iter(files.values())))
     labels = read_train_csv(root / csv_name, shape)
     empty = [""] * NUM_CLASSES
     return [SeverstalRecord(name, tuple(labels.get(name, empty)), shape, path=p) for name, p in sorted(files.items())]
