@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,26 +18,34 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ScrapvisionError
 
 FORMAT = "scrapvision-checkpoint/1"
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary sibling of ``path``; on success fsync and rename it over ``path``."""
+    """Open a temporary sibling of ``path``; on success fsync and rename it over ``path``.
+
+    An ``OSError`` (disk full, no permission...) removes the temporary file and becomes a one-line
+    ``ScrapvisionError`` naming ``path``: it is the user's disk, not a bug, and ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ScrapvisionError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -47,6 +56,13 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     with atomic_write(path) as handle:
         handle.write(buffer.getbuffer())
     return Path(path)
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` over ``target`` through :func:`atomic_write` (complete or untouched, even on a full disk)."""
+    with open(source, "rb") as src, atomic_write(target) as handle:
+        shutil.copyfileobj(src, handle)
+    return Path(target)
 
 
 def model_payload(task: Any, model: torch.nn.Module) -> dict[str, Any]:

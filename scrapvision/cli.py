@@ -87,6 +87,8 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (an interrupted run resumes in it)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per batch (default 8)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default 0)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="let a CSV/TXT --input list name files outside its own folder (refused by default)")
     _engine(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
@@ -218,6 +220,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"wrote {result}")
 
 
+def user_message(exc: BaseException) -> str:
+    """The exception's own one-line message, also when a DataLoader worker raised it: PyTorch re-raises
+    the same class with "Caught X in DataLoader worker process N. Original Traceback: ..." as message,
+    whose last line is ``module.X: <original message>``."""
+    text = str(exc).strip()
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    last = text.splitlines()[-1]
+    cls = type(exc)
+    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
             "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare}
 
@@ -230,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
         return 0
     except ScrapvisionError as exc:
-        print(f"scrapvision: error: {exc}", file=sys.stderr)
+        print(f"scrapvision: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scrapvision: interrupted; checkpoints written so far are complete", file=sys.stderr)
@@ -238,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("SCRAPVISION_DEBUG"):
             raise
-        where = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        message = user_message(exc)
+        where = f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
         print(f"scrapvision: internal error ({where}); rerun with SCRAPVISION_DEBUG=1 for the traceback "
               "and report it", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ ranks takes ``batch_size / W`` samples of the same permutation, so W processes s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    atomic_copy,
     atomic_write,
     load_checkpoint,
     model_payload,
@@ -297,8 +299,7 @@ class Trainer:
                 }
                 save_checkpoint(payload, self.run_dir / "last.pt")
                 if improved or not (self.run_dir / "best.pt").exists():
-                    shutil.copyfile(self.run_dir / "last.pt", self.run_dir / ".best.pt.tmp")
-                    (self.run_dir / ".best.pt.tmp").replace(self.run_dir / "best.pt")
+                    atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
                 self._log(record)
                 self._write_csv()
                 self._print_epoch(record)
@@ -307,12 +308,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ logs
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:  # disk full mid-run: a clear error, like the checkpoint saves
+            raise ScrapvisionError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def _write_csv(self) -> None:
         """metrics.csv: one row per epoch, rebuilt from the JSON lines so columns stay consistent."""
-        rows = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        rows = _read_records(self.run_dir / "metrics.jsonl")
         by_epoch = {r["epoch"]: r for r in rows if r.get("kind") == "epoch"}  # a resumed epoch replaces its first try
         rows = [by_epoch[e] for e in sorted(by_epoch)]
         columns: list[str] = []
@@ -331,6 +336,15 @@ class Trainer:
             if k not in ("kind", "step") and not isinstance(v, (list, dict))
         )
         tqdm.write(f"[{self.task.name}] {shown}", file=sys.stderr)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path``; a line torn by a kill or a full disk is skipped, so a resume still works."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
 
 
 def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv")) -> str:

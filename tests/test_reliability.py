@@ -1,5 +1,6 @@
 """Crashes mid-run, kills during a save, full disks, sockets: the spine's promises under failure."""
 
+import errno
 import os
 import random
 import signal
@@ -16,7 +17,8 @@ import torch
 import toy_task  # noqa: F401
 from scrapvision import trainer as trainer_module
 from scrapvision.api import build_task, train
-from scrapvision.checkpoint import load_checkpoint
+from scrapvision.checkpoint import atomic_write, load_checkpoint
+from scrapvision.cli import main
 from scrapvision.errors import ScrapvisionError
 from scrapvision.trainer import Trainer
 
@@ -124,3 +126,71 @@ def test_training_opens_no_socket(tmp_path, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     result = train("toy", overrides=["train.epochs=1"], run_dir=tmp_path / "run")
     assert result.last_path.is_file()
+
+
+def disk_full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_during_a_write_leaves_the_old_file_and_names_it(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(ScrapvisionError, match=f"cannot write {target}: No space left on device"):
+        with atomic_write(target, "w") as handle:
+            handle.write("new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_full_disk_mid_run_is_one_line_exit_2_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """The disk fills up while the checkpoint of epoch 2 is written (fsync is where ENOSPC surfaces on
+    delayed-allocation file systems)."""
+    saves: list[Path] = []
+    real_save, real_fsync = trainer_module.save_checkpoint, os.fsync
+
+    def save(payload, path):
+        saves.append(Path(path))
+        return real_save(payload, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    monkeypatch.setattr(os, "fsync", lambda fd: disk_full() if len(saves) >= 2 else real_fsync(fd))
+    run = tmp_path / "run"
+    assert main(["train", "--task", "toy", "--out", str(run), "--set", "train.epochs=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the epoch-1 progress line, then the error
+    assert err[-1] == f"scrapvision: error: cannot write {run / 'last.pt'}: No space left on device", err
+    assert [line.startswith("[toy] epoch=1 ") for line in err] == [True, False], err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"kind": "step", "epo')  # a log line the full disk cut short
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed: the run resumes from epoch 1
+    assert main(["train", "--task", "toy", "--resume", str(run)]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3]
+
+
+def test_error_in_training_and_eval_workers_is_one_line(tmp_path, capsys):
+    """With train.num_workers > 0 the bad image is decoded in a worker process, whose exception PyTorch
+    re-raises with the worker's whole traceback as message; the user still gets one line."""
+    from scrapvision.checkpoint import model_payload, save_checkpoint
+    from scrapvision.data.synthetic.steel_strip import write_kaggle_layout
+
+    data = write_kaggle_layout(tmp_path / "data", n=6, seed=0, shape=(64, 384))
+    images = sorted((data / "train_images").iterdir())
+    for image in images:  # the header still reads (size checks pass); decoding fails, in the worker
+        jpeg = image.read_bytes()
+        image.write_bytes(jpeg[: 2 * len(jpeg) // 3])
+    tiny = ["model.backbone=tiny_cnn", "model.decoder_channels=[16,16,8,8,8]", "data.image_size=[32,192]",
+            "train.epochs=1", "train.batch_size=2", "train.num_workers=1"]
+    task = build_task("severstal", overrides=tiny)
+    checkpoint = save_checkpoint(model_payload(task, task.build_model()), tmp_path / "untrained.pt")
+    sets = sum((["--set", o] for o in tiny), [])
+    for argv in (["train", "--task", "severstal", "--out", str(tmp_path / "run")],
+                 ["eval", "--task", "severstal", "--checkpoint", str(checkpoint)]):
+        assert main([*argv, "--data", str(data), *sets]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith("scrapvision: error: image ") and "cannot be decoded" in err[0], err
+        assert any(image.name in err[0] for image in images), err

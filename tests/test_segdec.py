@@ -199,3 +199,22 @@ def test_real_severstal_as_binary_defects() -> None:
     item = next(train[i] for i in range(len(train)) if train.samples[i].defective)
     assert item["image"].shape == (1, 128, 400) and item["target"].shape == (1, 16, 50)
     assert item["target"].max() > 0
+
+
+def test_paper_encoder_loads_local_weights_and_refuses_a_file_that_does_not_fit(tmp_path):
+    """``model.weights`` is not ignored by the paper network: its encoder is restored exactly."""
+    from scrapvision.api import build_task
+    from scrapvision.errors import CheckpointError
+
+    smoke = list(build_task("segdec").smoke_overrides)
+    torch.manual_seed(1)
+    source = build_task("segdec", overrides=smoke).build_model()
+    torch.save(source.encoder.state_dict(), tmp_path / "encoder.pt")
+    torch.manual_seed(2)
+    loaded = build_task("segdec", overrides=[*smoke, f"model.weights={tmp_path / 'encoder.pt'}"]).build_model()
+    for key, value in source.encoder.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    partial = dict(list(source.encoder.state_dict().items())[2:])
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="partial.pt: does not fit"):
+        build_task("segdec", overrides=[*smoke, f"model.weights={tmp_path / 'partial.pt'}"]).build_model()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,10 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as exc:  # weights_only refused code (or the file is not a pickle)
+        reason = "it contains pickled Python objects, which are refused" if "weights_only" in str(exc) \
+            else _one_line(exc)
+        raise CheckpointError(f"CLIP weights {weights}: cannot be loaded: {reason}") from None
     except (RuntimeError, ValueError, KeyError, TypeError, OSError, AssertionError) as exc:
         raise CheckpointError(f"CLIP weights {weights or name}: do not fit {name!r} ({_one_line(exc)})") from None
     return model

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, list_images, read_image
+from .images import IMAGE_SUFFIXES, list_images, read_image, resolve_inside
 
 
 def input_keys(inputs: str | Path, files: Sequence[Path]) -> list[str]:
@@ -26,8 +26,13 @@ def input_keys(inputs: str | Path, files: Sequence[Path]) -> list[str]:
     return [p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p) for p in files]
 
 
-def input_files(inputs: str | Path) -> list[Path]:
-    """An image file, a folder of images (recursive), or a text/CSV file whose first column lists images."""
+def input_files(inputs: str | Path, allow_outside: bool = False) -> list[Path]:
+    """An image file, a folder of images (recursive), a ``.txt`` list (one path per line, no header) or a
+    ``.csv`` list (a header row; column ``image``, else the first).
+
+    A list's entries are relative to its folder and may not leave it (``..``, absolute paths, symlinks)
+    unless ``allow_outside`` (``predict --allow-outside-root``).
+    """
     inputs = Path(inputs)
     if inputs.is_dir():
         return list_images(inputs)
@@ -36,15 +41,40 @@ def input_files(inputs: str | Path) -> list[Path]:
             raise DataError(f"image {inputs}: not found")
         return [inputs]
     if inputs.suffix.lower() in (".csv", ".txt"):
-        import pandas as pd
-
-        frame = pd.read_csv(inputs, dtype=str, keep_default_na=False)
-        column = "image" if "image" in frame.columns else frame.columns[0]
-        files = [(inputs.parent / name).resolve() for name in frame[column] if name]
-        if not files:
-            raise DataError(f"{inputs}: lists no images in column {column!r}")
-        return files
+        return _listed_files(inputs, allow_outside)
     raise DataError(f"input {inputs}: expected an image, a folder of images or a CSV/TXT list")
+
+
+def _listed_names(listing: Path) -> tuple[list[tuple[int, str]], str]:
+    """(line number, entry) pairs of a list and what the entries are called in errors."""
+    if listing.suffix.lower() == ".txt":  # no header: every non-blank line that is not a # comment
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{listing}: not a readable text list ({exc})") from None
+        return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")], "lines"
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(listing, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{listing}: not a readable CSV list ({str(exc).strip().splitlines()[0]})") from None
+    column = "image" if "image" in frame.columns else frame.columns[0]
+    return [(row, name) for row, name in enumerate(frame[column], start=2) if name], f"column {column!r}"
+
+
+def _listed_files(listing: Path, allow_outside: bool) -> list[Path]:
+    """The images a list names, each confined to the list's folder unless allowed."""
+    entries, what = _listed_names(listing)
+    if not entries:
+        raise DataError(f"{listing}: lists no images in its {what}")
+    files = []
+    for row, name in entries:
+        try:
+            files.append(resolve_inside(listing.parent, name, allow_outside, where=f"{listing} row {row}"))
+        except DataError as exc:
+            raise DataError(f"{exc} (predict --allow-outside-root permits it)") from None
+    return files
 
 
 class ImageFiles(Dataset):
@@ -69,8 +99,9 @@ class ImageFiles(Dataset):
                 "path": str(self.files[index]), "index": index, "height": image.shape[0], "width": image.shape[1]}
 
     @classmethod
-    def from_inputs(cls, inputs: str | Path, image_size: tuple[int, int], mode: str = "RGB") -> ImageFiles:
-        files = input_files(inputs)
+    def from_inputs(cls, inputs: str | Path, image_size: tuple[int, int], mode: str = "RGB",
+                    allow_outside: bool = False) -> ImageFiles:
+        files = input_files(inputs, allow_outside)
         return cls(files, image_size, mode, input_keys(inputs, files))
 
 

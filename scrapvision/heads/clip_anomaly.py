@@ -260,7 +260,8 @@ class ClipAnomalyTask(Task):
         return super().predict(model, inputs, out, args)
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        return ClipImageFiles.from_inputs(inputs, self.cfg.model.image_size)
+        return ClipImageFiles.from_inputs(inputs, self.cfg.model.image_size,
+                                          allow_outside=getattr(args, "allow_outside_root", False))
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """Per image: ``masks/NAME.png`` (class indices at the image's own size), an overlay for the first

@@ -252,7 +252,7 @@ class ScrapClsTask(Task):
                             help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        files = input_files(inputs)
+        files = input_files(inputs, getattr(args, "allow_outside_root", False))
         policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
         return PredictImages(files, input_keys(inputs, files), self.cfg.data.image_size, policy)
 

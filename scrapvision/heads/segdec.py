@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..backbones import create_backbone
+from ..backbones import create_backbone, load_backbone_weights
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.images import sample_rng
@@ -59,7 +59,7 @@ from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, save_pr_c
 @dataclass(frozen=True)
 class SegDecModelConfig:
     backbone: str = "segdec"  # "segdec" = the paper network from scratch; else a timm / registered name
-    weights: str = ""  # local weights file for a registry backbone (never downloaded)
+    weights: str = ""  # local weights file for the encoder (paper network or registry backbone); never downloaded
     in_chans: int = 1  # KolektorSDD is grayscale
     widths: tuple[int, ...] = PAPER_WIDTHS  # conv1..conv10 of the paper network
     decision_widths: tuple[int, ...] = (8, 16, 32)
@@ -185,6 +185,8 @@ class SegDecTask(Task):
         m = self.cfg.model
         if m.backbone == "segdec":
             encoder: nn.Module = SegEncoder(m.in_chans, m.widths, m.atrous, m.attention, m.norm)
+            if m.weights:  # e.g. the encoder of an earlier segdec run; every layer must be in the file
+                load_backbone_weights(encoder, m.weights)
         else:
             probe = create_backbone(m.backbone, in_chans=m.in_chans)
             strides = list(probe.feature_info.reduction())
@@ -288,7 +290,7 @@ class SegDecTask(Task):
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
         """Every image under ``inputs`` except ``*_label.*`` masks, gray, resized to the working resolution."""
-        files = [f for f in input_files(inputs) if not f.stem.endswith("_label")]
+        files = [f for f in input_files(inputs, getattr(args, "allow_outside_root", False)) if not f.stem.endswith("_label")]
         if not files:
             raise DataError(f"predict input {inputs}: holds no images besides masks")
         d, keys = self.cfg.data, input_keys(inputs, files)

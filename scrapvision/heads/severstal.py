@@ -239,7 +239,8 @@ class SeverstalTask(Task):
     predict_columns = ("file", "class_id", "encoded_pixels", "area")
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        return ImageFiles.from_inputs(inputs, self.cfg.data.image_size)
+        return ImageFiles.from_inputs(inputs, self.cfg.data.image_size,
+                                     allow_outside=getattr(args, "allow_outside_root", False))
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """Four rows per image (one per class) with the RLE at the image's own resolution; overlays for
