@@ -30,17 +30,22 @@ def _row(label: str, m: dict, wall: str = "") -> str:
             f"{_fmt(m['within_1pp'] * 100, 0)} % | {_fmt(m.get('area_mae_pp'))} | {wall} |")
 
 
-def synthetic_markdown(r: dict, command: str) -> str:
-    s = r["sizes"]
-    lines = [
-        "## Synthetic copper-granule benchmark (`benchmarks/canet_synthetic.py`)",
-        "",
-        f"- command: `{command}` (commit {r.get('commit', '?')})",
-        f"- machine: {r['machine']}; started {r['started']}; total wall time {r['wall_s'] / 60:.1f} min",
-        f"- recipe: `tasks/canet.yaml` (test_vit, 6 blocks x 64 wide, random init, 64x64 px photos, 8x8 patches) "
-        f"with {s['train']} train / {s['val']} val bags, {s['stirs']} photos rendered per bag at 96 px, "
-        f"{s['epochs']} epochs for the main runs and {s['sweep_epochs']} for the sweeps; "
-        f"test = {s['test']} held-out bags (split `test`), scored at the training N.",
+def synthetic_markdown(r: dict) -> str:
+    s, m = r["sizes"], r["recipe"]["model"]
+    lines = ["## Synthetic copper-granule benchmark (`benchmarks/canet_synthetic.py`)", ""]
+    for run in r["runs"]:
+        lines.append(f"- `{run['command']}` ({', '.join(run['parts'])}; commit {run['commit']}): started "
+                     f"{run['started']}, wall {run['wall_s'] / 60:.1f} min, {run['machine']}, load average "
+                     f"{run['load_avg_at_start']} at start")
+    lines += [
+        f"- recipe: `tasks/canet.yaml` ({m['backbone']}, {m['vit_depth'] or 'all'} blocks, random init, "
+        f"{m['img_size']}x{m['img_size']} px photos, {m['patch_size']}x{m['patch_size']} patches, "
+        f"{m['num_classes']} latent classes, lambda_a {r['recipe']['loss']['lambda_a']}, lambda_m "
+        f"{r['recipe']['loss']['lambda_m']}, lambda_p {r['recipe']['loss']['lambda_p']}) with {s['train']} train / "
+        f"{s['val']} val bags, {s['stirs']} photos rendered per bag at {r['recipe']['render_size']} px, "
+        f"{s['epochs']} epochs for the main runs; the sweeps train on {s['sweep_train']} bags for "
+        f"{s['sweep_epochs']} epochs; test = {s['test']} "
+        "held-out bags (split `test`), scored at the training N with the best-on-val checkpoint.",
         "- pp = percentage points of copper mass fraction; area = per-photo copper area proportion vs the masks.",
         "",
     ]
@@ -65,7 +70,7 @@ def synthetic_markdown(r: dict, command: str) -> str:
             f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
             "",
         ]
-    for key, col, title in (("sweep_lambda_a", "lambda_a", "lambda_a"), ("sweep_classes", "num_classes", "I+1 classes"),
+    for key, col, title in (("sweep_lambda_a", "lambda_a", "lambda_a, paper loss (lambda_p = 0)"), ("sweep_classes", "num_classes", "I+1 classes"),
                             ("sweep_N", "N", "photos per sample N")):
         if key not in r:
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def main() -> None:
     run_dir = REPO / "runs" / ("bench_canet_default_quick" if args.quick else "bench_canet_default")
     extra = ["--set", "train.epochs=1", "--set", "data.synthetic_train=8", "--set", "data.synthetic_val=4"] \
         if args.quick else []
+    load = os.getloadavg()
     train_cmd = ["scrapvision", "train", "--task", "canet", "--out", str(run_dir), *extra]
     train_s, train_log = run(train_cmd)
     metrics_json = run_dir / "eval_test.json"
@@ -50,7 +52,8 @@ def main() -> None:
     report = {
         "train_command": shlex.join(train_cmd), "train_wall_s": round(train_s, 1),
         "eval_command": shlex.join(eval_cmd), "eval_wall_s": round(eval_s, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": "2-core shared CPU (about 6 concurrent jobs)",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{os.cpu_count()}-core CPU, load average at start "
+                   + ", ".join(f"{x:.1f}" for x in load),
         "best_epoch": best["epoch"], "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
         "last_epoch": epochs[-1], "test": json.loads(metrics_json.read_text()),
     }

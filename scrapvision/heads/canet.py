@@ -64,7 +64,7 @@ class CanetDataConfig:
     root: str = ""  # <root>/{train,val[,test]}/<sample>/{images,masks,sample.json}; "" = synthetic
     images_per_sample: int = 4  # N photos per sample in a batch
     eval_images_per_sample: int = 0  # N at validation / eval; 0 = images_per_sample
-    synthetic_train: int = 160  # bags in the synthetic train split
+    synthetic_train: int = 640  # bags in the synthetic train split (content labels are the scarce signal)
     synthetic_val: int = 48  # bags in the synthetic val and test splits
     synthetic_stirs: int = 8  # photos rendered per bag
     synthetic_render_size: int = 96  # rendered pixels per side (then resized to model.img_size)
@@ -78,7 +78,7 @@ class CanetDataConfig:
 class CanetLossConfig:
     lambda_a: float = 0.2  # weight of the per-photo copper-area term
     lambda_m: float = 0.8  # weight of the copper-content term
-    lambda_p: float = 0.0  # extension, not in the paper: per-patch copper fraction vs the pooled mask
+    lambda_p: float = 1.0  # extension, not in the paper: per-patch copper fraction vs the pooled mask (0 = paper)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class CanetConfig:
     data: CanetDataConfig = field(default_factory=CanetDataConfig)
     loss: CanetLossConfig = field(default_factory=CanetLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_epochs=1.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=25, batch_size=8, log_every=20))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=8, log_every=20))
 
 
 def _is_vit(name: str) -> bool:
