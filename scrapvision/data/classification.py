@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import list_images, read_image, resolve_inside, sample_rng
+from .images import list_images, read_image, resolve_inside, sample_rng, subfolders
 
 LOAD_RATIO = 8 / 7  # images are kept with their shorter side at image_size * 8/7 (the usual 224/256 margin)
 
@@ -34,7 +34,7 @@ def read_image_folder(root: str | Path) -> list[Record]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder {root}: not found")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = subfolders(root)
     if not classes:
         raise DataError(f"dataset folder {root}: no class sub-folders (expected root/<class>/<image>)")
     records = [Record(path, folder.name) for folder in classes for path in _images_or_none(folder)]

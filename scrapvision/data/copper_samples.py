@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, list_images, read_gray_mask, read_image, sample_rng
+from .images import IMAGE_SUFFIXES, list_images, read_gray_mask, read_image, sample_rng, subfolders
 
 SPLITS = ("train", "val", "test")
 
@@ -96,7 +96,7 @@ def list_samples(split_dir: str | Path, need_content: bool = True, need_masks: b
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise DataError(f"folder {split_dir}: not found (expected <root>/train, <root>/val[, <root>/test])")
-    folders = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = subfolders(split_dir)
     if not folders:
         raise DataError(f"folder {split_dir}: holds no sample folders")
     return [read_sample(f, need_content, need_masks) for f in folders]

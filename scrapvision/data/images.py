@@ -97,6 +97,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise
 
 
+def subfolders(folder: str | Path) -> list[Path]:
+    """Visible sub-folders of ``folder``, sorted by name (hidden ones such as ``.ipynb_checkpoints`` skipped)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` in a stable order; an empty or missing folder is a DataError."""
     folder = Path(folder)

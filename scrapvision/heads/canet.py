@@ -35,7 +35,7 @@ from ..data.copper_samples import (
     SampleStore,
     list_samples,
 )
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import IMAGE_SUFFIXES, subfolders
 from ..data.synthetic.copper_granules import GeneratorSpec, render_split
 from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
@@ -288,7 +288,7 @@ def _sample_folders(inputs: Path) -> list[Path]:
         raise DataError(f"--input {inputs}: expected a sample folder or a folder of sample folders")
     if (inputs / "images").is_dir() or any(p.suffix.lower() in IMAGE_SUFFIXES for p in inputs.iterdir()):
         return [inputs]
-    folders = sorted(p for p in inputs.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = subfolders(inputs)
     if not folders:
         raise DataError(f"--input {inputs}: holds no photos and no sample folders")
     return folders
