@@ -116,6 +116,8 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 def resolve_inside(root: str | Path, relative: str, allow_outside: bool = False, where: str = "") -> Path:
     """Join a path read from a CSV or config to ``root``; refuse one that escapes it (``..``, absolute)."""
+    if "\x00" in relative:  # no file system takes it; os.path would raise a bare ValueError
+        raise DataError(f"{where or 'path'} {relative!r}: contains a NUL byte, not a file name")
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
     if not allow_outside and os.path.commonpath([root, candidate]) != str(root):
