@@ -52,8 +52,8 @@ def main() -> None:
     report = {
         "train_command": shlex.join(train_cmd), "train_wall_s": round(train_s, 1),
         "eval_command": shlex.join(eval_cmd), "eval_wall_s": round(eval_s, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{os.cpu_count()}-core CPU, load average at start "
-                   + ", ".join(f"{x:.1f}" for x in load),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{os.cpu_count()}-core CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+                   "load average at start " + ", ".join(f"{x:.1f}" for x in load),
         "best_epoch": best["epoch"], "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
         "last_epoch": epochs[-1], "test": json.loads(metrics_json.read_text()),
     }
