@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     cfg = load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out) + overrides)
     task = CanetTask(cfg)
     start = time.time()
+    shutil.rmtree(out / name, ignore_errors=True)  # a scratch folder: the Trainer refuses to train over a run
     result = Trainer(task, run_dir=out / name).fit()
     wall = time.time() - start
     model = task.build_model()

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ def main() -> None:
     run_dir = REPO / "runs" / ("bench_canet_default_quick" if args.quick else "bench_canet_default")
     extra = ["--set", "train.epochs=1", "--set", "data.synthetic_train=8", "--set", "data.synthetic_val=4"] \
         if args.quick else []
+    shutil.rmtree(run_dir, ignore_errors=True)  # a scratch folder: train refuses to write over a run
     load = os.getloadavg()
     train_cmd = ["scrapvision", "train", "--task", "canet", "--out", str(run_dir), *extra]
     train_s, train_log = run(train_cmd)

@@ -149,7 +149,12 @@ class Trainer:
         return Path(self.tcfg.out_dir) / self.task.name / stamp
 
     def _check_output_dir(self) -> None:
-        """Fail at start-up, not after an hour, when the run folder is unwritable or the disk is full."""
+        """Fail at start-up, not after an hour, when the run folder is unwritable or the disk is full, and
+        never train over another run: its checkpoints would be replaced and its metrics log mixed in."""
+        held = [n for n in ("last.pt", "best.pt", "metrics.jsonl") if (self.run_dir / n).exists()]
+        if held and self.resume_payload is None:
+            raise ScrapvisionError(f"output folder {self.run_dir}: already holds a run ({', '.join(held)}); "
+                                   f"continue it with --resume {self.run_dir} or choose another --out")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"

@@ -107,7 +107,7 @@ def test_kill_during_checkpoint_save_never_exposes_a_half_written_file(tmp_path)
         assert w.numel() == 1_000_000 and bool((w == w[0]).all()), f"attempt {attempt}: mixed contents"
         names = {p.name for p in tmp_path.iterdir()}
         assert names <= {"last.pt"} | {n for n in names if n.startswith(".last.pt.") and n.endswith(".tmp")}
-    Trainer(build_task("toy"), run_dir=tmp_path)  # start-up removes the stale temporaries
+    Trainer(build_task("toy"), resume=target)  # resuming the killed run removes its stale temporaries
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 

@@ -44,6 +44,18 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
     assert not list(result.run_dir.glob("*.tmp"))
 
 
+def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
+    from scrapvision.cli import main
+
+    first = train("toy", overrides=["train.epochs=1"], run_dir=tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in first.run_dir.iterdir()}
+    capsys.readouterr()  # the first run's epoch log
+    assert main(["train", "--task", "toy", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0], err
+    assert {p.name: p.read_bytes() for p in first.run_dir.iterdir()} == before  # nothing touched
+
+
 def test_resume_continues_exactly(tmp_path):
     full = train("toy", overrides=["train.epochs=4"], run_dir=tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of epoch 3 (8 steps per epoch)
