@@ -43,6 +43,7 @@ def _engine(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
+    t = task_name or "severstal"  # the examples in each command's --help name the task asked about
     parser = argparse.ArgumentParser(
         prog="scrapvision",
         description="Industrial vision for metal recycling and steel making: train, evaluate and predict "
@@ -65,23 +66,22 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("train", help="train a task head (one process, or DDP under torchrun)", formatter_class=fmt,
-                       epilog="examples:\n  scrapvision train --task severstal\n"
-                       "  scrapvision train --task severstal --data /data/severstal --set train.epochs=30\n"
-                       "  scrapvision train --task severstal --resume runs/severstal/20260101-120000\n\n"
+                       epilog=f"examples:\n  scrapvision train --task {t}\n"
+                       f"  scrapvision train --task {t} --data /data/{t} --set train.epochs=30\n"
+                       f"  scrapvision train --task {t} --resume runs/{t}/20260101-120000\n\n"
                        "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,best.pt,last.pt}.")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/<task>/<time>)")
     p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")
 
     p = sub.add_parser("eval", help="score a checkpoint on a dataset", formatter_class=fmt,
-                       epilog="example:\n  scrapvision eval --task severstal --checkpoint best.pt "
-                       "--data ../shared/data/severstal_sample")
+                       epilog=f"example:\n  scrapvision eval --task {t} --checkpoint best.pt --data DIR")
     _common(p, checkpoint=True)
     p.add_argument("--out", metavar="JSON", help="also write the metrics to this JSON file")
     _engine(p)
 
     p = sub.add_parser("predict", help="run a checkpoint on new images and write results", formatter_class=fmt,
-                       epilog="example:\n  scrapvision predict --task severstal --checkpoint best.pt --input imgs/ --out preds/")
+                       epilog=f"example:\n  scrapvision predict --task {t} --checkpoint best.pt --input DIR --out preds/")
     _common(p, checkpoint=True)
     p.add_argument("--input", required=True, metavar="PATH", help="image folder, file or CSV (task-specific)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (an interrupted run resumes in it)")
@@ -93,8 +93,8 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
                        formatter_class=fmt,
-                       epilog="example:\n  scrapvision export --task severstal --checkpoint best.pt --out severstal.onnx\n"
-                       "  scrapvision predict --task severstal --checkpoint severstal.onnx --engine onnx --input imgs/ --out preds/")
+                       epilog=f"example:\n  scrapvision export --task {t} --checkpoint best.pt --out {t}.onnx\n"
+                       f"  scrapvision predict --task {t} --checkpoint {t}.onnx --engine onnx --input DIR --out preds/")
     p.add_argument("--task", required=True)
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument("--format", choices=("onnx",), default="onnx")

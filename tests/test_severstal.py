@@ -117,6 +117,13 @@ def test_console_script_help_teaches():
     assert out.returncode == 0 and "--resume" in out.stdout and "example" in out.stdout
 
 
+def test_help_examples_name_the_task_asked_about():
+    out = subprocess.run([sys.executable, "-m", "scrapvision", "predict", "--task", "canet", "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "scrapvision predict --task canet" in out.stdout
+    assert "--task severstal" not in out.stdout and "--images-per-sample" in out.stdout
+
+
 def test_empty_masks_score_one_when_truth_is_empty():
     from scrapvision.metrics import kaggle_dice
 
