@@ -137,10 +137,11 @@ def plot(frame: pd.DataFrame, key: str, path: Path, title: str, extra: pd.DataFr
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(frame[key].astype(str), frame["content_mae_pp"], "o-", label="CANet, trained and tested at this value")
+    ax.plot(frame[key].astype(str), frame["content_mae_pp"], "o-", label="sweep run trained and tested at this value")
     if extra is not None:
-        for column, style in (("canet_tested_at_N", "s--"), ("oracle", "^:")):
-            ax.plot(extra[key].astype(str), extra[column], style, label=column.replace("_", " "))
+        for column, style, label in (("canet_tested_at_N", "s--", "main CANet (trained at N=4) tested at N"),
+                                     ("oracle", "^:", "oracle: true areas x fitted densities")):
+            ax.plot(extra[key].astype(str), extra[column], style, label=label)
     ax.set_xlabel(key)
     ax.set_ylabel("copper content MAE (pp)")
     ax.set_title(title)
@@ -164,6 +165,8 @@ def main() -> None:
     out = REPO / "runs" / f"bench_canet{suffix}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],  # the code that runs
+                            capture_output=True, text=True).stdout.strip()
     ns = (2, 4, 8, 16, 32)
     load = round(os.getloadavg()[0], 2)
     recipe = load_config(CanetConfig, REPO / "tasks" / "canet.yaml")
@@ -209,8 +212,6 @@ def main() -> None:
             frame = frame.merge(extra, on="N")
         frame.to_csv(RESULTS / f"canet_sweep_N{suffix}.csv", index=False)
         plot(frame, "N", RESULTS / f"canet_sweep_N{suffix}.png", "photos per sample N", extra)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     report["runs"] = [{"command": "python " + " ".join(sys.argv), "parts": sorted(parts), "started": started,
                        "wall_s": round(time.time() - t0, 1), "commit": commit, "load_avg_at_start": load,
                        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)"}]
