@@ -3,8 +3,8 @@
     python benchmarks/speed.py                 # all heads, batch 8
     python benchmarks/speed.py --heads severstal segdec --batch 4 --seconds 10
 
-Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (channels_last memory
-format + torch.inference_mode, what `scrapvision predict --engine torch` does) and ``onnx`` (ONNX Runtime
+Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (torch.inference_mode, plus
+channels_last for convolutional models: what `scrapvision predict --engine torch` does) and ``onnx`` (ONNX Runtime
 on the exported model, `--engine onnx`). Each (head, engine) runs in its own process so its peak resident
 memory is its own. Weights are random: speed does not depend on them. Writes
 benchmarks/results/speed.json and the `speed` section of benchmarks/results/speed.md.
@@ -49,9 +49,12 @@ def measure_one(head: str, engine: str, batch: int, seconds: float, threads: int
         export_onnx(task, model, path)
         del model
         runner, context = OnnxEngine(path, threads=threads), torch.inference_mode
-    elif engine == "tuned":
-        model = model.to(memory_format=torch.channels_last)
-        inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
+    elif engine == "tuned":  # what `predict --engine torch` runs
+        from scrapvision.api import inference_layout
+
+        model = inference_layout(model)
+        if next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
         runner, context = model, torch.inference_mode
     else:
         runner, context = model, torch.no_grad

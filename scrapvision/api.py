@@ -76,6 +76,16 @@ def load_trained(
     return task, model.to(device).eval()
 
 
+def inference_layout(model: nn.Module) -> nn.Module:
+    """channels_last for convolutional models, where it speeds up CPU inference; left as is when most
+    weights are not in convolutions (ViTs), which only pay for the layout changes (benchmarks/speed.py
+    measured the canet ViT at 0.78x eager with channels_last)."""
+    convs = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    if convs * 2 < sum(p.numel() for p in model.parameters()):
+        return model
+    return model.to(memory_format=torch.channels_last)
+
+
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
                 engine: str = "torch", device: str | torch.device = "cpu") -> tuple[Task, nn.Module]:
     """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
@@ -97,8 +107,7 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
         return task, OnnxEngine(checkpoint)
     task, model = load_trained(name, checkpoint, overrides, data, device=device)
     if engine == "torch":
-        # channels_last convolutions are ~1.5x faster on CPU (benchmarks/speed.py: "tuned")
-        return task, model.to(memory_format=torch.channels_last)
+        return task, inference_layout(model)
     onnx_path = checkpoint.with_suffix(".onnx")
     if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
         export_onnx(task, model.cpu(), onnx_path)  # cached next to the checkpoint
