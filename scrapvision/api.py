@@ -76,14 +76,16 @@ def load_trained(
     return task, model.to(device).eval()
 
 
-def inference_layout(model: nn.Module) -> nn.Module:
-    """channels_last for convolutional models, where it speeds up CPU inference; left as is when most
-    weights are not in convolutions (ViTs), which only pay for the layout changes (benchmarks/speed.py
-    measured the canet ViT at 0.78x eager with channels_last)."""
+def prefers_channels_last(model: nn.Module) -> bool:
+    """True when most weights sit in convolutions, the layers channels_last speeds up on CPU; a ViT only
+    pays for the layout changes (benchmarks/speed.py measured the canet ViT at 0.78x eager with it)."""
     convs = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
-    if convs * 2 < sum(p.numel() for p in model.parameters()):
-        return model
-    return model.to(memory_format=torch.channels_last)
+    return convs * 2 >= sum(p.numel() for p in model.parameters())
+
+
+def inference_layout(model: nn.Module) -> nn.Module:
+    """The memory layout ``predict --engine torch`` runs a model in."""
+    return model.to(memory_format=torch.channels_last) if prefers_channels_last(model) else model
 
 
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
