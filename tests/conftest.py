@@ -27,3 +27,19 @@ def real_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data set {name} not found at {path} (set SCRAPVISION_DATA)")
     return path
+
+
+class CodePayload:
+    """Unpickling this runs ``Path.touch(marker)``: whether the marker file exists proves whether a loader
+    ran code from a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def set_args(overrides) -> list[str]:
+    """``["--set", o1, "--set", o2, ...]`` for the CLI."""
+    return [arg for o in overrides for arg in ("--set", o)]

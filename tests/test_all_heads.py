@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CodePayload, set_args
 from scrapvision import TASKS
 from scrapvision.api import build_task, evaluate, train
 from scrapvision.checkpoint import load_checkpoint, model_payload, save_checkpoint
@@ -133,12 +134,7 @@ def test_checkpoint_of_another_architecture_is_refused(name, smoke, tmp_path, ca
 @pytest.mark.parametrize("name", HEADS)
 def test_pickled_code_in_a_checkpoint_is_not_run(name, tmp_path, capsys):
     marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    torch.save({"format": "scrapvision-checkpoint/1", "task": name, "model": Payload()}, tmp_path / "evil.pt")
+    torch.save({"format": "scrapvision-checkpoint/1", "task": name, "model": CodePayload(marker)}, tmp_path / "evil.pt")
     assert main(["eval", "--task", name, "--checkpoint", str(tmp_path / "evil.pt")]) == 2
     assert "pickled Python objects" in one_line_error(capsys)
     assert not marker.exists()
@@ -226,7 +222,7 @@ def test_smoke_training_eval_export_and_predict_open_no_socket(name, tmp_path, m
         monkeypatch.setattr(owner, attribute, refuse)
     overrides = [*TASKS.get(name).smoke_overrides, "train.epochs=1"]
     last = tmp_path / "run" / "last.pt"
-    assert main(["train", "--task", name, "--out", str(tmp_path / "run"), *sum((["--set", o] for o in overrides), [])]) == 0
+    assert main(["train", "--task", name, "--out", str(tmp_path / "run"), *set_args(overrides)]) == 0
     assert main(["eval", "--task", name, "--checkpoint", str(last)]) == 0
     assert main(["export", "--task", name, "--checkpoint", str(last), "--out", str(tmp_path / "m.onnx")]) == 0
     assert main(["predict", "--task", name, "--checkpoint", str(last), "--input", str(write_photos(tmp_path / "in")),
@@ -237,14 +233,9 @@ def test_smoke_training_eval_export_and_predict_open_no_socket(name, tmp_path, m
 @pytest.mark.parametrize("name", HEADS)
 def test_pickled_code_in_a_weights_file_is_not_run(name, tmp_path, capsys):
     marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    torch.save({"conv.weight": Payload()}, tmp_path / "evil.pt")
+    torch.save({"conv.weight": CodePayload(marker)}, tmp_path / "evil.pt")
     overrides = [*TASKS.get(name).smoke_overrides, f"model.weights={tmp_path / 'evil.pt'}"]
-    assert main(["train", "--task", name, "--out", str(tmp_path / "run"), *sum((["--set", o] for o in overrides), [])]) == 2
+    assert main(["train", "--task", name, "--out", str(tmp_path / "run"), *set_args(overrides)]) == 2
     line = one_line_error(capsys)
     assert "evil.pt" in line and "pickled Python objects" in line, line
     assert not marker.exists()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import toy_task  # noqa: F401
+from conftest import set_args
 from scrapvision import trainer as trainer_module
 from scrapvision.api import build_task, train
 from scrapvision.checkpoint import atomic_write, load_checkpoint
@@ -186,7 +187,7 @@ def test_error_in_training_and_eval_workers_is_one_line(tmp_path, capsys):
             "train.epochs=1", "train.batch_size=2", "train.num_workers=1"]
     task = build_task("severstal", overrides=tiny)
     checkpoint = save_checkpoint(model_payload(task, task.build_model()), tmp_path / "untrained.pt")
-    sets = sum((["--set", o] for o in tiny), [])
+    sets = set_args(tiny)
     for argv in (["train", "--task", "severstal", "--out", str(tmp_path / "run")],
                  ["eval", "--task", "severstal", "--checkpoint", str(checkpoint)]):
         assert main([*argv, "--data", str(data), *sets]) == 2

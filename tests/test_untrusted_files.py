@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import CodePayload
 from scrapvision.api import build_task, get_task_class
 from scrapvision.backbones import create_backbone
 from scrapvision.backbones.clip import CLIP_CONFIGS, build_clip
@@ -20,16 +21,6 @@ from scrapvision.cli import main
 from scrapvision.errors import CheckpointError
 
 TASK = "severstal"  # the list reader is shared by every head that predicts on image files
-
-
-class CodePayload:
-    """Unpickling this runs ``Path.touch(marker)``: the marker file proves whether the code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture(scope="module")
