@@ -116,7 +116,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per head (median counts)")
     parser.add_argument("--one", nargs=2, metavar=("HEAD", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--rr", metavar="HEAD", help=argparse.SUPPRESS)
+    parser.add_argument("--rerender", action="store_true", help="rewrite speed.md from speed.json, measuring nothing")
     args = parser.parse_args()
+    if args.rerender:
+        rerender()
+        return
     if args.one:
         print(json.dumps(peak_rss_one(*args.one, args.batch, args.threads)))
         return
