@@ -54,6 +54,17 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
             "pooled": {k: pooled[k] for k in KEYS}, "train_s": [f["train_s"] for f in folds]}
 
 
+def recipe(overrides: list[str]) -> str:
+    """The training settings a run used, read back from its config (so the markdown cannot drift from it)."""
+    cfg = load_config(SegDecConfig, None, overrides)
+    m, lc, t = cfg.model, cfg.loss, cfg.train
+    schedule = f"decay (beta {lc.decay_beta})" if lc.schedule == "decay" else lc.schedule
+    return (f"batch {t.batch_size}, AdamW lr {cfg.optim.lr:g} (cosine), {lc.seg_loss.upper()} segmentation loss, "
+            f"{schedule} loss balance, label dilation {lc.dilate}, distance-transform weighting "
+            f"{'on' if lc.weighted else 'off'}, SE {'on' if m.attention else 'off'}, atrous "
+            f"{'on' if m.atrous else 'off'}, stop-gradient {'on in full supervision' if m.stop_gradient else 'off'}")
+
+
 @torch.no_grad()
 def inference_speed(overrides: list[str], batch: int, repeats: int = 5) -> float:
     """Images per second of the model's forward pass on this CPU (the current thread setting)."""

@@ -8,6 +8,8 @@ from timm.layers import SEModule
 from torch import nn
 
 from scrapvision.backbones import create_backbone
+from scrapvision.config import load_config
+from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from scrapvision.models.segdec import BackboneEncoder, SegDecNet, SegEncoder
 
 
@@ -61,21 +63,28 @@ def test_paper_network_output_at_stride_8() -> None:
     assert seg.shape == (1, 1, 9, 9) and net.seg_head.in_channels == 1024 and net.decision.fc.in_features == 66
 
 
-def test_stop_gradient_blocks_decision_loss_per_image() -> None:
+def test_stop_gradient_blocks_decision_loss_for_the_whole_batch() -> None:
     torch.manual_seed(0)
     net = SegDecNet(SegEncoder(1, (4,) * 9 + (8,)), stop_gradient=True).train()
     x = torch.rand(2, 1, 72, 72)
 
-    def encoder_grad(mask: torch.Tensor) -> float:
+    def grads() -> tuple[float, float]:
         net.zero_grad()
-        decision, _ = net(x, stop_grad=mask)
+        decision, _ = net(x)
         decision.sum().backward()
-        return sum(float(p.grad.abs().sum()) for p in net.encoder.parameters() if p.grad is not None)
+        total = lambda params: sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)  # noqa: E731
+        return total(net.encoder.parameters()), total(net.decision.parameters())
 
-    assert encoder_grad(torch.tensor([True, True])) == 0.0
-    assert encoder_grad(torch.tensor([True, False])) > 0.0
+    encoder, decision = grads()
+    assert encoder == 0.0 and decision > 0.0
     net.stop_gradient = False
-    assert encoder_grad(torch.tensor([True, True])) > 0.0
+    assert grads()[0] > 0.0
+
+
+@pytest.mark.parametrize(("supervision", "detached"), [("full", True), ("weak", False), ("mixed", False)])
+def test_task_detaches_the_decision_only_in_full_supervision(supervision: str, detached: bool) -> None:
+    cfg = load_config(SegDecConfig, None, [f"data.supervision={supervision}", "model.stop_gradient=true"])
+    assert SegDecTask(cfg).build_model().stop_gradient is detached
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn", "test_resnet"])

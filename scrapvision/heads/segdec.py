@@ -18,8 +18,11 @@ and ``n_ep`` = ``train.epochs``:
 
 Supervision (``data.supervision``): ``full`` keeps every mask, ``weak`` none, ``mixed`` uses ``n_positives``
 defective training images (0 = all) of which ``n_labelled`` keep their masks (chosen by ``data.split_seed``).
-Stop-gradient (``model.stop_gradient``) detaches the decision head's inputs for images with ``gamma = 1``;
-images without a pixel label still train the encoder through the decision loss (else weak mode could not).
+Stop-gradient (``model.stop_gradient``, Bozic et al.'s gradient-flow adjustment) detaches the decision head's
+inputs in ``full`` supervision only. With weak or mixed supervision the decision loss is the only signal the
+unlabelled positives give, so it must reach the encoder, for every image alike: the earlier per-image rule
+(detach the pixel-labelled images, i.e. every negative) let only positives push the encoder, and weak training
+on KolektorSDD then ranked test images worse than chance (``benchmarks/results/segdec.md``, method notes).
 
 Data: ``data.root`` empty = synthetic cracked parts; else KolektorSDD (``kosNN/PartK``, 3-fold split by
 item) or, with ``data.dataset=severstal``, Severstal images as defect / no defect (union of the 4 classes).
@@ -66,7 +69,7 @@ class SegDecModelConfig:
     attention: bool = True  # SE after conv3..conv10 (Bi et al.)
     atrous: bool = True  # 3x3 dilated convs instead of 5x5 / 15x15 (Bi et al.)
     norm: Literal["instance", "batch"] = "instance"  # instance = the reference's per-image FeatureNorm
-    stop_gradient: bool = True  # no decision-loss gradient into the segmentation net for pixel-labelled images
+    stop_gradient: bool = True  # full supervision: no decision-loss gradient into the segmentation net (never in weak / mixed)
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ class SegDecTask(Task):
                                   f"(strides {strides})")
             encoder = BackboneEncoder(create_backbone(m.backbone, weights=m.weights or None,
                                                       out_indices=(strides.index(8),), in_chans=m.in_chans))
-        return SegDecNet(encoder, m.decision_widths, m.atrous, m.norm, m.stop_gradient)
+        detach = m.stop_gradient and self.cfg.data.supervision == "full"
+        return SegDecNet(encoder, m.decision_widths, m.atrous, m.norm, stop_gradient=detach)
 
     def channels(self, x: torch.Tensor) -> torch.Tensor:
         """Grayscale batches (Bx1xHxW) repeated to ``model.in_chans`` (3 for most timm backbones)."""
@@ -245,7 +249,7 @@ class SegDecTask(Task):
     # ------------------------------------------------------------------ training
     def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         lc = self.cfg.loss
-        decision, seg = model(self.channels(batch["image"]), stop_grad=batch["gamma"] > 0)
+        decision, seg = model(self.channels(batch["image"]))
         w = seg_weight(lc.schedule, progress, self.cfg.train.epochs, lc.seg_weight, lc.decay_beta)
         loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, lc.delta, lc.seg_loss)
         return loss, {"loss_seg": float(l_seg.detach()), "loss_dec": float(l_dec.detach()), "w_seg": w}

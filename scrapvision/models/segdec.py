@@ -17,8 +17,10 @@ three rounds of max-pool + conv (8, 16, 32 channels; 3x3 dilation 2 when atrous,
 and average pooling of its 32 channels and of the segmentation logit (66 values) and one FC layer to 1 logit.
 
 ``stop_gradient`` (Bozic et al.'s gradient-flow adjustment) detaches the decision head's inputs from the
-segmentation subnetwork, per image: ``forward(x, stop_grad=mask)`` detaches only the images where ``mask``
-is true, so images without a pixel label can still train the encoder through the decision loss.
+segmentation subnetwork during training, for the whole batch: the decision loss then trains only the decision
+head. It is all or nothing on purpose: detaching only the pixel-labelled images (all negatives) leaves the
+unlabelled positives as the only decision gradient into the encoder, which then only ever hears "score
+higher" (weak supervision on KolektorSDD ranked worse than chance that way; see the segdec head).
 """
 
 from __future__ import annotations
@@ -146,13 +148,9 @@ class SegDecNet(nn.Module):
     def stride(self) -> int:
         return int(self.encoder.stride)
 
-    def forward(self, x: torch.Tensor, stop_grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(x)
         seg = self.seg_head(features)
-        dec_features, dec_seg = features, seg
         if self.stop_gradient and self.training:
-            keep = torch.ones(x.shape[0], device=x.device) if stop_grad is None else stop_grad.float()
-            keep = keep.view(-1, 1, 1, 1)  # 1 = detach this image's decision inputs
-            dec_features = features.detach() * keep + features * (1 - keep)
-            dec_seg = seg.detach() * keep + seg * (1 - keep)
-        return self.decision(dec_features, dec_seg), seg
+            return self.decision(features.detach(), seg.detach()), seg
+        return self.decision(features, seg), seg
