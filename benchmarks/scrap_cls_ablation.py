@@ -40,14 +40,17 @@ VARIANTS = ("baseline", "clf", "sef", "clfsef")
 PAPER = {"baseline": 87.98, "clfsef": 90.51}  # EfficientNetB5 vs EfficientNetB5-CLFSEF, the paper's own data
 
 
-def recipe(quick: bool, root: Path, variant: str, out_dir: str) -> list[str]:
+def recipe(quick: bool, root: Path, variant: str, out_dir: str, image_size: int = 112, epochs: int = 20,
+           seed: int = 0) -> list[str]:
+    """The overrides every variant is trained with (only ``model.variant`` differs between rows)."""
     if quick:
         return [f"model.variant={variant}", "model.backbone=test_efficientnet", "model.fuse_channels=32",
                 "data.image_size=48", "data.synthetic_train_per_class=12", "data.synthetic_val_per_class=6",
-                "train.epochs=2", "train.batch_size=16", "train.device=cpu", f"train.out_dir={out_dir}"]
-    return [f"model.variant={variant}", "model.backbone=tinynet_e", f"data.root={root}", "data.image_size=112",
+                "train.epochs=2", "train.batch_size=16", f"train.seed={seed}", "train.device=cpu",
+                f"train.out_dir={out_dir}"]
+    return [f"model.variant={variant}", "model.backbone=tinynet_e", f"data.root={root}", f"data.image_size={image_size}",
             "data.val_fraction=0.2", "data.split_seed=0", "data.unreadable=skip", "data.augment=strong",
-            "train.epochs=20", "train.batch_size=32", "train.seed=0", "train.device=cpu",
+            f"train.epochs={epochs}", "train.batch_size=32", f"train.seed={seed}", "train.device=cpu",
             f"train.out_dir={out_dir}", "optim.lr=0.003", "optim.weight_decay=0.05", "optim.warmup_epochs=1.0"]
 
 
