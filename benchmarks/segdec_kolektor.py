@@ -136,8 +136,10 @@ def _markdown() -> str:
     speed_file = RESULTS / "segdec_kolektor_speed.json"
     if speed_file.exists():
         s = json.loads(speed_file.read_text())
-        lines.append(f"CPU inference at {w}x{h} ({s['date']}): {s['images_per_s']['batch1']} img/s (batch 1), "
-                     f"{s['images_per_s']['batch8']} img/s (batch 8), one thread on the shared CPU.")
+        sh, sw = s["resolution"]
+        stale = "" if [sh, sw] == [h, w] else " (NOT the CV resolution: rerun `--report`)"
+        lines.append(f"CPU inference at {sw}x{sh}{stale} ({s['date']}): {s['images_per_s']['batch1']} img/s "
+                     f"(batch 1), {s['images_per_s']['batch8']} img/s (batch 8), one thread.")
     return "\n".join(lines)
 
 
