@@ -6,13 +6,15 @@ changes between repeats. With 24 grades and ~220 training photos per fold a sing
 by several points from seed to seed, so the CLFSEF gain is read as the mean of the per-seed paired
 differences (same seed, same folds) with its standard error, not as one run against another.
 
-    python benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3,4 &   # the recorded run:
-    python benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1,2,3,4 &           # two processes
+    python benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3      # the recorded runs,
+    python benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7      # one or two at a time
+    python benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1,2,3
     python benchmarks/scrap_cls_cv.py --quick                                          # synthetic smoke run
 
 Same recipe as benchmarks/scrap_cls_ablation.py (last epoch, no checkpoint chosen on the held-out fold).
-Writes benchmarks/results/scrap_cls_cv.json and a section of benchmarks/results/scrap_cls.md. Variants run
-by separate processes with the same recipe, folds and seeds are merged into one table.
+Writes benchmarks/results/scrap_cls_cv.json and a section of benchmarks/results/scrap_cls.md. Results of
+separate processes with the same recipe and folds are merged by (variant, seed), so variants and seeds can
+be added later; the paired gains use the seeds both variants have.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs:
 
 
 def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:
-    """All seeds x folds of one variant: pooled accuracy / macro-F1 per seed, and their mean and spread."""
-    per_seed, train_s = [], 0.0
+    """All seeds x folds of one variant: pooled accuracy / macro-F1 and training seconds per seed."""
+    per_seed = []
     for seed in args.seed_list:
         folds = [run_fold(variant, k, seed, args, runs) for k in range(args.folds)]
         pooled = classification_metrics(np.concatenate([f["y_true"] for f in folds]),
@@ -65,15 +67,22 @@ def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:
                          "accuracy": round(100 * pooled["accuracy"], 2), "macro_f1": round(100 * pooled["macro_f1"], 2),
                          "fold_accuracy": [round(100 * classification_metrics(np.array(f["y_true"]),
                                                                               np.array(f["y_pred"]))["accuracy"], 2)
-                                           for f in folds]})
-        train_s += sum(f["train_s"] for f in folds)
+                                           for f in folds],
+                         "train_s": round(sum(f["train_s"] for f in folds), 1)})
         print(f"{variant} seed {seed}: {per_seed[-1]}", flush=True)
-    acc = np.array([s["accuracy"] for s in per_seed])
-    f1 = np.array([s["macro_f1"] for s in per_seed])
+    return summary(variant, per_seed)
+
+
+def summary(variant: str, per_seed: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of the pooled accuracy and macro-F1."""
+    per_seed = sorted(per_seed, key=lambda r: r["seed"])
+    acc = np.array([r["accuracy"] for r in per_seed])
+    f1 = np.array([r["macro_f1"] for r in per_seed])
+    sd = lambda a: round(float(a.std(ddof=1)), 2) if len(a) > 1 else 0.0  # noqa: E731
     return {"variant": variant, "images": per_seed[0]["images"], "per_seed": per_seed,
-            "accuracy": round(float(acc.mean()), 2), "accuracy_sd": round(float(acc.std(ddof=1)), 2) if len(acc) > 1 else 0.0,
-            "macro_f1": round(float(f1.mean()), 2), "macro_f1_sd": round(float(f1.std(ddof=1)), 2) if len(f1) > 1 else 0.0,
-            "train_s": round(train_s, 1)}
+            "accuracy": round(float(acc.mean()), 2), "accuracy_sd": sd(acc),
+            "macro_f1": round(float(f1.mean()), 2), "macro_f1_sd": sd(f1),
+            "train_s": round(sum(r["train_s"] for r in per_seed), 1) if all("train_s" in r for r in per_seed) else None}
 
 
 def paired_gain(a: dict, b: dict, key: str = "accuracy") -> tuple[float, float, int]:
@@ -87,28 +96,31 @@ def paired_gain(a: dict, b: dict, key: str = "accuracy") -> tuple[float, float, 
 
 
 def merge_earlier(path: Path, args: argparse.Namespace, run: dict, results: list[dict]) -> dict:
-    """Keep the variants of earlier runs with the same recipe, folds and seeds, so variants can run separately."""
+    """Add this run's (variant, seed) results to those of earlier runs with the same recipe and folds, so
+    variants and seeds can run as separate processes; a (variant, seed) run again replaces the old one."""
     recipe_now = recipe(args.quick, args.data, "VARIANT", "OUT", args.image_size, args.epochs, -1)
-    runs, kept = [run], []
+    runs, seeds = [run], {}
     if path.exists():
         earlier = json.loads(path.read_text())
-        if (earlier.get("recipe") == recipe_now and earlier.get("folds") == args.folds
-                and earlier.get("seeds") == args.seed_list):
-            rerun = {r["variant"] for r in results}
-            kept = [r for r in earlier["results"] if r["variant"] not in rerun]
-            runs = [r for r in earlier.get("runs", []) if set(r["variants"]) - rerun] + runs
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    merged = sorted(kept + results, key=lambda r: order[r["variant"]])
-    return {"folds": args.folds, "seeds": args.seed_list, "threads": args.threads, "recipe": recipe_now,
-            "runs": runs, "results": merged}
+        if earlier.get("recipe") == recipe_now and earlier.get("folds") == args.folds:
+            runs = earlier.get("runs", []) + runs
+            for r in earlier["results"]:
+                for entry in r["per_seed"]:
+                    seeds[(r["variant"], entry["seed"])] = entry
+    for r in results:
+        for entry in r["per_seed"]:
+            seeds[(r["variant"], entry["seed"])] = entry
+    merged = [summary(v, [e for (variant, _), e in seeds.items() if variant == v])
+              for v in VARIANTS if any(variant == v for variant, _ in seeds)]
+    return {"folds": args.folds, "threads": args.threads, "recipe": recipe_now, "runs": runs, "results": merged}
 
 
 def markdown(payload: dict, args: argparse.Namespace) -> str:
     results = payload["results"]
     command = "; ".join(r["command"] for r in payload["runs"])
     wall = sum(r["wall_s"] for r in payload["runs"])
-    seeds = payload["seeds"]
-    lines = [f"## scrap_cls: stratified {args.folds}-fold cross-validation on real scrap photos, {len(seeds)} seed(s)"
+    seeds = sorted({e["seed"] for r in results for e in r["per_seed"]})
+    lines = [f"## scrap_cls: stratified {args.folds}-fold cross-validation on real scrap photos, repeated over seeds"
              + (" (QUICK, synthetic)" if args.quick else ""), "",
              f"- Command: `{command}`",
              f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {os.cpu_count()}-core CPU, torch "
@@ -117,20 +129,21 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
              f"last epoch scored; folds from `data.folds`/`data.fold` (StratifiedKFold, seed 0, the same for every "
              f"seed); `train.seed` in {seeds}; the 2 truncated JPEGs skipped. Accuracy pooled over the folds of a "
              "seed, then mean and standard deviation over seeds.",
-             "", "| variant | images scored | top-1 acc % (mean +- sd over seeds) | macro-F1 % | acc % per seed | "
+             "", "| variant | images scored | seeds | top-1 acc % (mean +- sd over seeds) | macro-F1 % | acc % per seed | "
              "paper acc % | train s (all runs) |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         paper = f"{PAPER[r['variant']]:.2f}" if r["variant"] in PAPER else "-"
         per_seed = " / ".join(f"{s['accuracy']:.1f}" for s in r["per_seed"])
-        lines.append(f"| {r['variant']} | {r['images']} | {r['accuracy']:.2f} +- {r['accuracy_sd']:.2f} | "
+        train = "-" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        lines.append(f"| {r['variant']} | {r['images']} | {len(r['per_seed'])} | {r['accuracy']:.2f} +- {r['accuracy_sd']:.2f} | "
                      f"{r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | "
-                     f"{per_seed} | {paper} | {r['train_s']:.0f} |")
+                     f"{per_seed} | {paper} | {train} |")
     by = {r["variant"]: r for r in results}
     if "baseline" in by:
         lines += ["", "Gain over the baseline, paired by seed (mean +- standard error of the per-seed differences):", ""]
-        for variant in ("clf", "sef", "clfsef"):
-            if variant in by:
+        for variant in VARIANTS:
+            if variant in by and variant != "baseline":
                 acc, acc_se, n = paired_gain(by["baseline"], by[variant])
                 f1, f1_se, _ = paired_gain(by["baseline"], by[variant], "macro_f1")
                 lines.append(f"- {variant} - baseline: {acc:+.2f} +- {acc_se:.2f} accuracy points, {f1:+.2f} +- "

@@ -96,15 +96,17 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
 
 
 def write_section(title: str, body: str) -> Path:
-    """Replace (or append) the ``## title`` section of ``benchmarks/results/segdec.md``."""
+    """Replace the ``## title`` section of ``benchmarks/results/segdec.md`` in place, or append it."""
     path = RESULTS / "segdec.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# segdec benchmarks\n"
     marker = f"## {title}\n"
+    section = marker + body.strip("\n") + "\n"
     if marker in text:
         head, rest = text.split(marker, 1)
         tail = rest.split("\n## ", 1)
-        text = head + (("\n## " + tail[1]) if len(tail) > 1 else "")
-    text = text.rstrip("\n") + "\n\n" + marker + body.rstrip("\n") + "\n"
+        text = head + section + (("\n## " + tail[1]) if len(tail) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")
     return path
 
