@@ -27,7 +27,8 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("segdec.md", [], ["benchmarks/segdec_kolektor.py", "benchmarks/segdec_ablation.py"]),
     ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py"],
-     ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clf,sef,clfsef --seeds 0,1,2,3"]),
+     ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clf,sef,clfsef --seeds 0,1,2,3",
+      "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"], ["benchmarks/clip_anomaly_kolektor.py"]),
     ("speed.md", ["benchmarks/speed.py"], []),
 ]
