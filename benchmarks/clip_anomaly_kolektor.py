@@ -4,7 +4,8 @@
     python benchmarks/clip_anomaly_kolektor.py --quick     # fold 0, 1 epoch (smoke run)
 
 Same folds as the segdec benchmark (``kolektor_folds(items, 3, seed 0)`` by kosNN item, duplicated items
-kept together) and the same 200x80 working resolution, so pixel AP / AUROC can be set beside segdec's.
+kept together) at 200x80, the resolution of segdec's first CV (segdec's recipe is now 320x128; rerun this
+with ``--height 320 --width 128`` to compare at equal resolution).
 The encoder is the CPU recipe's tiny ViT from random weights (no pretrained CLIP offline); each fold is
 scored with its final epoch's weights; pooled metrics concatenate the three held-out folds.
 """
@@ -91,7 +92,7 @@ def markdown(p: dict) -> str:
         f"Command: `{p['command']}`  ",
         f"Date: {p['date']}; machine: {p['machine']}; wall time {p['wall_s'] / 60:.1f} min.  ",
         f"Setup: `scrap-vit-tiny` from random weights (patch 8), input {w}x{h} (KolektorSDD is ~500x1250, so "
-        f"{w / 500:.2f}x; the same resolution and folds as the segdec benchmark), classes normal / defect, "
+        f"{w / 500:.2f}x; the same folds as the segdec benchmark; segdec's 2026-11-22 resolution, since raised to 128x320), classes normal / defect, "
         f"{p['epochs']} epochs of balanced sampling (half the draws defective), focal + Dice, final-epoch "
         "weights. Metrics at the input resolution; ground truth downsampled by per-pixel area vote.",
         "",
