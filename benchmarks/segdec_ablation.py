@@ -17,14 +17,24 @@ of ``benchmarks/results/segdec.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from segdec_common import DATA, RESULTS, machine, now, pct, run_fold, summarise, write_json, write_section
+from segdec_common import (
+    DATA,
+    commands_line,
+    machine,
+    now,
+    pct,
+    read_runs,
+    run_fold,
+    summarise,
+    write_json,
+    write_section,
+)
 
 VARIANTS = {
     "all": ("all (SE + atrous + decay)", []),
@@ -88,15 +98,13 @@ def main() -> None:
 
 def _markdown() -> str:
     """The section from every ``segdec_ablation_<variant>.json`` present (variants may run as separate processes)."""
-    runs = {k: json.loads((RESULTS / f"segdec_ablation_{k}.json").read_text()) for k in VARIANTS
-            if (RESULTS / f"segdec_ablation_{k}.json").exists()}
+    runs = read_runs("segdec_ablation", VARIANTS)
     if not runs:
         return "No run yet."
     first = next(iter(runs.values()))
     h, w = first["resolution"]
-    commands = sorted({"`" + r["command"].strip() + "`" for r in runs.values()})
     lines = [
-        f"Commands: {', '.join(commands)}  ",
+        commands_line(runs),
         f"Machine: {first['machine']}.  ",
         f"Setup: the CV recipe below but at input {w}x{h} (cheaper, so that the 5x5 / 15x15 row fits), "
         f"{first['epochs']} epochs, folds {first['folds']} each trained from scratch and scored with final-epoch "

@@ -80,7 +80,8 @@ def inference_speed(overrides: list[str], batch: int, repeats: int = 5) -> float
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()}-core CPU ({cpu}), shared with other jobs, torch {torch.__version__}, " \
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()}-core CPU ({cpu}), load average {load} at start, torch {torch.__version__}, " \
            f"{torch.get_num_threads()} thread(s)"
 
 
@@ -93,6 +94,18 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def read_runs(prefix: str, keys: Any) -> dict[str, dict[str, Any]]:
+    """``{key: payload}`` of every ``<prefix>_<key>.json`` present, in ``keys`` order (runs may be separate
+    processes, each writing its own file)."""
+    paths = {k: RESULTS / f"{prefix}_{k}.json" for k in keys}
+    return {k: json.loads(path.read_text()) for k, path in paths.items() if path.exists()}
+
+
+def commands_line(runs: dict[str, dict[str, Any]]) -> str:
+    """The distinct commands that produced ``runs``, as a markdown line."""
+    return "Commands: " + ", ".join(sorted({"`" + r["command"].strip() + "`" for r in runs.values()})) + "  "
 
 
 def write_section(title: str, body: str) -> Path:

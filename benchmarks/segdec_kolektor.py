@@ -27,10 +27,12 @@ import torch
 from segdec_common import (
     DATA,
     RESULTS,
+    commands_line,
     inference_speed,
     machine,
     now,
     pct,
+    read_runs,
     recipe,
     run_fold,
     summarise,
@@ -103,14 +105,12 @@ def main() -> None:
 
 def _markdown() -> str:
     """The section from every ``segdec_kolektor_<mode>.json`` present (modes may run as separate processes)."""
-    runs = {m: json.loads((RESULTS / f"segdec_kolektor_{m}.json").read_text()) for m in MODES
-            if (RESULTS / f"segdec_kolektor_{m}.json").exists()}
+    runs = read_runs("segdec_kolektor", MODES)
     if not runs:
         return "No run yet."
     first = next(iter(runs.values()))
     h, w = first["resolution"]
-    commands = sorted({"`" + r["command"].strip() + "`" for r in runs.values()})
-    lines = [f"Commands: {', '.join(commands)}  ",
+    lines = [commands_line(runs),
              f"Machine: {first['machine']}.  ",
              f"Setup: paper network from scratch, input {w}x{h} (KolektorSDD is ~500x1250, so {w / 500:.2f}x), "
              f"{first['epochs']} epochs of balanced sampling (every positive + as many negatives), "
