@@ -54,6 +54,15 @@ def recipe(quick: bool, root: Path, variant: str, out_dir: str, image_size: int 
             f"train.out_dir={out_dir}", "optim.lr=0.003", "optim.weight_decay=0.05", "optim.warmup_epochs=1.0"]
 
 
+PER_RUN = ("model.variant=", "train.seed=", "train.out_dir=")
+
+
+def shared_recipe(overrides: list[str]) -> list[str]:
+    """The overrides that define a comparison: ``recipe`` without what changes per run (variant, seed, out dir),
+    so results recorded by different processes are merged only when this part is identical."""
+    return [o for o in overrides if not o.startswith(PER_RUN)]
+
+
 @torch.no_grad()
 def predictions(task: ScrapClsTask, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
     loader = DataLoader(task.build_datasets()[1], batch_size=32)

@@ -34,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.scrap_cls_ablation import PAPER, predictions, recipe  # noqa: E402
+from benchmarks.scrap_cls_ablation import PAPER, predictions, recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
@@ -101,11 +101,11 @@ def paired_gain(a: dict, b: dict, key: str = "accuracy") -> tuple[float, float, 
 def merge_earlier(path: Path, args: argparse.Namespace, run: dict, results: list[dict]) -> dict:
     """Add this run's (variant, seed) results to those of earlier runs with the same recipe and folds, so
     variants and seeds can run as separate processes; a (variant, seed) run again replaces the old one."""
-    recipe_now = recipe(args.quick, args.data, "VARIANT", "OUT", args.image_size, args.epochs, -1)
+    recipe_now = shared_recipe(recipe(args.quick, args.data, VARIANTS[0], "", args.image_size, args.epochs))
     runs, seeds = [run], {}
     if path.exists():
         earlier = json.loads(path.read_text())
-        if earlier.get("recipe") == recipe_now and earlier.get("folds") == args.folds:
+        if shared_recipe(earlier.get("recipe", [])) == recipe_now and earlier.get("folds") == args.folds:
             runs = earlier.get("runs", []) + runs
             for r in earlier["results"]:
                 for entry in r["per_seed"]:
@@ -128,7 +128,7 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
              f"- Command: `{command}`",
              f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {os.cpu_count()}-core CPU, torch "
              f"threads {args.threads}; wall {wall / 60:.1f} min in all (processes may have run side by side)",
-             f"- Recipe (every variant): `{' '.join(o for o in payload['recipe'] if 'VARIANT' not in o and 'OUT' not in o and 'seed=-1' not in o)}`; "
+             f"- Recipe (every variant): `{' '.join(shared_recipe(payload['recipe']))}`; "
              f"last epoch scored; folds from `data.folds`/`data.fold` (StratifiedKFold, seed 0, the same for every "
              f"seed); `train.seed` in {seeds}; the 2 truncated JPEGs skipped. Accuracy pooled over the folds of a "
              "seed, then mean and standard deviation over seeds.",
