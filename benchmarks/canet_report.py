@@ -70,6 +70,29 @@ def synthetic_markdown(r: dict) -> str:
             f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
             "",
         ]
+    data = {kind: r.get(f"sweep_data_{kind}") for kind in ("canet", "direct")}
+    if any(data.values()):
+        steps = s.get("data_steps")
+        lines += [f"### Data efficiency: content-labelled training bags, {steps} steps each (CSV `canet_sweep_data.csv`, "
+                  "plot `canet_sweep_data.png`)", "",
+                  "| train bags | CANet MAE pp | CANet area MAE pp | direct MAE pp | direct / CANet | CANet wall | direct wall |",
+                  "|---|---|---|---|---|---|---|"]
+        by_bags: dict[int, dict] = {}
+        for kind, rows in data.items():
+            for row in rows or []:
+                by_bags.setdefault(int(row["run"].split("=")[1]), {})[kind] = row
+        def cell(row: dict | None, value: str) -> str:
+            return "n/a" if row is None else value
+
+        for bags, pair in sorted(by_bags.items()):
+            c, d = pair.get("canet"), pair.get("direct")
+            ratio = f"{d['test']['content_mae_pp'] / c['test']['content_mae_pp']:.1f}x" if c and d else "n/a"
+            lines.append(" | ".join([
+                f"| {bags}", cell(c, c and _fmt(c["test"]["content_mae_pp"])),
+                cell(c, c and _fmt(c["test"].get("area_mae_pp"))), cell(d, d and _fmt(d["test"]["content_mae_pp"])),
+                ratio, cell(c, c and f"{c['train_wall_s'] / 60:.1f} min"),
+                cell(d, d and f"{d['train_wall_s'] / 60:.1f} min")]) + " |")
+        lines.append("")
     for key, col, title in (("sweep_lambda_a", "lambda_a", "lambda_a, paper loss (lambda_p = 0)"), ("sweep_classes", "num_classes", "I+1 classes"),
                             ("sweep_N", "N", "photos per sample N")):
         if key not in r:

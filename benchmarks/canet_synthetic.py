@@ -9,6 +9,8 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   "copper area fraction of the true masks = content" estimate, and an *oracle* reference: the true visible
   area of every material in the same photos with densities fitted on the train split (non-negative least
   squares). The oracle is the floor that the N-photo sampling noise leaves to any area-based method.
+- Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
+  content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``).
 - Sweeps: lambda_a in {0, 0.1, 0.2, 0.5, 1}; I+1 latent classes below / at / above the true 10; N photos
   per sample in {2, 4, 8, 16, 32} (trained and tested at N with the same photos-per-step budget), plus the
   main model tested at every N.
@@ -50,8 +52,10 @@ from scrapvision.trainer import Trainer  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # main runs (CANet, direct regression) get a longer schedule than the 13 sweep runs, which only show trends
-FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 50, "sweep_train": 320, "sweep_epochs": 10}
-QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_train": 16, "sweep_epochs": 1}
+FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 50, "sweep_train": 320, "sweep_epochs": 10,
+        "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600}
+QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_train": 16, "sweep_epochs": 1,
+         "data_bags": [4, 16], "data_steps": 4}
 
 
 def base_overrides(size: dict, out_dir: Path) -> list[str]:
@@ -123,6 +127,12 @@ def n_sweep_overrides(n: int, base_epochs: int, photos_per_step: int = 32, base_
     return [f"data.images_per_sample={n}", f"train.batch_size={batch}", f"train.epochs={epochs}"]
 
 
+def data_sweep_overrides(bags: int, steps: int, batch: int = 8) -> list[str]:
+    """Train on ``bags`` labelled bags for about ``steps`` optimizer steps whatever the set size, so that the
+    sweep compares how much the models learn from the labels, not how long they train."""
+    return [f"data.synthetic_train={bags}", f"train.epochs={max(1, round(steps * batch / bags))}"]
+
+
 def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
     return pd.DataFrame([{key: v, "content_mae_pp": r["test"]["content_mae_pp"],
                           "content_rmse_pp": r["test"]["content_rmse_pp"], "content_r2": r["test"]["content_r2"],
@@ -156,7 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
-    parser.add_argument("--only", default="main,lambda,classes,n")
+    parser.add_argument("--only", default="main,data_canet,data_direct,lambda,classes,n",
+                        help="parts to run (separate processes can run different parts; results merge)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = QUICK if args.quick else FULL
@@ -181,6 +192,14 @@ def main() -> None:
         report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out)
         task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out)))
         report["references"] = {str(k): v for k, v in oracle_and_trivial(task, size, ns).items()}
+    for kind in ("canet", "direct"):
+        if f"data_{kind}" in parts:
+            extra = [] if kind == "canet" else ["model.kind=direct"]
+            report[f"sweep_data_{kind}"] = [
+                train_and_score(f"{kind} bags={b}", extra + data_sweep_overrides(b, size["data_steps"]), size, out)
+                for b in size["data_bags"]]
+    if any(p.startswith("data_") for p in parts):
+        data_sweep_outputs(report, suffix)
     if "lambda" in parts:
         values = [0.0, 0.1, 0.2, 0.5, 1.0]
         # the paper's loss (no per-patch term), so that the area term's weight is what changes
@@ -221,6 +240,43 @@ def main() -> None:
     if not args.quick:
         write_section("canet_synthetic", synthetic_markdown(report))
     print(f"wrote {path} in {time.time() - t0:.0f}s")
+
+
+def data_sweep_outputs(report: dict, suffix: str) -> None:
+    """CSV and plot of content MAE against the number of labelled training bags, one line per model that ran
+    (the other model's rows come from the JSON when an earlier process recorded them)."""
+    path = RESULTS / f"canet_synthetic{suffix}.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    frames = []
+    for kind in ("canet", "direct"):
+        rows = report.get(f"sweep_data_{kind}") or (earlier.get(f"sweep_data_{kind}")
+                                                    if earlier.get("sizes") == report["sizes"] else None)
+        if rows:
+            bags = [int(r["run"].split("=")[1]) for r in rows]
+            frames.append(sweep_table(rows, "train_bags", bags).assign(model=kind))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for kind, style in (("canet", "o-"), ("direct", "s--")):
+        part = frame[frame["model"] == kind]
+        if len(part):
+            ax.plot(part["train_bags"], part["content_mae_pp"], style,
+                    label="CANet" if kind == "canet" else "direct regression")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(frame["train_bags"].unique()), [str(b) for b in sorted(frame["train_bags"].unique())])
+    ax.set_xlabel("content-labelled training bags")
+    ax.set_ylabel("copper content MAE (pp)")
+    ax.set_title("data efficiency (same number of steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"canet_sweep_data{suffix}.png", dpi=120)
+    plt.close(fig)
 
 
 def merge_reports(path: Path, report: dict) -> dict:
