@@ -48,13 +48,14 @@ class CanetModelConfig:
     kind: Literal["canet", "direct"] = "canet"  # direct = the paper's direct-regression baseline
     backbone: str = "test_vit"  # CPU recipe; the paper uses DINO vit_small_patch8_224 / vit_base_patch8_224
     weights: str = ""  # local backbone weights file (.safetensors / .pth); nothing is downloaded
-    img_size: int = 64  # photos are resized to img_size x img_size
-    patch_size: int = 4  # ViT patch size; 0 keeps the backbone's own
+    img_size: int = 96  # photos are resized to img_size x img_size
+    patch_size: int = 6  # ViT patch size; 0 keeps the backbone's own
     vit_depth: int = 3  # ViT blocks; 0 keeps the backbone's own
     num_classes: int = 10  # I+1 latent material classes, class 0 = copper
     hidden: int = 128  # width of the patch MLP
     copper_density: float = 8.96  # g/cm^3
-    init_density_range: tuple[float, float] = (0.8, 8.0)  # impurity densities start log-spaced here
+    # impurity densities start log-spaced here; effective (area-based) densities of thick granules exceed copper's
+    init_density_range: tuple[float, float] = (0.1, 16.0)
     density_step_scale: float = 20.0  # learning-rate multiplier of the density weights (see models/canet.py)
     decoder_width: int = 64  # direct baseline only
 
@@ -86,7 +87,7 @@ class CanetConfig:
     model: CanetModelConfig = field(default_factory=CanetModelConfig)
     data: CanetDataConfig = field(default_factory=CanetDataConfig)
     loss: CanetLossConfig = field(default_factory=CanetLossConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_epochs=1.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=8, log_every=20))
 
 
