@@ -77,6 +77,9 @@ def synthetic_markdown(r: dict) -> str:
                + f", oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE.", ""]
               if "test_fresh" in r["canet"] and "test_fresh" in r.get("direct", {}) and "oracle_fresh" in ref else []),
             f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
+            *(["", "Oracle densities (g/cm3 per unit of visible area, NNLS on the train split; above 8.96 = heavier "
+               "per unit area than copper): " + ", ".join(f"{k} {v}" for k, v in ref["oracle_densities"].items())]
+              if "oracle_densities" in ref else []),
             "",
         ]
     data = {kind: r.get(f"sweep_data_{kind}") for kind in ("canet", "direct")}

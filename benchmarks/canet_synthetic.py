@@ -9,6 +9,7 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   "copper area fraction of the true masks = content" estimate, and an *oracle* reference: the true visible
   area of every material in the same photos with densities fitted on the train split (non-negative least
   squares). The oracle is the floor that the N-photo sampling noise leaves to any area-based method.
+- ``oracle``: only the references (trivial estimate, oracle and its fitted densities), without training.
 - ``direct_lr``: the direct baseline again at the learning rate the recipe had before it was tuned on CANet.
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
   content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``).
@@ -46,7 +47,7 @@ from canet_report import synthetic_markdown, write_section  # noqa: E402
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
 from scrapvision.config import load_config, to_dict  # noqa: E402
 from scrapvision.data.copper_samples import CopperSetDataset, SampleStore  # noqa: E402
-from scrapvision.data.synthetic.copper_granules import render_split  # noqa: E402
+from scrapvision.data.synthetic.copper_granules import materials, render_split  # noqa: E402
 from scrapvision.heads.canet import CanetConfig, CanetTask, content_metrics  # noqa: E402
 from scrapvision.trainer import Trainer  # noqa: E402
 
@@ -125,6 +126,8 @@ def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict
         out[n] = {"oracle": content_metrics(true, pred, areas, None),
                   "trivial": content_metrics(true, areas.mean(1), areas, None)}
         if n == task.cfg.data.images_per_sample:
+            names = [m.name for m in materials(d.synthetic_impurity_types)][1:] + ["tray"]
+            out[n]["oracle_densities"] = {k: round(float(v), 3) for k, v in zip(names, densities)}
             f_copper, f_x = design(fresh, n)
             f_pred = task.cfg.model.copper_density * f_copper / (task.cfg.model.copper_density * f_copper + f_x @ densities)
             f_areas = np.stack([a[:n] for a in fresh.areas])
@@ -203,6 +206,7 @@ def main() -> None:
         main_row = train_and_score("canet", [], size, out, n_test=ns)
         report["canet"] = main_row
         report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out)
+    if "main" in parts or "oracle" in parts:
         task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out)))
         report["references"] = {str(k): v for k, v in oracle_and_trivial(task, size, ns).items()}
     if "direct_lr" in parts:
