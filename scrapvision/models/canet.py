@@ -60,7 +60,7 @@ class CANet(nn.Module):
         num_classes: int = 10,
         hidden: int = 256,
         copper_density: float = 8.96,
-        init_densities: Sequence[float] = (0.8, 8.0),
+        init_densities: Sequence[float] = (0.1, 16.0),
         min_density: float = 1e-3,
         density_step_scale: float = 20.0,
     ) -> None:
