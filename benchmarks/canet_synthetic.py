@@ -246,8 +246,9 @@ def main() -> None:
             if earlier.get("sizes") == size and "canet" in earlier:
                 main_row, report["references"] = earlier["canet"], earlier["references"]
         if main_row is not None:
+            by_n = {int(k): v for k, v in main_row["test_by_N"].items()}  # JSON turned the keys into strings
             extra = pd.DataFrame({"N": list(ns),
-                                  "canet_tested_at_N": [main_row["test_by_N"][n]["content_mae_pp"] for n in ns],
+                                  "canet_tested_at_N": [by_n[n]["content_mae_pp"] for n in ns],
                                   "oracle": [report["references"][str(n)]["oracle"]["content_mae_pp"] for n in ns]})
             frame = frame.merge(extra, on="N")
         frame.to_csv(RESULTS / f"canet_sweep_N{suffix}.csv", index=False)
