@@ -184,7 +184,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
     parser.add_argument("--only", default="main,direct_lr,data_canet,data_direct,lambda,classes,n",
                         help="parts to run (separate processes can run different parts; results merge)")
+    parser.add_argument("--report", action="store_true",
+                        help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
     args = parser.parse_args()
+    if args.report:
+        suffix = "_quick" if args.quick else ""
+        report = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
+        if any(k.startswith("sweep_data_") for k in report):
+            data_sweep_outputs(report, suffix)
+        if not args.quick:
+            write_section("canet_synthetic", synthetic_markdown(report))
+        return
     torch.set_num_threads(args.threads)
     size = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
@@ -290,6 +300,7 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
             ax.plot(part["train_bags"], part["content_mae_pp"], style,
                     label="CANet" if kind == "canet" else "direct regression")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(sorted(frame["train_bags"].unique()), [str(b) for b in sorted(frame["train_bags"].unique())])
     ax.set_xlabel("content-labelled training bags")
     ax.set_ylabel("copper content MAE (pp)")
