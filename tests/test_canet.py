@@ -75,6 +75,17 @@ def test_physics_head_follows_the_formula_and_stays_valid():
         CANet(create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2), 64, num_classes=1)
 
 
+def test_default_densities_start_on_both_sides_of_copper():
+    """A class must be able to stand for impurities that weigh more per unit area than copper (solder beads,
+    thick brass): with the old 0.8-8 range the heaviest class sat below copper and the model underweighted them."""
+    model = CanetTask(CanetConfig()).build_model()
+    densities = model.impurity_densities().view(-1)
+    copper = float(model.copper_density)
+    assert float(densities.max()) > copper > float(densities.min())
+    ratios = densities[1:] / densities[:-1]  # log-spaced: a constant ratio between neighbouring classes
+    torch.testing.assert_close(ratios, torch.full_like(ratios, float(ratios.mean())), rtol=1e-3, atol=0)
+
+
 def test_direct_regression_shapes_and_fixed_n():
     backbone = create_backbone("test_vit", out_indices=(-1,), img_size=32, patch_size=8, depth=2)
     model = DirectRegression(backbone, 64, num_images=3, width=16).eval()
