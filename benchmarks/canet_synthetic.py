@@ -1,6 +1,7 @@
 """canet on the physics-grounded synthetic copper-granule benchmark: CANet vs baselines, plus the paper's sweeps.
 
-    python benchmarks/canet_synthetic.py [--quick] [--threads 1] [--only main,lambda,classes,n]
+    python benchmarks/canet_synthetic.py [--quick] [--threads 1] [--only main,data_canet,lambda,...]
+    python benchmarks/canet_synthetic.py --report     # rebuild markdown and plot from the JSON
 
 Every model is trained with the one Trainer from ``tasks/canet.yaml`` (the CPU recipe) plus the sizes below,
 selected on the val split, and scored on held-out test bags rendered with 32 photos each. Rows:
