@@ -79,7 +79,7 @@ def test_default_densities_start_on_both_sides_of_copper():
     """A class must be able to stand for impurities that weigh more per unit area than copper (solder beads,
     thick brass): with the old 0.8-8 range the heaviest class sat below copper and the model underweighted them."""
     model = CanetTask(CanetConfig()).build_model()
-    densities = model.impurity_densities().view(-1)
+    densities = model.impurity_densities().detach().view(-1)
     copper = float(model.copper_density)
     assert float(densities.max()) > copper > float(densities.min())
     ratios = densities[1:] / densities[:-1]  # log-spaced: a constant ratio between neighbouring classes
