@@ -21,6 +21,11 @@ def write_section(name: str, body: str) -> Path:
     return path
 
 
+def train_bags(row: dict) -> int:
+    """Training-set size of a data-efficiency row, from its run name (``"canet bags=40"``)."""
+    return int(row["run"].rsplit("=", 1)[1])
+
+
 def _fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
@@ -92,7 +97,7 @@ def synthetic_markdown(r: dict) -> str:
         by_bags: dict[int, dict] = {}
         for kind, rows in data.items():
             for row in rows or []:
-                by_bags.setdefault(int(row["run"].split("=")[1]), {})[kind] = row
+                by_bags.setdefault(train_bags(row), {})[kind] = row
         def cell(row: dict | None, value: str) -> str:
             return "n/a" if row is None else value
 

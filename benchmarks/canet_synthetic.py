@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from canet_report import synthetic_markdown, write_section  # noqa: E402
+from canet_report import synthetic_markdown, train_bags, write_section  # noqa: E402
 
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
 from scrapvision.config import load_config, to_dict  # noqa: E402
@@ -82,7 +82,10 @@ def score(task: CanetTask, model: torch.nn.Module, split, n: int) -> dict[str, f
     return task.evaluate(model.eval(), loader)
 
 
-def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_test: tuple[int, ...] = ()) -> dict:
+def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_test: tuple[int, ...] = (),
+                    fresh: bool = False) -> dict:
+    """Train, reload the best-on-val checkpoint and score it on the test bags (and on the fresh-seed bags
+    when ``fresh``: the main rows, not the sweeps)."""
     cfg = load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out) + overrides)
     task = CanetTask(cfg)
     start = time.time()
@@ -95,7 +98,7 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     n = cfg.data.images_per_sample
     row = {"run": name, "overrides": overrides, "train_wall_s": round(wall, 1), "N": n,
            "test": score(task, model, split, n)}
-    if name in ("canet", "direct") or name.startswith("direct lr"):
+    if fresh:
         row["test_fresh"] = score(task, model, test_split(task, size["test"], FRESH_SEED), n)
     if hasattr(model, "impurity_densities"):
         row["learnt_impurity_densities"] = [round(float(v), 3) for v in model.impurity_densities().view(-1)]
@@ -116,23 +119,23 @@ def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict
         props = np.stack([m[:n].mean(0) for m in split.material_areas])  # columns: tray, copper, impurities
         return props[:, 1], np.concatenate([props[:, 2:], props[:, :1]], 1)
 
+    def oracle(split, n: int, densities: np.ndarray) -> dict:
+        copper, x = design(split, n)
+        rho = task.cfg.model.copper_density
+        areas = np.stack([a[:n] for a in split.areas])
+        return content_metrics(np.asarray(split.contents), rho * copper / (rho * copper + x @ densities), areas, None)
+
     for n in ns:
         copper, x = design(train, n)
         c = np.asarray(train.contents)
         densities, _ = nnls(x, task.cfg.model.copper_density * copper * (1 - c) / c)
-        t_copper, t_x = design(test, n)
-        pred = task.cfg.model.copper_density * t_copper / (task.cfg.model.copper_density * t_copper + t_x @ densities)
-        true = np.asarray(test.contents)
         areas = np.stack([a[:n] for a in test.areas])
-        out[n] = {"oracle": content_metrics(true, pred, areas, None),
-                  "trivial": content_metrics(true, areas.mean(1), areas, None)}
+        out[n] = {"oracle": oracle(test, n, densities),
+                  "trivial": content_metrics(np.asarray(test.contents), areas.mean(1), areas, None)}
         if n == task.cfg.data.images_per_sample:
             names = [m.name for m in materials(d.synthetic_impurity_types)][1:] + ["tray"]
             out[n]["oracle_densities"] = {k: round(float(v), 3) for k, v in zip(names, densities)}
-            f_copper, f_x = design(fresh, n)
-            f_pred = task.cfg.model.copper_density * f_copper / (task.cfg.model.copper_density * f_copper + f_x @ densities)
-            f_areas = np.stack([a[:n] for a in fresh.areas])
-            out[n]["oracle_fresh"] = content_metrics(np.asarray(fresh.contents), f_pred, f_areas, None)
+            out[n]["oracle_fresh"] = oracle(fresh, n, densities)
     return out
 
 
@@ -214,24 +217,22 @@ def main() -> None:
     sweep = dict(size, train=size["sweep_train"], epochs=size["sweep_epochs"])
     main_row = None
     if "main" in parts:
-        main_row = train_and_score("canet", [], size, out, n_test=ns)
+        main_row = train_and_score("canet", [], size, out, n_test=ns, fresh=True)
         report["canet"] = main_row
-        report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out)
+        report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out, fresh=True)
     if "main" in parts or "oracle" in parts:
         task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out)))
         report["references"] = {str(k): v for k, v in oracle_and_trivial(task, size, ns).items()}
     if "direct_lr" in parts:
         # the recipe's learning rate was tuned on CANet; this row checks the baseline is not starved by it
         report["direct_lr"] = train_and_score(f"direct lr={DIRECT_CHECK_LR}", ["model.kind=direct",
-                                              f"optim.lr={DIRECT_CHECK_LR}"], size, out)
+                                              f"optim.lr={DIRECT_CHECK_LR}"], size, out, fresh=True)
     for kind in ("canet", "direct"):
         if f"data_{kind}" in parts:
             extra = [] if kind == "canet" else ["model.kind=direct"]
             report[f"sweep_data_{kind}"] = [
                 train_and_score(f"{kind} bags={b}", extra + data_sweep_overrides(b, size["data_steps"]), size, out)
                 for b in size["data_bags"]]
-    if any(p.startswith("data_") for p in parts):
-        data_sweep_outputs(report, suffix)
     if "lambda" in parts:
         values = [0.0, 0.1, 0.2, 0.5, 1.0]
         # the paper's loss (no per-patch term), so that the area term's weight is what changes
@@ -270,23 +271,17 @@ def main() -> None:
     path = RESULTS / f"canet_synthetic{suffix}.json"
     report = merge_reports(path, report)
     path.write_text(json.dumps(report, indent=1))
+    if any(p.startswith("data_") for p in parts):
+        data_sweep_outputs(report, suffix)  # after the merge: holds both models' rows when they ran apart
     if not args.quick:
         write_section("canet_synthetic", synthetic_markdown(report))
     print(f"wrote {path} in {time.time() - t0:.0f}s")
 
 
 def data_sweep_outputs(report: dict, suffix: str) -> None:
-    """CSV and plot of content MAE against the number of labelled training bags, one line per model that ran
-    (the other model's rows come from the JSON when an earlier process recorded them)."""
-    path = RESULTS / f"canet_synthetic{suffix}.json"
-    earlier = json.loads(path.read_text()) if path.exists() else {}
-    frames = []
-    for kind in ("canet", "direct"):
-        rows = report.get(f"sweep_data_{kind}") or (earlier.get(f"sweep_data_{kind}")
-                                                    if earlier.get("sizes") == report["sizes"] else None)
-        if rows:
-            bags = [int(r["run"].split("=")[1]) for r in rows]
-            frames.append(sweep_table(rows, "train_bags", bags).assign(model=kind))
+    """CSV and plot of content MAE against the number of labelled training bags, one line per model."""
+    frames = [sweep_table(rows, "train_bags", [train_bags(r) for r in rows]).assign(model=kind)
+              for kind in ("canet", "direct") if (rows := report.get(f"sweep_data_{kind}"))]
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
     import matplotlib
