@@ -35,6 +35,19 @@ def _row(label: str, m: dict, wall: str = "") -> str:
             f"{_fmt(m['within_1pp'] * 100, 0)} % | {_fmt(m.get('area_mae_pp'))} | {wall} |")
 
 
+def _fresh_lines(r: dict, ref: dict) -> list[str]:
+    """The fresh-seed bags' line (bags nobody scored while the recipe was chosen), once every row has them."""
+    if not ("test_fresh" in r["canet"] and "test_fresh" in r.get("direct", {}) and "oracle_fresh" in ref):
+        return []
+    rows = [("CANet", r["canet"]), ("direct regression", r["direct"])]
+    if "direct_lr" in r:
+        rows.append((f"direct at {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]))
+    scores = [f"{name} {_fmt(row['test_fresh']['content_mae_pp'])} pp" for name, row in rows]
+    scores.append(f"oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE")
+    return [f"Fresh test bags (generator seed {r.get('fresh_seed')}, {r['sizes']['test']} bags, never scored while "
+            f"the recipe was chosen): {', '.join(scores)}.", ""]
+
+
 def synthetic_markdown(r: dict) -> str:
     s, m = r["sizes"], r["recipe"]["model"]
     lines = ["## Synthetic copper-granule benchmark (`benchmarks/canet_synthetic.py`)", ""]
@@ -74,13 +87,7 @@ def synthetic_markdown(r: dict) -> str:
             f"Measured ratio best direct regression row / CANet = "
             f"{min(r[k]['test']['content_mae_pp'] for k in ('direct', 'direct_lr') if k in r) / r['canet']['test']['content_mae_pp']:.1f}x.",
             "",
-            *([f"Fresh test bags (generator seed {r.get('fresh_seed')}, {s['test']} bags, never scored while the recipe "
-               f"was chosen): CANet {_fmt(r['canet']['test_fresh']['content_mae_pp'])} pp, direct regression "
-               f"{_fmt(r['direct']['test_fresh']['content_mae_pp'])} pp"
-               + (f", direct at {r['direct_lr']['run'].split(' ', 1)[1]} {_fmt(r['direct_lr']['test_fresh']['content_mae_pp'])} pp"
-                  if "direct_lr" in r else "")
-               + f", oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE.", ""]
-              if "test_fresh" in r["canet"] and "test_fresh" in r.get("direct", {}) and "oracle_fresh" in ref else []),
+            *_fresh_lines(r, ref),
             f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
             *(["", "Oracle densities (g/cm3 per unit of visible area, NNLS on the train split; above 8.96 = heavier "
                "per unit area than copper): " + ", ".join(f"{k} {v}" for k, v in ref["oracle_densities"].items())]

@@ -32,7 +32,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,19 +163,17 @@ def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
                           "train_wall_s": r["train_wall_s"]} for v, r in zip(values, rows)])
 
 
-def plot(frame: pd.DataFrame, key: str, path: Path, title: str, extra: pd.DataFrame | None = None) -> None:
+@contextmanager
+def mae_figure(path: Path, xlabel: str, title: str) -> Iterator[Any]:
+    """One small MAE-vs-setting figure: yields the axes, then labels, saves and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(frame[key].astype(str), frame["content_mae_pp"], "o-", label="sweep run trained and tested at this value")
-    if extra is not None:
-        for column, style, label in (("canet_tested_at_N", "s--", "main CANet (trained at N=4) tested at N"),
-                                     ("oracle", "^:", "oracle: true areas x fitted densities")):
-            ax.plot(extra[key].astype(str), extra[column], style, label=label)
-    ax.set_xlabel(key)
+    yield ax
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("copper content MAE (pp)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -180,6 +181,15 @@ def plot(frame: pd.DataFrame, key: str, path: Path, title: str, extra: pd.DataFr
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot(frame: pd.DataFrame, key: str, path: Path, title: str, extra: pd.DataFrame | None = None) -> None:
+    with mae_figure(path, key, title) as ax:
+        ax.plot(frame[key].astype(str), frame["content_mae_pp"], "o-", label="sweep run trained and tested at this value")
+        if extra is not None:
+            for column, style, label in (("canet_tested_at_N", "s--", "main CANet (trained at N=4) tested at N"),
+                                         ("oracle", "^:", "oracle: true areas x fitted densities")):
+                ax.plot(extra[key].astype(str), extra[column], style, label=label)
 
 
 def main() -> None:
@@ -284,28 +294,17 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
               for kind in ("canet", "direct") if (rows := report.get(f"sweep_data_{kind}"))]
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for kind, style in (("canet", "o-"), ("direct", "s--")):
-        part = frame[frame["model"] == kind]
-        if len(part):
-            ax.plot(part["train_bags"], part["content_mae_pp"], style,
-                    label="CANet" if kind == "canet" else "direct regression")
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(sorted(frame["train_bags"].unique()), [str(b) for b in sorted(frame["train_bags"].unique())])
-    ax.set_xlabel("content-labelled training bags")
-    ax.set_ylabel("copper content MAE (pp)")
-    ax.set_title("data efficiency (same number of steps)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"canet_sweep_data{suffix}.png", dpi=120)
-    plt.close(fig)
+    ticks = sorted(frame["train_bags"].unique())
+    with mae_figure(RESULTS / f"canet_sweep_data{suffix}.png", "content-labelled training bags",
+                    "data efficiency (same number of steps)") as ax:
+        for kind, style in (("canet", "o-"), ("direct", "s--")):
+            part = frame[frame["model"] == kind]
+            if len(part):
+                ax.plot(part["train_bags"], part["content_mae_pp"], style,
+                        label="CANet" if kind == "canet" else "direct regression")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(ticks, [str(b) for b in ticks])
 
 
 def merge_reports(path: Path, report: dict) -> dict:
