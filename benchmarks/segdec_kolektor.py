@@ -1,12 +1,14 @@
 """3-fold cross-validation of ``segdec`` on the real KolektorSDD: full, weak, mixed-5 and mixed-10 supervision.
 
     python benchmarks/segdec_kolektor.py --modes full,weak &        # the recorded run: two processes,
-    python benchmarks/segdec_kolektor.py --modes mixed10,mixed5 &   # about 25 min each on a 2-core CPU
+    python benchmarks/segdec_kolektor.py --modes mixed10,mixed5 &   # about 55 min each on a 2-core CPU
     python benchmarks/segdec_kolektor.py --report                   # inference speed + markdown
     python benchmarks/segdec_kolektor.py --quick                    # fold 0, full, 2 epochs (smoke run)
 
-Recipe (the defaults): 320x128 input (0.256x of KolektorSDD), 30 epochs of balanced sampling, one thread per
-process; each fold takes about 4 min on this 2-core CPU, so all four modes take about 50 min of CPU.
+Recipe (the defaults): 512x208 input (0.41x of KolektorSDD), 30 epochs of balanced sampling, one thread per
+process; each fold takes about 9 min on this 2-core CPU, so all four modes take about 110 min of CPU (55 min of wall
+time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold): cracks a few pixels wide were
+then below one pixel, and the faint positives of fold 2 scored lowest in every mode.
 
 Writes ``benchmarks/results/segdec_kolektor_<mode>.json``, the PR curves ``segdec_kolektor_pr_<mode>.png``
 (all folds' test scores pooled) and the "KolektorSDD 3-fold CV" section of ``benchmarks/results/segdec.md``.
@@ -58,8 +60,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--folds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--height", type=int, default=320)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=208)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on the shared, oversubscribed CPU")
     parser.add_argument("--report", action="store_true",
                         help="only measure inference speed and rebuild the markdown from the per-mode JSON files")
