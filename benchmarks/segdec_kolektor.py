@@ -7,8 +7,8 @@
 
 Recipe (the defaults): 512x208 input (0.41x of KolektorSDD), 30 epochs of balanced sampling, one thread per
 process; each fold takes about 9 min on this 2-core CPU, so all four modes take about 110 min of CPU (55 min of wall
-time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold): cracks a few pixels wide were
-then below one pixel, and the faint positives of fold 2 scored lowest in every mode.
+time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold), where the faint cracks (2-4 px
+wide in the photo) are at most one pixel wide and fold 2's faint positives scored lowest in every mode.
 
 Writes ``benchmarks/results/segdec_kolektor_<mode>.json``, the PR curves ``segdec_kolektor_pr_<mode>.png``
 (all folds' test scores pooled) and the "KolektorSDD 3-fold CV" section of ``benchmarks/results/segdec.md``.
