@@ -5,7 +5,7 @@
     python benchmarks/segdec_kolektor.py --report                   # inference speed + markdown
     python benchmarks/segdec_kolektor.py --quick                    # fold 0, full, 2 epochs (smoke run)
 
-Recipe (the defaults): 512x208 input (0.41x of KolektorSDD), 30 epochs of balanced sampling, one thread per
+Recipe (the defaults): 512x208 input (0.42x of KolektorSDD), 30 epochs of balanced sampling, one thread per
 process; each fold takes about 9 min on this 2-core CPU, so all four modes take about 110 min of CPU (55 min of wall
 time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold), where the faint cracks (2-4 px
 wide in the photo) are at most one pixel wide and fold 2's faint positives scored lowest in every mode.
@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=208)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on the shared, oversubscribed CPU")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (init, sampling, flips); folds and labelled positives stay fixed. "
+                             "A seed other than 0 writes <mode>_seed<N> files and rows, to measure seed noise")
     parser.add_argument("--report", action="store_true",
                         help="only measure inference speed and rebuild the markdown from the per-mode JSON files")
     args = parser.parse_args()
@@ -73,6 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = [f"data.root={DATA}", f"data.height={args.height}", f"data.width={args.width}",
             f"train.epochs={args.epochs}", f"train.eval_every={args.epochs}", "train.log_every=100000",
+            f"train.seed={args.seed}",
             "train.device=cpu"]
     if args.report:
         speed = {f"batch{b}": round(inference_speed(base, b), 2) for b in (1, 8)}
@@ -86,7 +90,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="segdec_cv_") as tmp:
         for mode in args.modes.split(","):
             t0 = time.time()
-            payload = {"command": command, "date": now(), "machine": machine(), "mode": mode,
+            key = mode if args.seed == 0 else f"{mode}_seed{args.seed}"
+            payload = {"command": command, "date": now(), "machine": machine(), "mode": mode, "seed": args.seed,
                        "resolution": [args.height, args.width], "epochs": args.epochs, "folds": args.folds,
                        "overrides": [*base, *MODES[mode]]}
             folds = []
@@ -96,18 +101,48 @@ def main() -> None:
                 print(f"{mode} fold {fold}: AP {m['ap']:.4f} AUC {m['auroc']:.4f} F1 {m['f1']:.4f} "
                       f"FP {m['fp']:.0f} FN {m['fn']:.0f} ({folds[-1]['train_s']:.0f} s)", flush=True)
                 payload.update({**summarise(folds), "folds": folds, "wall_s": round(time.time() - t0, 1)})
-                write_json(f"segdec_kolektor_{mode}{suffix}.json", payload)  # partial results survive a stop
+                write_json(f"segdec_kolektor_{key}{suffix}.json", payload)  # partial results survive a stop
             labels = np.concatenate([f["labels"] for f in folds]) > 0.5
             scores = np.concatenate([f["scores"] for f in folds])
-            save_pr_curve(labels, scores, RESULTS / f"segdec_kolektor_pr_{mode}{suffix}.png",
-                          title=f"KolektorSDD {mode}, {len(folds)} fold(s) pooled")
+            save_pr_curve(labels, scores, RESULTS / f"segdec_kolektor_pr_{key}{suffix}.png",
+                          title=f"KolektorSDD {mode}, seed {args.seed}, {len(folds)} fold(s) pooled")
             if not args.quick:
                 write_section("KolektorSDD 3-fold CV", _markdown())
 
 
+def run_keys() -> list[str]:
+    """Every mode, each followed by its extra-seed runs present on disk (``<mode>_seed<N>``)."""
+    keys = []
+    for mode in MODES:
+        extra = sorted(RESULTS.glob(f"segdec_kolektor_{mode}_seed*.json"),
+                       key=lambda path: int(path.stem.rsplit("seed", 1)[1]))
+        keys += [mode, *(path.stem.removeprefix("segdec_kolektor_") for path in extra)]
+    return keys
+
+
+def _label(key: str, run: dict, first: dict) -> str:
+    """Row name: the mode, its seed when not 0, and its input size when it differs from the first row's."""
+    label = run["mode"] + (f" (seed {run['seed']})" if run.get("seed", 0) else "")
+    if run["resolution"] != first["resolution"]:
+        label += f" at {run['resolution'][1]}x{run['resolution'][0]}"
+    return label
+
+
+def _seed_lines(runs: dict[str, dict]) -> list[str]:
+    """Seed noise: pooled AP of every seed of a mode, for the modes that ran more than one complete seed."""
+    by_mode: dict[str, list[dict]] = {}
+    for r in runs.values():
+        if len(r["per_fold"]) == 3 and r["resolution"] == next(iter(runs.values()))["resolution"]:
+            by_mode.setdefault(r["mode"], []).append(r)
+    lines = [f"- {mode}: pooled AP " + ", ".join(f"{pct(r['pooled']['ap'])} (seed {r.get('seed', 0)})" for r in rs)
+             + f"; mean {pct(float(np.mean([r['pooled']['ap'] for r in rs])))}"
+             for mode, rs in by_mode.items() if len(rs) > 1]
+    return ["", "Seed noise (same folds and labelled positives, another training seed):", "", *lines] if lines else []
+
+
 def _markdown() -> str:
     """The section from every ``segdec_kolektor_<mode>.json`` present (modes may run as separate processes)."""
-    runs = read_runs("segdec_kolektor", MODES)
+    runs = read_runs("segdec_kolektor", run_keys())
     if not runs:
         return "No run yet."
     first = next(iter(runs.values()))
@@ -122,17 +157,17 @@ def _markdown() -> str:
              "| supervision | AP (pooled) | AP mean of folds | AP trapz (pooled) | AUC (pooled) | F1 (pooled) | "
              "FP | FN | date, wall | paper AP |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for mode, r in runs.items():
+    for key, r in runs.items():
         q, n = r["pooled"], len(r["per_fold"])
-        partial = "" if n == 3 else f" ({n} of 3 folds)"
-        lines.append(f"| {mode}{partial} | {pct(q['ap'])} | {pct(r['mean']['ap'])} | {pct(q['ap_trapz'])} | "
+        lines.append(f"| {_label(key, r, first)}{'' if n == 3 else f' ({n} of 3 folds)'} | {pct(q['ap'])} | {pct(r['mean']['ap'])} | {pct(q['ap_trapz'])} | "
                      f"{pct(q['auroc'])} | {pct(q['f1'])} | {q['fp']:.0f} | {q['fn']:.0f} | "
-                     f"{r['date']}, {r['wall_s'] / 60:.0f} min | {PAPER[mode]} |")
+                     f"{r['date']}, {r['wall_s'] / 60:.0f} min | {PAPER[r['mode']]} |")
     lines += ["", "Per fold (AP / AUC / F1 / FP / FN):", ""]
-    for mode, r in runs.items():
+    for key, r in runs.items():
         cells = [f"fold {i}: {pct(f['ap'])} / {pct(f['auroc'])} / {pct(f['f1'])} / {f['fp']:.0f} / {f['fn']:.0f}"
                  for i, f in enumerate(r["per_fold"])]
-        lines.append(f"- {mode}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
+        lines.append(f"- {_label(key, r, first)}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
+    lines += _seed_lines(runs)
     lines += ["", "Pooled = the three test folds' scores ranked together (as Tabernik et al. report); FP / FN at "
               "the best-F1 threshold of the pooled scores."]
     speed_file = RESULTS / "segdec_kolektor_speed.json"
