@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the data-efficiency models, in table-column and plot order (canet_synthetic.DATA_OVERRIDES: what each runs)
+DATA_KINDS = ("canet", "direct", "direct_lr")
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
 
 
@@ -48,14 +50,19 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
             f"the recipe was chosen): {', '.join(scores)}.", ""]
 
 
+def data_label(r: dict, kind: str) -> str:
+    """Name of a data-efficiency model, with the learning rate its rows actually ran at when it is not the recipe's."""
+    lr = [o.split("=", 1)[1] for o in (r.get(f"sweep_data_{kind}") or [{}])[0].get("overrides", [])
+          if o.startswith("optim.lr=")]
+    return ("CANet" if kind == "canet" else "direct regression") + (f", lr {lr[0]}" if lr else "")
+
+
 def _data_lines(r: dict) -> list[str]:
     """The data-efficiency table: one row per training-set size, one MAE column per model that ran."""
-    kinds = [k for k in ("canet", "direct", "direct_lr") if r.get(f"sweep_data_{k}")]
+    kinds = [k for k in DATA_KINDS if r.get(f"sweep_data_{k}")]
     if not kinds:
         return []
-    lr = [o.split("=", 1)[1] for o in (r.get("sweep_data_direct_lr") or [{}])[0].get("overrides", [])
-          if o.startswith("optim.lr=")]
-    names = {"canet": "CANet", "direct": "direct", "direct_lr": f"direct at lr {lr[0] if lr else '?'}"}
+    names = {k: data_label(r, k) for k in kinds}
     by_bags: dict[int, dict] = {}
     for kind in kinds:
         for row in r[f"sweep_data_{kind}"]:

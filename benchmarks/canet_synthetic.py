@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from canet_report import synthetic_markdown, train_bags, write_section  # noqa: E402
+from canet_report import DATA_KINDS, data_label, synthetic_markdown, train_bags, write_section  # noqa: E402
 
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
 from scrapvision.config import load_config, to_dict  # noqa: E402
@@ -63,9 +63,8 @@ DIRECT_CHECK_LR = 0.001  # the recipe's learning rate before it was tuned on CAN
 FRESH_SEED = 1000
 # data-efficiency sweep: part ``data_<kind>`` trains these on 40..640 bags (direct_lr: the baseline at the
 # learning rate that suits it better, so that CANet's lead is not the baseline's starved schedule)
-DATA_KINDS = {"canet": [], "direct": ["model.kind=direct"],
-              "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
-DATA_LABELS = {"canet": "CANet", "direct": "direct regression", "direct_lr": f"direct regression, lr {DIRECT_CHECK_LR}"}
+DATA_OVERRIDES = {"canet": [], "direct": ["model.kind=direct"],
+                  "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
 PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # main runs (CANet, direct regression) get a longer schedule than the 13 sweep runs, which only show trends
 FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 50, "sweep_train": 320, "sweep_epochs": 10,
@@ -243,10 +242,11 @@ def main() -> None:
         # the recipe's learning rate was tuned on CANet; this row checks the baseline is not starved by it
         report["direct_lr"] = train_and_score(f"direct lr={DIRECT_CHECK_LR}", ["model.kind=direct",
                                               f"optim.lr={DIRECT_CHECK_LR}"], size, out, fresh=True)
-    for kind, extra in DATA_KINDS.items():
+    for kind in DATA_KINDS:
         if f"data_{kind}" in parts:
             report[f"sweep_data_{kind}"] = [
-                train_and_score(f"{kind} bags={b}", extra + data_sweep_overrides(b, size["data_steps"]), size, out)
+                train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + data_sweep_overrides(b, size["data_steps"]),
+                                size, out)
                 for b in size["data_bags"]]
     if "lambda" in parts:
         values = [0.0, 0.1, 0.2, 0.5, 1.0]
@@ -305,7 +305,7 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
         for kind, style in zip(DATA_KINDS, ("o-", "s--", "^:")):
             part = frame[frame["model"] == kind]
             if len(part):
-                ax.plot(part["train_bags"], part["content_mae_pp"], style, label=DATA_LABELS[kind])
+                ax.plot(part["train_bags"], part["content_mae_pp"], style, label=data_label(report, kind))
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(ticks, [str(b) for b in ticks])
