@@ -92,7 +92,7 @@ def markdown(p: dict) -> str:
         f"Command: `{p['command']}`  ",
         f"Date: {p['date']}; machine: {p['machine']}; wall time {p['wall_s'] / 60:.1f} min.  ",
         f"Setup: `scrap-vit-tiny` from random weights (patch 8), input {w}x{h} (KolektorSDD is ~500x1250, so "
-        f"{w / 500:.2f}x; the same folds as the segdec benchmark; segdec's 2026-11-22 resolution; segdec's benchmark now runs at 208x512), classes normal / defect, "
+        f"{w / 500:.2f}x; the same folds as the segdec benchmark; segdec's 2026-11-22 resolution), classes normal / defect, "
         f"{p['epochs']} epochs of balanced sampling (half the draws defective), focal + Dice, final-epoch "
         "weights. Metrics at the input resolution; ground truth downsampled by per-pixel area vote.",
         "",

@@ -1,12 +1,12 @@
 """3-fold cross-validation of ``segdec`` on the real KolektorSDD: full, weak, mixed-5 and mixed-10 supervision.
 
     python benchmarks/segdec_kolektor.py --modes full,weak &        # the recorded run: two processes,
-    python benchmarks/segdec_kolektor.py --modes mixed10,mixed5 &   # about 55 min each on a 2-core CPU
+    python benchmarks/segdec_kolektor.py --modes mixed10,mixed5 &   # about 60 min each on a 2-core CPU
     python benchmarks/segdec_kolektor.py --report                   # inference speed + markdown
     python benchmarks/segdec_kolektor.py --quick                    # fold 0, full, 2 epochs (smoke run)
 
 Recipe (the defaults): 512x208 input (0.42x of KolektorSDD), 30 epochs of balanced sampling, one thread per
-process; each fold takes about 9 min on this 2-core CPU, so all four modes take about 110 min of CPU (55 min of wall
+process; each fold takes about 10 min on this 2-core CPU, so all four modes take about 120 min of CPU (60 min of wall
 time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold), where the faint cracks (2-4 px
 wide in the photo) are at most one pixel wide and fold 2's faint positives scored lowest in every mode.
 
@@ -120,7 +120,7 @@ def run_keys() -> list[str]:
     return keys
 
 
-def _label(key: str, run: dict, first: dict) -> str:
+def _label(run: dict, first: dict) -> str:
     """Row name: the mode, its seed when not 0, and its input size when it differs from the first row's."""
     label = run["mode"] + (f" (seed {run['seed']})" if run.get("seed", 0) else "")
     if run["resolution"] != first["resolution"]:
@@ -128,11 +128,11 @@ def _label(key: str, run: dict, first: dict) -> str:
     return label
 
 
-def _seed_lines(runs: dict[str, dict]) -> list[str]:
+def _seed_lines(runs: dict[str, dict], first: dict) -> list[str]:
     """Seed noise: pooled AP of every seed of a mode, for the modes that ran more than one complete seed."""
     by_mode: dict[str, list[dict]] = {}
     for r in runs.values():
-        if len(r["per_fold"]) == 3 and r["resolution"] == next(iter(runs.values()))["resolution"]:
+        if len(r["per_fold"]) == 3 and r["resolution"] == first["resolution"]:
             by_mode.setdefault(r["mode"], []).append(r)
     lines = [f"- {mode}: pooled AP " + ", ".join(f"{pct(r['pooled']['ap'])} (seed {r.get('seed', 0)})" for r in rs)
              + f"; mean {pct(float(np.mean([r['pooled']['ap'] for r in rs])))}"
@@ -157,17 +157,17 @@ def _markdown() -> str:
              "| supervision | AP (pooled) | AP mean of folds | AP trapz (pooled) | AUC (pooled) | F1 (pooled) | "
              "FP | FN | date, wall | paper AP |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for key, r in runs.items():
+    for r in runs.values():
         q, n = r["pooled"], len(r["per_fold"])
-        lines.append(f"| {_label(key, r, first)}{'' if n == 3 else f' ({n} of 3 folds)'} | {pct(q['ap'])} | {pct(r['mean']['ap'])} | {pct(q['ap_trapz'])} | "
+        lines.append(f"| {_label(r, first)}{'' if n == 3 else f' ({n} of 3 folds)'} | {pct(q['ap'])} | {pct(r['mean']['ap'])} | {pct(q['ap_trapz'])} | "
                      f"{pct(q['auroc'])} | {pct(q['f1'])} | {q['fp']:.0f} | {q['fn']:.0f} | "
                      f"{r['date']}, {r['wall_s'] / 60:.0f} min | {PAPER[r['mode']]} |")
     lines += ["", "Per fold (AP / AUC / F1 / FP / FN):", ""]
-    for key, r in runs.items():
+    for r in runs.values():
         cells = [f"fold {i}: {pct(f['ap'])} / {pct(f['auroc'])} / {pct(f['f1'])} / {f['fp']:.0f} / {f['fn']:.0f}"
                  for i, f in enumerate(r["per_fold"])]
-        lines.append(f"- {_label(key, r, first)}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
-    lines += _seed_lines(runs)
+        lines.append(f"- {_label(r, first)}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
+    lines += _seed_lines(runs, first)
     lines += ["", "Pooled = the three test folds' scores ranked together (as Tabernik et al. report); FP / FN at "
               "the best-F1 threshold of the pooled scores."]
     speed_file = RESULTS / "segdec_kolektor_speed.json"
