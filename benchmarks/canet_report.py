@@ -23,9 +23,10 @@ def write_section(name: str, body: str) -> Path:
     return path
 
 
-def train_bags(row: dict) -> int:
-    """Training-set size of a data-efficiency row, from its run name (``"canet bags=40"``)."""
-    return int(row["run"].rsplit("=", 1)[1])
+def run_value(row: dict) -> float:
+    """The swept value of a sweep row, from its run name (``"canet bags=40"``, ``"lambda_a=0.1"``, ``"N=8"``)."""
+    text = row["run"].rsplit("=", 1)[1]
+    return float(text) if "." in text else int(text)
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -66,7 +67,7 @@ def _data_lines(r: dict) -> list[str]:
     by_bags: dict[int, dict] = {}
     for kind in kinds:
         for row in r[f"sweep_data_{kind}"]:
-            by_bags.setdefault(train_bags(row), {})[kind] = row
+            by_bags.setdefault(run_value(row), {})[kind] = row
     directs = [k for k in kinds if k != "canet"]
     lines = [f"### Data efficiency: content-labelled training bags, {r['sizes'].get('data_steps')} steps each "
              "(CSV `canet_sweep_data.csv`, plot `canet_sweep_data.png`)", "",
@@ -88,7 +89,8 @@ def synthetic_markdown(r: dict) -> str:
     s, m = r["sizes"], r["recipe"]["model"]
     lines = ["## Synthetic copper-granule benchmark (`benchmarks/canet_synthetic.py`)", ""]
     for run in r["runs"]:
-        lines.append(f"- `{run['command']}` ({', '.join(run['parts'])}; commit {run['commit']}): started "
+        rerun = f"; its {', '.join(run['superseded'])} rows since rerun" if run.get("superseded") else ""
+        lines.append(f"- `{run['command']}` ({', '.join(run['parts'])}{rerun}; commit {run['commit']}): started "
                      f"{run['started']}, wall {run['wall_s'] / 60:.1f} min, {run['machine']}, load average "
                      f"{run['load_avg_at_start']} at start")
     lines += [

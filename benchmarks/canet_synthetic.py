@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from canet_report import DATA_KINDS, data_label, synthetic_markdown, train_bags, write_section  # noqa: E402
+from canet_report import DATA_KINDS, data_label, run_value, synthetic_markdown, write_section  # noqa: E402
 
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
 from scrapvision.config import load_config, to_dict  # noqa: E402
@@ -65,6 +65,13 @@ FRESH_SEED = 1000
 # learning rate that suits it better, so that CANet's lead is not the baseline's starved schedule)
 DATA_OVERRIDES = {"canet": [], "direct": ["model.kind=direct"],
                   "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
+# parts trained with sizes["epochs"] and the report keys they write (the sweeps have their own schedule)
+MAIN_SCHEDULE_PARTS = ("main", "direct_lr")
+MAIN_SCHEDULE_KEYS = ("canet", "direct", "direct_lr")
+# the paper's sweeps: report key -> (CSV column, plot title)
+SWEEPS = {"sweep_lambda_a": ("lambda_a", "area-loss weight lambda_a"),
+          "sweep_classes": ("num_classes", "latent classes I+1 (true: 10)"),
+          "sweep_N": ("N", "photos per sample N")}
 PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # main runs (CANet, direct regression) get a longer schedule than the 13 sweep runs, which only show trends
 FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 50, "sweep_train": 320, "sweep_epochs": 10,
@@ -111,7 +118,7 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     if hasattr(model, "impurity_densities"):
         row["learnt_impurity_densities"] = [round(float(v), 3) for v in model.impurity_densities().view(-1)]
     if n_test:
-        row["test_by_N"] = {k: score(task, model, split, k) for k in n_test}
+        row["test_by_N"] = {str(k): score(task, model, split, k) for k in n_test}  # str: the keys JSON keeps
     print(f"[{name}] wall {wall:.0f}s test MAE {row['test']['content_mae_pp']:.2f} pp", flush=True)
     return row
 
@@ -209,8 +216,7 @@ def main() -> None:
     if args.report:
         suffix = "_quick" if args.quick else ""
         report = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
-        if any(k.startswith("sweep_data_") for k in report):
-            data_sweep_outputs(report, suffix)
+        sweep_outputs(report, suffix)
         if not args.quick:
             write_section("canet_synthetic", synthetic_markdown(report))
         return
@@ -230,10 +236,8 @@ def main() -> None:
                     "recipe": {"model": to_dict(recipe.model), "loss": to_dict(recipe.loss), "optim": to_dict(recipe.optim),
                                "render_size": recipe.data.synthetic_render_size, "batch_size": recipe.train.batch_size}}
     sweep = dict(size, train=size["sweep_train"], epochs=size["sweep_epochs"])
-    main_row = None
     if "main" in parts:
-        main_row = train_and_score("canet", [], size, out, n_test=ns, fresh=True)
-        report["canet"] = main_row
+        report["canet"] = train_and_score("canet", [], size, out, n_test=ns, fresh=True)
         report["direct"] = train_and_score("direct", ["model.kind=direct"], size, out, fresh=True)
     if "main" in parts or "oracle" in parts:
         task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, out)))
@@ -249,53 +253,47 @@ def main() -> None:
                                 size, out)
                 for b in size["data_bags"]]
     if "lambda" in parts:
-        values = [0.0, 0.1, 0.2, 0.5, 1.0]
         # the paper's loss (no per-patch term), so that the area term's weight is what changes
-        rows = [train_and_score(f"lambda_a={v}", [f"loss.lambda_a={v}", "loss.lambda_p=0"], sweep, out) for v in values]
-        report["sweep_lambda_a"] = rows
-        frame = sweep_table(rows, "lambda_a", values)
-        frame.to_csv(RESULTS / f"canet_sweep_lambda_a{suffix}.csv", index=False)
-        plot(frame, "lambda_a", RESULTS / f"canet_sweep_lambda_a{suffix}.png", "area-loss weight lambda_a")
-    if "classes" in parts:
-        values = [4, 10, 16]  # generator: copper + 9 impurity types = 10
-        rows = [train_and_score(f"classes={v}", [f"model.num_classes={v}"], sweep, out) for v in values]
-        report["sweep_classes"] = rows
-        frame = sweep_table(rows, "num_classes", values)
-        frame.to_csv(RESULTS / f"canet_sweep_classes{suffix}.csv", index=False)
-        plot(frame, "num_classes", RESULTS / f"canet_sweep_classes{suffix}.png", "latent classes I+1 (true: 10)")
+        report["sweep_lambda_a"] = [train_and_score(f"lambda_a={v}", [f"loss.lambda_a={v}", "loss.lambda_p=0"], sweep, out)
+                                    for v in (0.0, 0.1, 0.2, 0.5, 1.0)]
+    if "classes" in parts:  # generator: copper + 9 impurity types = 10
+        report["sweep_classes"] = [train_and_score(f"classes={v}", [f"model.num_classes={v}"], sweep, out)
+                                   for v in (4, 10, 16)]
     if "n" in parts:
-        rows = [train_and_score(f"N={n}", n_sweep_overrides(n, size["sweep_epochs"]), sweep, out) for n in ns]
-        report["sweep_N"] = rows
-        frame = sweep_table(rows, "N", list(ns))
-        extra = None
-        if main_row is None and (RESULTS / f"canet_synthetic{suffix}.json").exists():
-            earlier = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
-            if earlier.get("sizes") == size and "canet" in earlier:
-                main_row, report["references"] = earlier["canet"], earlier["references"]
-        if main_row is not None:
-            by_n = {int(k): v for k, v in main_row["test_by_N"].items()}  # JSON turned the keys into strings
-            extra = pd.DataFrame({"N": list(ns),
-                                  "canet_tested_at_N": [by_n[n]["content_mae_pp"] for n in ns],
-                                  "oracle": [report["references"][str(n)]["oracle"]["content_mae_pp"] for n in ns]})
-            frame = frame.merge(extra, on="N")
-        frame.to_csv(RESULTS / f"canet_sweep_N{suffix}.csv", index=False)
-        plot(frame, "N", RESULTS / f"canet_sweep_N{suffix}.png", "photos per sample N", extra)
+        report["sweep_N"] = [train_and_score(f"N={n}", n_sweep_overrides(n, size["sweep_epochs"]), sweep, out) for n in ns]
     report["runs"] = [{"command": "python " + " ".join(sys.argv), "parts": sorted(parts), "started": started,
                        "wall_s": round(time.time() - t0, 1), "commit": commit, "load_avg_at_start": load,
                        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)"}]
     path = RESULTS / f"canet_synthetic{suffix}.json"
     report = merge_reports(path, report)
     path.write_text(json.dumps(report, indent=1))
-    if any(p.startswith("data_") for p in parts):
-        data_sweep_outputs(report, suffix)  # after the merge: holds both models' rows when they ran apart
+    sweep_outputs(report, suffix)  # after the merge: from every part's rows, whichever process ran them
     if not args.quick:
         write_section("canet_synthetic", synthetic_markdown(report))
     print(f"wrote {path} in {time.time() - t0:.0f}s")
 
 
+def sweep_outputs(report: dict, suffix: str) -> None:
+    """CSV and plot of every sweep in the report (the N plot adds the main model and the oracle at each N)."""
+    for key, (column, title) in SWEEPS.items():
+        if not (rows := report.get(key)):
+            continue
+        frame, extra = sweep_table(rows, column, [run_value(r) for r in rows]), None
+        if key == "sweep_N" and "canet" in report:
+            ns = frame["N"].tolist()
+            extra = pd.DataFrame({"N": ns,
+                                  "canet_tested_at_N": [report["canet"]["test_by_N"][str(n)]["content_mae_pp"] for n in ns],
+                                  "oracle": [report["references"][str(n)]["oracle"]["content_mae_pp"] for n in ns]})
+            frame = frame.merge(extra, on="N")
+        frame.to_csv(RESULTS / f"canet_{key}{suffix}.csv", index=False)
+        plot(frame, column, RESULTS / f"canet_{key}{suffix}.png", title, extra)
+    if any(report.get(f"sweep_data_{kind}") for kind in DATA_KINDS):
+        data_sweep_outputs(report, suffix)
+
+
 def data_sweep_outputs(report: dict, suffix: str) -> None:
     """CSV and plot of content MAE against the number of labelled training bags, one line per model."""
-    frames = [sweep_table(rows, "train_bags", [train_bags(r) for r in rows]).assign(model=kind)
+    frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind)
               for kind in DATA_KINDS if (rows := report.get(f"sweep_data_{kind}"))]
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
@@ -312,13 +310,26 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
 
 
 def merge_reports(path: Path, report: dict) -> dict:
-    """Parts of the benchmark may run in separate processes (``--only``); each adds its keys to the JSON."""
+    """Parts of the benchmark may run in separate processes (``--only``); each adds its keys to the JSON.
+
+    Another recipe or other sweep sizes start the JSON over. A new main schedule (``sizes.epochs``) only drops
+    the rows trained with it, so the sweeps need not rerun. Every earlier command line keeps the parts whose
+    rows it still backs."""
     if not path.exists():
         return report
     old = json.loads(path.read_text())
-    if old.get("sizes") != report["sizes"] or old.get("recipe") != report["recipe"]:
-        return report  # another recipe: start over
-    runs = [r for r in old.get("runs", []) if not set(r["parts"]) & set(report["runs"][0]["parts"])]
+    sizes, old_sizes = report["sizes"], old.get("sizes", {})
+    if old.get("recipe") != report["recipe"] or {**old_sizes, "epochs": None} != {**sizes, "epochs": None}:
+        return report
+    stale = set(report["runs"][0]["parts"])
+    if old_sizes["epochs"] != sizes["epochs"]:
+        stale |= set(MAIN_SCHEDULE_PARTS)
+        old = {k: v for k, v in old.items() if k not in MAIN_SCHEDULE_KEYS}
+    runs = []
+    for run in old.get("runs", []):
+        if kept := [p for p in run["parts"] if p not in stale]:
+            dropped = [p for p in run["parts"] if p in stale]
+            runs.append({**run, "parts": kept, "superseded": sorted(set(run.get("superseded", [])) | set(dropped))})
     return {**old, **report, "runs": runs + report["runs"]}
 
 
