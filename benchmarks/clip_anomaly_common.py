@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -49,28 +47,6 @@ def score(task: ClipAnomalyTask, model: torch.nn.Module, dataset: Dataset, batch
     for batch in DataLoader(dataset, batch_size=batch_size):
         meter.update(model(batch["image"]).float().softmax(1).numpy(), batch["mask"].numpy())
     return meter
-
-
-@torch.no_grad()
-def inference_speed(task: ClipAnomalyTask, model: torch.nn.Module, batch: int, repeats: int = 5) -> float:
-    """Images per second of the forward pass on this CPU (the current thread setting)."""
-    x = task.example_input(batch)
-    model.eval()(x)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    return batch * repeats / (time.perf_counter() - t0)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()}-core CPU ({cpu}), shared with other jobs (load average at start {load}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-
-
-def now() -> str:
-    return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

@@ -21,11 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import forward_rate, machine, now  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     DATA,
-    inference_speed,
-    machine,
-    now,
     pct,
     score,
     train_last,
@@ -78,7 +76,7 @@ def main() -> None:
             write_json(f"clip_anomaly_kolektor{suffix}.json", payload)  # partial results survive a stop
     p = pooled.compute()
     payload["pooled"] = {k: p[k] for k in KEYS}
-    payload["inference_images_per_s"] = {f"batch{b}": round(inference_speed(task, model, b), 1) for b in (1, 16)}
+    payload["inference_images_per_s"] = {f"batch{b}": round(forward_rate(model, task.example_input(b)), 1) for b in (1, 16)}
     payload["wall_s"] = round(time.time() - t0, 1)
     write_json(f"clip_anomaly_kolektor{suffix}.json", payload)
     if not args.quick:

@@ -22,12 +22,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import forward_rate, machine, now  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     RESULTS,
-    inference_speed,
-    machine,
     make_task,
-    now,
     pct,
     score,
     train_last,
@@ -73,7 +71,7 @@ def run(args: argparse.Namespace) -> dict:
             untrained = make_task([*base, f"model.mode={mode}", "model.finetune=frozen"])
             rows[f"{mode}, random weights (no training)"] = {
                 "metrics": score(untrained, untrained.build_model(), test).compute(), "train_s": 0}
-    speed = {f"batch{b}": round(inference_speed(task, model, b), 1) for b in (1, 16)}
+    speed = {f"batch{b}": round(forward_rate(model, task.example_input(b)), 1) for b in (1, 16)}
     anomalous = float(np.mean([(test.raw(i)[1] > 0).mean() for i in range(len(test))]))
     plot_ious(rows, RESULTS / f"clip_anomaly_synthetic_iou{'_quick' if args.quick else ''}.png")
     plot_examples(models, test, RESULTS / f"clip_anomaly_synthetic_examples{'_quick' if args.quick else ''}.png")

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_env import forward_rate  # noqa: E402
 from benchmarks.scrap_cls_common import update_section  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
@@ -74,17 +75,6 @@ def predictions(task: ScrapClsTask, model: torch.nn.Module) -> tuple[np.ndarray,
     return np.concatenate(true), np.concatenate(pred)
 
 
-@torch.no_grad()
-def images_per_second(model: torch.nn.Module, size: int, batch: int, repeats: int = 5) -> float:
-    model.eval()
-    x = torch.randn(batch, 3, size, size)
-    model(x)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    return batch * repeats / (time.perf_counter() - start)
-
-
 def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:
     cfg = load_config(ScrapClsConfig, overrides=recipe(args.quick, args.data, variant, str(runs)))
     task = ScrapClsTask(cfg)
@@ -106,8 +96,8 @@ def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:
         "accuracy": round(100 * last["accuracy"], 2), "macro_f1": round(100 * last["macro_f1"], 2),
         "best_epoch_accuracy": round(100 * max(e["val_accuracy"] for e in epochs), 2),
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "infer_img_s_b1": round(images_per_second(model, cfg.data.image_size, 1, 10), 1),
-        "infer_img_s_b16": round(images_per_second(model, cfg.data.image_size, 16), 1),
+        "infer_img_s_b1": round(forward_rate(model, torch.randn(1, 3, cfg.data.image_size, cfg.data.image_size), 10), 1),
+        "infer_img_s_b16": round(forward_rate(model, torch.randn(16, 3, cfg.data.image_size, cfg.data.image_size)), 1),
         "per_class": rows,
     }
 

@@ -23,16 +23,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_env import forward_rate  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
 from scrapvision.models.clfsef import VARIANTS, ScrapClassifier  # noqa: E402
-
-
-@torch.no_grad()
-def rate(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    return x.shape[0] * repeats / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -49,11 +42,11 @@ def main() -> None:
             x = torch.randn(batch, 3, size, size)
             repeats = max(1, 16 // batch) if backbone == "tinynet_e" else 1
             for model in models.values():
-                rate(model, x, 1)  # warm-up
+                forward_rate(model, x, 1, warmup=0)  # warm-up
             samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
             for _ in range(2 if args.quick else args.rounds):
                 for v, model in models.items():
-                    samples[v].append(rate(model, x, repeats))
+                    samples[v].append(forward_rate(model, x, repeats, warmup=0))
             for v in VARIANTS:
                 rows.append({"backbone": backbone, "size": size, "batch": batch, "variant": v,
                              "img_s_median": round(statistics.median(samples[v]), 2),

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
+from bench_env import machine, now
 from segdec_common import (
     DATA,
     commands_line,
-    machine,
-    now,
     pct,
     read_runs,
     run_fold,

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from scrapvision.checkpoint import load_checkpoint
@@ -63,30 +60,6 @@ def recipe(overrides: list[str]) -> str:
             f"{schedule} loss balance, label dilation {lc.dilate}, distance-transform weighting "
             f"{'on' if lc.weighted else 'off'}, SE {'on' if m.attention else 'off'}, atrous "
             f"{'on' if m.atrous else 'off'}, stop-gradient {'on in full supervision' if m.stop_gradient else 'off'}")
-
-
-@torch.no_grad()
-def inference_speed(overrides: list[str], batch: int, repeats: int = 5) -> float:
-    """Images per second of the model's forward pass on this CPU (the current thread setting)."""
-    task = SegDecTask(load_config(SegDecConfig, None, overrides))
-    model = task.build_model().eval()
-    x = task.example_input(batch)
-    model(x)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    return batch * repeats / (time.perf_counter() - t0)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{os.cpu_count()}-core CPU ({cpu}), load average {load} at start, torch {torch.__version__}, " \
-           f"{torch.get_num_threads()} thread(s)"
-
-
-def now() -> str:
-    return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

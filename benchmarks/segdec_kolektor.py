@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_env import forward_rate, machine, now
 from segdec_common import (
     DATA,
     RESULTS,
     commands_line,
-    inference_speed,
-    machine,
-    now,
     pct,
     read_runs,
     recipe,
@@ -42,6 +40,8 @@ from segdec_common import (
     write_section,
 )
 
+from scrapvision.config import load_config
+from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from scrapvision.heads.segdec_parts.metrics import save_pr_curve
 
 MODES = {
@@ -79,7 +79,9 @@ def main() -> None:
             f"train.seed={args.seed}",
             "train.device=cpu"]
     if args.report:
-        speed = {f"batch{b}": round(inference_speed(base, b), 2) for b in (1, 8)}
+        task = SegDecTask(load_config(SegDecConfig, None, base))
+        model = task.build_model()
+        speed = {f"batch{b}": round(forward_rate(model, task.example_input(b)), 2) for b in (1, 8)}
         write_json("segdec_kolektor_speed.json", {"command": "python benchmarks/segdec_kolektor.py --report",
                                                   "date": now(), "machine": machine(),
                                                   "resolution": [args.height, args.width], "images_per_s": speed})
