@@ -25,7 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 PLAN: list[tuple[str, list[str], list[str]]] = [
     ("severstal.md", ["benchmarks/rle_speed.py --quick", "benchmarks/severstal_train.py"], ["benchmarks/rle_speed.py"]),
     ("segdec.md", [], ["benchmarks/segdec_kolektor.py", "benchmarks/segdec_ablation.py"]),
-    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py"]),
+    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clf,sef,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7"]),

@@ -124,27 +124,39 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     return row
 
 
+def visible_areas(split, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bag, the copper share and the other shares (impurities, then tray) of the first ``n`` photos."""
+    props = np.stack([m[:n].mean(0) for m in split.material_areas])  # columns: tray, copper, impurities
+    return props[:, 1], np.concatenate([props[:, 2:], props[:, :1]], 1)
+
+
+def fit_oracle_densities(train, n: int, rho: float) -> np.ndarray:
+    """Mass per unit of visible area of each non-copper column, by non-negative least squares on the train
+    bags: content = rho * copper / (rho * copper + others @ densities), rearranged to be linear."""
+    copper, others = visible_areas(train, n)
+    c = np.asarray(train.contents)
+    return nnls(others, rho * copper * (1 - c) / c)[0]
+
+
+def oracle_contents(split, n: int, densities: np.ndarray, rho: float) -> np.ndarray:
+    copper, others = visible_areas(split, n)
+    return rho * copper / (rho * copper + others @ densities)
+
+
 def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict:
     """Density-weighted true areas (NNLS densities from the train split) and the area-as-content estimate."""
-    d = task.cfg.data
+    d, rho = task.cfg.data, task.cfg.model.copper_density
     train = render_split(task._spec(), d.synthetic_seed, "train", size["train"], task.cfg.model.img_size)
     test = test_split(task, size["test"])
     fresh = test_split(task, size["test"], FRESH_SEED)
     out = {}
-    def design(split, n: int) -> tuple[np.ndarray, np.ndarray]:
-        props = np.stack([m[:n].mean(0) for m in split.material_areas])  # columns: tray, copper, impurities
-        return props[:, 1], np.concatenate([props[:, 2:], props[:, :1]], 1)
 
     def oracle(split, n: int, densities: np.ndarray) -> dict:
-        copper, x = design(split, n)
-        rho = task.cfg.model.copper_density
         areas = np.stack([a[:n] for a in split.areas])
-        return content_metrics(np.asarray(split.contents), rho * copper / (rho * copper + x @ densities), areas, None)
+        return content_metrics(np.asarray(split.contents), oracle_contents(split, n, densities, rho), areas, None)
 
     for n in ns:
-        copper, x = design(train, n)
-        c = np.asarray(train.contents)
-        densities, _ = nnls(x, task.cfg.model.copper_density * copper * (1 - c) / c)
+        densities = fit_oracle_densities(train, n, rho)
         areas = np.stack([a[:n] for a in test.areas])
         out[n] = {"oracle": oracle(test, n, densities),
                   "trivial": content_metrics(np.asarray(test.contents), areas.mean(1), areas, None)}

@@ -1,0 +1,170 @@
+"""Where the content error sits on the held-out test bags: each bag's prediction by the main CANet and
+direct-regression runs of ``canet_synthetic.py`` against its true content and against the oracle.
+
+    python benchmarks/canet_synthetic.py --only main    # first: trains runs/bench_canet/{canet,direct}/best.pt
+    python benchmarks/canet_errors.py
+
+The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
+as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
+``benchmarks/results/canet_test_bags.csv`` (one row per bag), ``canet_test_scatter.png`` and the
+``canet_errors`` section of ``benchmarks/results/canet.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_env import machine, now  # noqa: E402
+from canet_report import write_section  # noqa: E402
+from canet_synthetic import FULL, RESULTS, fit_oracle_densities, oracle_contents, test_split  # noqa: E402
+
+from scrapvision.api import load_trained  # noqa: E402
+from scrapvision.data.copper_samples import CopperSetDataset, SampleStore  # noqa: E402
+from scrapvision.data.synthetic.copper_granules import materials, render_split  # noqa: E402
+from scrapvision.errors import ScrapvisionError  # noqa: E402
+
+MODELS = {"canet": "CANet", "direct": "direct regression", "oracle": "oracle"}
+HEAVY = ("brass", "solder")  # heavier per unit of visible area than copper (the oracle's fitted densities)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split, n: int) -> np.ndarray:
+    """Copper content of every bag of ``split`` from its first ``n`` photos, in split order."""
+    store = SampleStore(list(split.images), list(split.masks), list(split.areas), list(split.contents))
+    loader = DataLoader(CopperSetDataset(store, n, train=False), batch_size=max(1, 64 // n))
+    return np.concatenate([model(batch["images"])["content"].float().numpy() for batch in loader])
+
+
+def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
+    """One row per test bag: true content, visible shares of the N photos, and each prediction."""
+    checkpoints = {key: runs / key / "best.pt" for key in ("canet", "direct")}
+    for path in checkpoints.values():
+        if not path.is_file():
+            raise ScrapvisionError(f"{path}: missing; run `python benchmarks/canet_synthetic.py --only main` first")
+    task, _ = load_trained("canet", checkpoints["canet"])
+    cfg = task.cfg
+    n, rho = cfg.data.images_per_sample, cfg.model.copper_density
+    test = test_split(task, FULL["test"])
+    train = render_split(task._spec(), cfg.data.synthetic_seed, "train", FULL["train"], cfg.model.img_size)
+    shares = np.stack([m[:n].mean(0) for m in test.material_areas])  # columns: tray, copper, impurities
+    names = [m.name for m in materials(cfg.data.synthetic_impurity_types)][1:]
+    frame = pd.DataFrame({"true_content": test.contents, "copper_area": shares[:, 1]})
+    frame = frame.join(pd.DataFrame(shares[:, 2:], columns=[f"{name}_area" for name in names]))
+    impurity = shares[:, 2:].sum(1)
+    heavy = sum(frame[f"{name}_area"] for name in HEAVY if f"{name}_area" in frame)
+    frame["heavy_share_of_impurity_area"] = np.where(impurity > 0, heavy / np.maximum(impurity, 1e-9), 0.0)
+    for key, path in checkpoints.items():
+        frame[key] = predict(load_trained("canet", path)[1], test, n)
+    frame["oracle"] = oracle_contents(test, n, fit_oracle_densities(train, n, rho), rho)
+    for key in MODELS:
+        frame[f"{key}_error_pp"] = 100 * (frame[key] - frame["true_content"])
+    frame.index.name = "bag"
+    return frame, n
+
+
+def scatter(frame: pd.DataFrame, n: int, path: Path) -> None:
+    """Left: predicted against true content. Right: CANet's error against the oracle's on the same bag."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    truth = 100 * frame["true_content"]
+    for key, style in (("direct", "x"), ("oracle", "."), ("canet", "o")):
+        mae = frame[f"{key}_error_pp"].abs().mean()
+        left.plot(truth, 100 * frame[key], style, ms=4, alpha=0.75, label=f"{MODELS[key]} (MAE {mae:.2f} pp)")
+    lo, hi = float(truth.min()) - 2, float(truth.max()) + 2
+    left.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    left.set(xlabel="true copper content (%)", ylabel="predicted copper content (%)",
+             title=f"held-out test bags, N = {n} photos each")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    right.plot(frame["oracle_error_pp"], frame["canet_error_pp"], "o", ms=4, alpha=0.75)
+    span = float(np.abs(frame[["oracle_error_pp", "canet_error_pp"]].to_numpy()).max()) + 0.5
+    right.plot([-span, span], [-span, span], "k-", lw=0.8)
+    right.axhline(0, color="grey", lw=0.5)
+    right.axvline(0, color="grey", lw=0.5)
+    right.set(xlabel="oracle error (pp): what the photos leave", ylabel="CANet error (pp)",
+              title="on the diagonal: the photos, not the model")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary(frame: pd.DataFrame) -> dict:
+    """MAE by content band, how much of CANet's error the oracle shares, and the worst bags."""
+    bands = pd.cut(100 * frame["true_content"], [0, 73, 86, 100], labels=["below 73", "73-86", "above 86"])
+    by_band = {str(band): {key: round(float(part[f"{key}_error_pp"].abs().mean()), 2) for key in MODELS}
+               | {"bags": len(part)} for band, part in frame.groupby(bands, observed=True)}
+    canet, oracle = frame["canet_error_pp"], frame["oracle_error_pp"]
+    return {
+        "mae_pp": {key: round(float(frame[f"{key}_error_pp"].abs().mean()), 2) for key in MODELS},
+        "bias_pp": {key: round(float(frame[f"{key}_error_pp"].mean()), 2) for key in MODELS},
+        "by_content_band": by_band,
+        "corr_canet_oracle_error": round(float(np.corrcoef(canet, oracle)[0, 1]), 3),
+        "canet_minus_oracle_mae_pp": round(float((canet - oracle).abs().mean()), 2),
+        "corr_canet_error_heavy_share": round(float(np.corrcoef(canet, frame["heavy_share_of_impurity_area"])[0, 1]), 3),
+        "worst": frame.assign(abs_err=canet.abs()).nlargest(5, "abs_err")[
+            ["true_content", "canet", "oracle", "heavy_share_of_impurity_area"]].round(4).reset_index().to_dict("records"),
+    }
+
+
+def markdown(s: dict, command: str, started: str, wall: float, host: str, n: int) -> str:
+    mae, bias = s["mae_pp"], s["bias_pp"]
+    lines = ["## Where the content error sits, bag by bag (`benchmarks/canet_errors.py`)", "",
+             f"- `{command}`: {started}, wall {wall:.0f} s, {host}. Checkpoints: the main CANet and direct-regression "
+             f"runs of `canet_synthetic.py --only main`; the 100 test bags at N = {n}. CSV `canet_test_bags.csv`, "
+             "plot `canet_test_scatter.png`.", "",
+             "| | CANet | direct regression | oracle |", "|---|---|---|---|",
+             f"| MAE pp | {mae['canet']} | {mae['direct']} | {mae['oracle']} |",
+             f"| mean signed error pp (bias) | {bias['canet']} | {bias['direct']} | {bias['oracle']} |"]
+    for band, row in s["by_content_band"].items():
+        lines.append(f"| MAE pp, true content {band} % ({row['bags']} bags) | {row['canet']} | {row['direct']} | "
+                     f"{row['oracle']} |")
+    lines += ["",
+              f"- CANet's error against the oracle's on the same bag: correlation {s['corr_canet_oracle_error']}; "
+              f"mean |CANet - oracle| {s['canet_minus_oracle_mae_pp']} pp (the part of the error the model adds).",
+              f"- CANet's signed error against the heavy share ({' + '.join(HEAVY)}) of the visible impurity area: "
+              f"correlation {s['corr_canet_error_heavy_share']}.",
+              "- Worst five bags for CANet (content as mass fraction): "
+              + "; ".join(f"bag {w['bag']}: true {w['true_content']:.3f}, CANet {w['canet']:.3f}, oracle "
+                          f"{w['oracle']:.3f}, heavy share {w['heavy_share_of_impurity_area']:.2f}" for w in s["worst"]),
+              ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_canet",
+                        help="the run folder of canet_synthetic.py (holds canet/best.pt and direct/best.pt)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started, t0, host = now(), time.time(), machine()
+    try:
+        frame, n = bag_table(args.runs)
+    except ScrapvisionError as exc:
+        raise SystemExit(f"canet_errors: {exc}") from None
+    frame.round(5).to_csv(RESULTS / "canet_test_bags.csv")
+    scatter(frame, n, RESULTS / "canet_test_scatter.png")
+    stats = summary(frame)
+    command = "python benchmarks/canet_errors.py" + "".join(f" {a}" for a in sys.argv[1:])
+    write_section("canet_errors", markdown(stats, command, started, time.time() - t0, host, n))
+    print(pd.Series(stats["mae_pp"]).to_string())
+
+
+if __name__ == "__main__":
+    main()
