@@ -88,7 +88,7 @@ class CanetConfig:
     data: CanetDataConfig = field(default_factory=CanetDataConfig)
     loss: CanetLossConfig = field(default_factory=CanetLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=8, log_every=20))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, batch_size=8, log_every=20))
 
 
 def _is_vit(name: str) -> bool:
