@@ -139,6 +139,7 @@ def fit_oracle_densities(train, n: int, rho: float) -> np.ndarray:
 
 
 def oracle_contents(split, n: int, densities: np.ndarray, rho: float) -> np.ndarray:
+    """Each bag's content from the true visible areas of its first ``n`` photos and the fitted densities."""
     copper, others = visible_areas(split, n)
     return rho * copper / (rho * copper + others @ densities)
 
