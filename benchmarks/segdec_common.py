@@ -78,7 +78,8 @@ def read_runs(prefix: str, keys: Any) -> dict[str, dict[str, Any]]:
 
 def commands_line(runs: dict[str, dict[str, Any]]) -> str:
     """The distinct commands that produced ``runs``, as a markdown line."""
-    return "Commands: " + ", ".join(sorted({"`" + r["command"].strip() + "`" for r in runs.values()})) + "  "
+    commands = {p["command"].strip() for r in runs.values() for p in r.get("processes") or [r]}
+    return "Commands: " + ", ".join(sorted(f"`{c}`" for c in commands)) + "  "
 
 
 def write_section(title: str, body: str) -> Path:

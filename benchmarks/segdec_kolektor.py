@@ -10,6 +10,10 @@ process; each fold takes about 10 min on this 2-core CPU, so all four modes take
 time as two processes). Until 2026-11-24 the recipe was 320x128 (4 min per fold), where the faint cracks (2-4 px
 wide in the photo) are at most one pixel wide and fold 2's faint positives scored lowest in every mode.
 
+Folds of one run may also go to parallel processes (``--folds 0,1`` and ``--folds 2`` with the same other
+arguments): each merges its folds into the run's JSON. A seed other than 0 or another input size writes its
+own run (``<mode>_seed<N>``, ``<mode>_<W>x<H>``), shown as an extra row.
+
 Writes ``benchmarks/results/segdec_kolektor_<mode>.json``, the PR curves ``segdec_kolektor_pr_<mode>.png``
 (all folds' test scores pooled) and the "KolektorSDD 3-fold CV" section of ``benchmarks/results/segdec.md``.
 Each fold trains from scratch on the other two folds and is scored with its final-epoch weights.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -50,6 +55,8 @@ MODES = {
     "mixed5": ["data.supervision=mixed", "data.n_labelled=5"],
     "mixed10": ["data.supervision=mixed", "data.n_labelled=10"],
 }
+SEED = re.compile(r"_seed(\d+)")
+DEFAULT_SIZE = (512, 208)  # height, width: 0.42x of KolektorSDD
 PAPER = {"full": "99.9 (Tabernik et al. 2019, full res, from scratch)", "weak": "-", "mixed5": "-",
          "mixed10": "-"}
 
@@ -60,8 +67,9 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--folds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=208)
+    parser.add_argument("--height", type=int, default=DEFAULT_SIZE[0])
+    parser.add_argument("--width", type=int, default=DEFAULT_SIZE[1], help="another size than 512x208 writes "
+                        "<mode>_<width>x<height> files and rows, next to the default's")
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on the shared, oversubscribed CPU")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (init, sampling, flips); folds and labelled positives stay fixed. "
@@ -92,33 +100,59 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="segdec_cv_") as tmp:
         for mode in args.modes.split(","):
             t0 = time.time()
-            key = mode if args.seed == 0 else f"{mode}_seed{args.seed}"
+            key = run_key(mode, args.seed, args.height, args.width)
+            path = RESULTS / f"segdec_kolektor_{key}{suffix}.json"
             payload = {"command": command, "date": now(), "machine": machine(), "mode": mode, "seed": args.seed,
-                       "resolution": [args.height, args.width], "epochs": args.epochs, "folds": args.folds,
+                       "resolution": [args.height, args.width], "epochs": args.epochs,
                        "overrides": [*base, *MODES[mode]]}
+            wanted = [int(f) for f in args.folds.split(",")]
+            earlier, processes = earlier_folds(path, payload, wanted)
             folds = []
-            for fold in [int(f) for f in args.folds.split(",")]:
-                folds.append(run_fold([*base, *MODES[mode], f"data.fold={fold}"], Path(tmp) / f"{mode}_{fold}"))
+            for fold in wanted:
+                folds.append({"fold": fold, **run_fold([*base, *MODES[mode], f"data.fold={fold}"],
+                                                       Path(tmp) / f"{mode}_{fold}")})
                 m = folds[-1]["metrics"]
                 print(f"{mode} fold {fold}: AP {m['ap']:.4f} AUC {m['auroc']:.4f} F1 {m['f1']:.4f} "
                       f"FP {m['fp']:.0f} FN {m['fn']:.0f} ({folds[-1]['train_s']:.0f} s)", flush=True)
-                payload.update({**summarise(folds), "folds": folds, "wall_s": round(time.time() - t0, 1)})
-                write_json(f"segdec_kolektor_{key}{suffix}.json", payload)  # partial results survive a stop
-            labels = np.concatenate([f["labels"] for f in folds]) > 0.5
-            scores = np.concatenate([f["scores"] for f in folds])
+                done = sorted(earlier + folds, key=lambda f: f["fold"])
+                mine = {"command": command, "date": payload["date"], "folds": [f["fold"] for f in folds],
+                        "wall_s": round(time.time() - t0, 1)}
+                payload.update({**summarise(done), "folds": done, "processes": [*processes, mine],
+                                "wall_s": round(sum(p["wall_s"] for p in [*processes, mine]), 1)})
+                write_json(path.name, payload)  # partial results survive a stop
+            labels = np.concatenate([f["labels"] for f in done]) > 0.5
+            scores = np.concatenate([f["scores"] for f in done])
             save_pr_curve(labels, scores, RESULTS / f"segdec_kolektor_pr_{key}{suffix}.png",
-                          title=f"KolektorSDD {mode}, seed {args.seed}, {len(folds)} fold(s) pooled")
+                          title=f"KolektorSDD {mode}, seed {args.seed}, {len(done)} fold(s) pooled")
             if not args.quick:
                 write_section("KolektorSDD 3-fold CV", _markdown())
 
 
+def run_key(mode: str, seed: int, height: int, width: int) -> str:
+    """File key of a run: the mode, then the seed and the input size when they are not the defaults."""
+    key = mode if seed == 0 else f"{mode}_seed{seed}"
+    return key if (height, width) == DEFAULT_SIZE else f"{key}_{width}x{height}"
+
+
+def earlier_folds(path: Path, payload: dict, wanted: list[int]) -> tuple[list[dict], list[dict]]:
+    """Folds of the same run (mode, seed, size, epochs, settings) that another process already wrote, so that
+    folds can run as parallel processes (``--folds 0,1`` and ``--folds 2``) and merge into one row."""
+    if not path.exists():
+        return [], []
+    old = json.loads(path.read_text())
+    same = all(old.get(k) == payload[k] for k in ("mode", "seed", "resolution", "epochs", "overrides"))
+    kept = [f for f in old.get("folds", []) if isinstance(f, dict) and "fold" in f and f["fold"] not in wanted]
+    return (kept, old.get("processes", [])) if same and kept else ([], [])
+
+
 def run_keys() -> list[str]:
-    """Every mode, each followed by its extra-seed runs present on disk (``<mode>_seed<N>``)."""
+    """Every mode, each followed by its other runs on disk (``<mode>_seed<N>``, ``<mode>_<W>x<H>``): seeds
+    first, in seed order, then other input sizes."""
     keys = []
     for mode in MODES:
-        extra = sorted(RESULTS.glob(f"segdec_kolektor_{mode}_seed*.json"),
-                       key=lambda path: int(path.stem.rsplit("seed", 1)[1]))
-        keys += [mode, *(path.stem.removeprefix("segdec_kolektor_") for path in extra)]
+        extra = [p.stem.removeprefix("segdec_kolektor_") for p in RESULTS.glob(f"segdec_kolektor_{mode}_*.json")
+                 if not p.stem.endswith("_quick")]
+        keys += [mode, *sorted(extra, key=lambda k: ("x" in k, int(m.group(1)) if (m := SEED.search(k)) else 0, k))]
     return keys
 
 
@@ -128,6 +162,14 @@ def _label(run: dict, first: dict) -> str:
     if run["resolution"] != first["resolution"]:
         label += f" at {run['resolution'][1]}x{run['resolution'][0]}"
     return label
+
+
+def _wall(run: dict) -> str:
+    """Minutes of training time; a run whose folds ran as parallel processes says so (their sum, not the wall)."""
+    processes = run.get("processes", [])
+    if len(processes) > 1:
+        return f"{run['wall_s'] / 60:.0f} min in {len(processes)} processes (folds side by side)"
+    return f"{run['wall_s'] / 60:.0f} min"
 
 
 def _seed_lines(runs: dict[str, dict], first: dict) -> list[str]:
@@ -163,11 +205,12 @@ def _markdown() -> str:
         q, n = r["pooled"], len(r["per_fold"])
         lines.append(f"| {_label(r, first)}{'' if n == 3 else f' ({n} of 3 folds)'} | {pct(q['ap'])} | {pct(r['mean']['ap'])} | {pct(q['ap_trapz'])} | "
                      f"{pct(q['auroc'])} | {pct(q['f1'])} | {q['fp']:.0f} | {q['fn']:.0f} | "
-                     f"{r['date']}, {r['wall_s'] / 60:.0f} min | {PAPER[r['mode']]} |")
+                     f"{r['date']}, {_wall(r)} | {PAPER[r['mode']]} |")
     lines += ["", "Per fold (AP / AUC / F1 / FP / FN):", ""]
     for r in runs.values():
+        ids = [f.get("fold", i) for i, f in enumerate(r["folds"])]
         cells = [f"fold {i}: {pct(f['ap'])} / {pct(f['auroc'])} / {pct(f['f1'])} / {f['fp']:.0f} / {f['fn']:.0f}"
-                 for i, f in enumerate(r["per_fold"])]
+                 for i, f in zip(ids, r["per_fold"])]
         lines.append(f"- {_label(r, first)}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
     lines += _seed_lines(runs, first)
     lines += ["", "Pooled = the three test folds' scores ranked together (as Tabernik et al. report); FP / FN at "
