@@ -106,7 +106,6 @@ def main() -> None:
                        "resolution": [args.height, args.width], "epochs": args.epochs,
                        "overrides": [*base, *MODES[mode]]}
             wanted = [int(f) for f in args.folds.split(",")]
-            earlier, processes = earlier_folds(path, payload, wanted)
             folds = []
             for fold in wanted:
                 folds.append({"fold": fold, **run_fold([*base, *MODES[mode], f"data.fold={fold}"],
@@ -114,6 +113,7 @@ def main() -> None:
                 m = folds[-1]["metrics"]
                 print(f"{mode} fold {fold}: AP {m['ap']:.4f} AUC {m['auroc']:.4f} F1 {m['f1']:.4f} "
                       f"FP {m['fp']:.0f} FN {m['fn']:.0f} ({folds[-1]['train_s']:.0f} s)", flush=True)
+                earlier, processes = earlier_folds(path, payload, wanted)  # read now: a parallel process may have written
                 done = sorted(earlier + folds, key=lambda f: f["fold"])
                 mine = {"command": command, "date": payload["date"], "folds": [f["fold"] for f in folds],
                         "wall_s": round(time.time() - t0, 1)}
@@ -142,7 +142,9 @@ def earlier_folds(path: Path, payload: dict, wanted: list[int]) -> tuple[list[di
     old = json.loads(path.read_text())
     same = all(old.get(k) == payload[k] for k in ("mode", "seed", "resolution", "epochs", "overrides"))
     kept = [f for f in old.get("folds", []) if isinstance(f, dict) and "fold" in f and f["fold"] not in wanted]
-    return (kept, old.get("processes", [])) if same and kept else ([], [])
+    ids = {f["fold"] for f in kept}
+    owners = [p for p in old.get("processes", []) if ids & set(p["folds"])]  # not this process's own entry
+    return (kept, owners) if same and kept else ([], [])
 
 
 def run_keys() -> list[str]:
