@@ -13,6 +13,7 @@ as the models, so its error is the part of a bag's error that the photos themsel
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,18 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import machine, now  # noqa: E402
 from canet_report import write_section  # noqa: E402
-from canet_synthetic import FULL, RESULTS, fit_oracle_densities, oracle_contents, test_split  # noqa: E402
+from canet_synthetic import FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
 
 from scrapvision.api import load_trained  # noqa: E402
-from scrapvision.data.copper_samples import CopperSetDataset, SampleStore  # noqa: E402
-from scrapvision.data.synthetic.copper_granules import materials, render_split  # noqa: E402
+from scrapvision.data.synthetic.copper_granules import materials  # noqa: E402
 from scrapvision.errors import ScrapvisionError  # noqa: E402
 
 MODELS = {"canet": "CANet", "direct": "direct regression", "oracle": "oracle"}
@@ -41,22 +40,27 @@ HEAVY = ("brass", "solder")  # heavier per unit of visible area than copper (the
 @torch.no_grad()
 def predict(model: torch.nn.Module, split, n: int) -> np.ndarray:
     """Copper content of every bag of ``split`` from its first ``n`` photos, in split order."""
-    store = SampleStore(list(split.images), list(split.masks), list(split.areas), list(split.contents))
-    loader = DataLoader(CopperSetDataset(store, n, train=False), batch_size=max(1, 64 // n))
-    return np.concatenate([model(batch["images"])["content"].float().numpy() for batch in loader])
+    return np.concatenate([model(batch["images"])["content"].float().numpy() for batch in split_loader(split, n)])
 
 
 def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
-    """One row per test bag: true content, visible shares of the N photos, and each prediction."""
+    """One row per test bag: true content, visible shares of the N photos, and each prediction. The oracle
+    uses the densities ``canet_synthetic.py`` fitted and recorded (the same train bags, so no second render)."""
     checkpoints = {key: runs / key / "best.pt" for key in ("canet", "direct")}
     for path in checkpoints.values():
         if not path.is_file():
             raise ScrapvisionError(f"{path}: missing; run `python benchmarks/canet_synthetic.py --only main` first")
-    task, _ = load_trained("canet", checkpoints["canet"])
+    models = {key: load_trained("canet", path) for key, path in checkpoints.items()}
+    task = models["canet"][0]
     cfg = task.cfg
     n, rho = cfg.data.images_per_sample, cfg.model.copper_density
+    report = RESULTS / "canet_synthetic.json"
+    try:
+        recorded = json.loads(report.read_text())["references"][str(n)]["oracle_densities"]
+    except (OSError, KeyError, ValueError):
+        raise ScrapvisionError(f"{report}: no oracle densities at N = {n}; run `python benchmarks/canet_synthetic.py "
+                               "--only main` first") from None
     test = test_split(task, FULL["test"])
-    train = render_split(task._spec(), cfg.data.synthetic_seed, "train", FULL["train"], cfg.model.img_size)
     shares = np.stack([m[:n].mean(0) for m in test.material_areas])  # columns: tray, copper, impurities
     names = [m.name for m in materials(cfg.data.synthetic_impurity_types)][1:]
     frame = pd.DataFrame({"true_content": test.contents, "copper_area": shares[:, 1]})
@@ -64,9 +68,10 @@ def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
     impurity = shares[:, 2:].sum(1)
     heavy = sum(frame[f"{name}_area"] for name in HEAVY if f"{name}_area" in frame)
     frame["heavy_share_of_impurity_area"] = np.where(impurity > 0, heavy / np.maximum(impurity, 1e-9), 0.0)
-    for key, path in checkpoints.items():
-        frame[key] = predict(load_trained("canet", path)[1], test, n)
-    frame["oracle"] = oracle_contents(test, n, fit_oracle_densities(train, n, rho), rho)
+    for key, (_, model) in models.items():
+        frame[key] = predict(model, test, n)
+    densities = np.array([recorded[name] for name in [*names, "tray"]])  # the oracle's column order
+    frame["oracle"] = oracle_contents(test, n, densities, rho)
     for key in MODELS:
         frame[f"{key}_error_pp"] = 100 * (frame[key] - frame["true_content"])
     frame.index.name = "bag"

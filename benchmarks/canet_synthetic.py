@@ -92,10 +92,14 @@ def test_split(task: CanetTask, count: int, seed: int | None = None):
     return render_split(task._spec(), d.synthetic_seed if seed is None else seed, "test", count, task.cfg.model.img_size)
 
 
-def score(task: CanetTask, model: torch.nn.Module, split, n: int) -> dict[str, float]:
+def split_loader(split, n: int) -> DataLoader:
+    """The bags of a rendered split in order, each as its first ``n`` photos (no augmentation)."""
     store = SampleStore(list(split.images), list(split.masks), list(split.areas), list(split.contents))
-    loader = DataLoader(CopperSetDataset(store, n, train=False), batch_size=max(1, 64 // n))
-    return task.evaluate(model.eval(), loader)
+    return DataLoader(CopperSetDataset(store, n, train=False), batch_size=max(1, 64 // n))
+
+
+def score(task: CanetTask, model: torch.nn.Module, split, n: int) -> dict[str, float]:
+    return task.evaluate(model.eval(), split_loader(split, n))
 
 
 def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_test: tuple[int, ...] = (),
