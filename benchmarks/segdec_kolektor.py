@@ -144,7 +144,7 @@ def earlier_folds(path: Path, payload: dict, wanted: list[int]) -> tuple[list[di
         return [], []
     old = json.loads(path.read_text())
     same = all(old.get(k) == payload[k] for k in ("mode", "seed", "resolution", "epochs", "overrides"))
-    kept = [f for f in old.get("folds", []) if isinstance(f, dict) and "fold" in f and f["fold"] not in wanted]
+    kept = [f for f in old.get("folds", []) if "fold" in f and f["fold"] not in wanted]  # older files: no ids
     ids = {f["fold"] for f in kept}
     owners = [p for p in old.get("processes", []) if ids & set(p["folds"])]  # not this process's own entry
     return (kept, owners) if same and kept else ([], [])
@@ -167,6 +167,17 @@ def _label(run: dict, first: dict) -> str:
     if run["resolution"] != first["resolution"]:
         label += f" at {run['resolution'][1]}x{run['resolution'][0]}"
     return label
+
+
+def _hardest_negative(run: dict) -> str:
+    """The defect-free image the run scores highest, and how many positives it outranks (each costs AP)."""
+    names = [n for f in run["folds"] for n in f["names"]]
+    scores = np.concatenate([f["scores"] for f in run["folds"]])
+    positive = np.concatenate([f["labels"] for f in run["folds"]]) > 0.5
+    top = int(np.argmax(np.where(positive, -np.inf, scores)))
+    below = sorted(n for n, sc, pos in zip(names, scores, positive) if pos and sc < scores[top])
+    listed = f" ({', '.join(below)})" if len(below) <= 8 else ""
+    return f"`{names[top]}` {scores[top]:.3f}; {len(below)} positives below it{listed}"
 
 
 def _wall(run: dict) -> str:
@@ -217,6 +228,8 @@ def _markdown() -> str:
         cells = [f"fold {i}: {pct(f['ap'])} / {pct(f['auroc'])} / {pct(f['f1'])} / {f['fp']:.0f} / {f['fn']:.0f}"
                  for i, f in zip(ids, r["per_fold"])]
         lines.append(f"- {_label(r, first)}: " + "; ".join(cells) + f" (train s per fold: {r['train_s']})")
+    lines += ["", "Top-scored negative of all folds pooled, and the positives scored below it:", ""]
+    lines += [f"- {_label(r, first)}: {_hardest_negative(r)}" for r in runs.values()]
     lines += _seed_lines(runs, first)
     lines += ["", "Pooled = the three test folds' scores ranked together (as Tabernik et al. report); FP / FN at "
               "the best-F1 threshold of the pooled scores."]
