@@ -45,6 +45,8 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
     rows = [("CANet", r["canet"]), ("direct regression", r["direct"])]
     if "direct_lr" in r:
         rows.append((f"direct at {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]))
+    if "test_fresh" in r.get("canet_paper_loss", {}):
+        rows.append(("CANet with the paper loss", r["canet_paper_loss"]))
     scores = [f"{name} {_fmt(row['test_fresh']['content_mae_pp'])} pp" for name, row in rows]
     scores.append(f"oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE")
     return [f"Fresh test bags (generator seed {r.get('fresh_seed')}, {r['sizes']['test']} bags, never scored while "
@@ -117,6 +119,8 @@ def synthetic_markdown(r: dict) -> str:
             _row("direct regression (paper baseline)", r["direct"]["test"], f"{r['direct']['train_wall_s'] / 60:.1f} min"),
             *([_row(f"direct regression, {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]["test"],
                     f"{r['direct_lr']['train_wall_s'] / 60:.1f} min")] if "direct_lr" in r else []),
+            *([_row("CANet, paper loss (lambda_p = 0)", r["canet_paper_loss"]["test"],
+                    f"{r['canet_paper_loss']['train_wall_s'] / 60:.1f} min")] if "canet_paper_loss" in r else []),
             _row("copper area fraction of the true masks = content", ref["trivial"]),
             _row("oracle: true per-material areas x fitted densities", ref["oracle"]),
             "",

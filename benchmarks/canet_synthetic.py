@@ -12,6 +12,7 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   squares). The oracle is the floor that the N-photo sampling noise leaves to any area-based method.
 - ``oracle``: only the references (trivial estimate, oracle and its fitted densities), without training.
 - ``direct_lr``: the direct baseline again at the learning rate the recipe had before it was tuned on CANet.
+- ``paper_loss``: CANet with the paper's loss (``lambda_p = 0``), which isolates the recipe's per-patch term.
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
   content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``, and
   ``data_direct_lr`` for the baseline at the ``direct_lr`` learning rate).
@@ -65,17 +66,20 @@ FRESH_SEED = 1000
 # learning rate that suits it better, so that CANet's lead is not the baseline's starved schedule)
 DATA_OVERRIDES = {"canet": [], "direct": ["model.kind=direct"],
                   "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
-# parts trained with sizes["epochs"] and the report keys they write (the sweeps have their own schedule)
-MAIN_SCHEDULE_PARTS = ("main", "direct_lr")
-MAIN_SCHEDULE_KEYS = ("canet", "direct", "direct_lr")
+# the sizes each group of parts is trained with -> (parts, report keys they write): a change of those sizes drops
+# only that group's rows from the JSON, so the other parts need not rerun
+SCHEDULES = {("epochs",): (("main", "direct_lr", "paper_loss"), ("canet", "direct", "direct_lr", "canet_paper_loss")),
+             ("sweep_train", "sweep_epochs"): (("lambda", "classes", "n"),
+                                               ("sweep_lambda_a", "sweep_classes", "sweep_N"))}
 # the paper's sweeps: report key -> (CSV column, plot title)
 SWEEPS = {"sweep_lambda_a": ("lambda_a", "area-loss weight lambda_a"),
           "sweep_classes": ("num_classes", "latent classes I+1 (true: 10)"),
           "sweep_N": ("N", "photos per sample N")}
 PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # main runs (CANet, direct regression) get a longer schedule than the 13 sweep runs, which only show trends; at 50
-# epochs (4000 steps) the val error of CANet was still falling where the cosine schedule ended
-FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 100, "sweep_train": 320, "sweep_epochs": 10,
+# epochs (4000 steps) the val error of CANet was still falling where the cosine schedule ended. The sweeps get
+# 1600 steps (320 bags x 40 epochs / batch 8), the data sweep's budget; at 400 steps their spread was noise.
+FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 100, "sweep_train": 320, "sweep_epochs": 40,
         "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600}
 QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_train": 16, "sweep_epochs": 1,
          "data_bags": [4, 16], "data_steps": 4}
@@ -226,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
-    parser.add_argument("--only", default="main,direct_lr,data_canet,data_direct,data_direct_lr,lambda,classes,n",
+    parser.add_argument("--only", default="main,direct_lr,paper_loss,data_canet,data_direct,data_direct_lr,lambda,classes,n",
                         help="parts to run (separate processes can run different parts; results merge)")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
@@ -264,6 +268,9 @@ def main() -> None:
         # the recipe's learning rate was tuned on CANet; this row checks the baseline is not starved by it
         report["direct_lr"] = train_and_score(f"direct lr={DIRECT_CHECK_LR}", ["model.kind=direct",
                                               f"optim.lr={DIRECT_CHECK_LR}"], size, out, fresh=True)
+    if "paper_loss" in parts:
+        # the recipe adds a per-patch copper term (lambda_p) that is not in the paper: this row is the paper's loss
+        report["canet_paper_loss"] = train_and_score("canet lambda_p=0", ["loss.lambda_p=0"], size, out, fresh=True)
     for kind in DATA_KINDS:
         if f"data_{kind}" in parts:
             report[f"sweep_data_{kind}"] = [
@@ -330,26 +337,27 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
 def merge_reports(path: Path, report: dict) -> dict:
     """Parts of the benchmark may run in separate processes (``--only``); each adds its keys to the JSON.
 
-    Another recipe or other sweep sizes start the JSON over. A new main schedule (``sizes.epochs``) only drops
-    the rows trained with it, so the sweeps need not rerun. Every earlier command line keeps the parts whose
-    rows it still backs."""
+    Another recipe or other data-sweep sizes start the JSON over. A new schedule of one group of ``SCHEDULES``
+    (the main runs' epochs, the paper sweeps' size) only drops the rows trained with it. Every earlier command
+    line keeps the parts whose rows it still backs."""
     if not path.exists():
         return report
     old = json.loads(path.read_text())
     sizes, old_sizes = report["sizes"], old.get("sizes", {})
-    if old.get("recipe") != report["recipe"] or {**old_sizes, "epochs": None} != {**sizes, "epochs": None}:
+    scheduled = {k: None for group in SCHEDULES for k in group}
+    if old.get("recipe") != report["recipe"] or {**old_sizes, **scheduled} != {**sizes, **scheduled}:
         return report
     stale = set(report["runs"][0]["parts"])
-    if old_sizes["epochs"] != sizes["epochs"]:
-        stale |= set(MAIN_SCHEDULE_PARTS)
-        old = {k: v for k, v in old.items() if k not in MAIN_SCHEDULE_KEYS}
+    for group, (parts, keys) in SCHEDULES.items():
+        if any(old_sizes.get(k) != sizes[k] for k in group):
+            stale |= set(parts)
+            old = {k: v for k, v in old.items() if k not in keys}
     runs = []
     for run in old.get("runs", []):
         if kept := [p for p in run["parts"] if p not in stale]:
             dropped = [p for p in run["parts"] if p in stale]
             runs.append({**run, "parts": kept, "superseded": sorted(set(run.get("superseded", [])) | set(dropped))})
     return {**old, **report, "runs": runs + report["runs"]}
-
 
 if __name__ == "__main__":
     main()
