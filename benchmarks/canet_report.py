@@ -9,6 +9,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 # the data-efficiency models, in table-column and plot order (canet_synthetic.DATA_OVERRIDES: what each runs)
 DATA_KINDS = ("canet", "direct", "direct_lr")
+# main-schedule rows after the recipe's CANet and direct rows: report key -> label
+EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"), ("canet_seed1", "CANet, training seed 1"),
+                   ("direct_lr_seed1", "direct regression, lr=0.001, training seed 1"))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
 
 
@@ -45,12 +48,27 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
     rows = [("CANet", r["canet"]), ("direct regression", r["direct"])]
     if "direct_lr" in r:
         rows.append((f"direct at {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]))
-    if "test_fresh" in r.get("canet_paper_loss", {}):
-        rows.append(("CANet with the paper loss", r["canet_paper_loss"]))
+    rows += [(label, r[key]) for key, label in EXTRA_MAIN_ROWS if "test_fresh" in r.get(key, {})]
     scores = [f"{name} {_fmt(row['test_fresh']['content_mae_pp'])} pp" for name, row in rows]
     scores.append(f"oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE")
     return [f"Fresh test bags (generator seed {r.get('fresh_seed')}, {r['sizes']['test']} bags, never scored while "
-            f"the recipe was chosen): {', '.join(scores)}.", ""]
+            f"the recipe was chosen): {'; '.join(scores)}.", ""]
+
+
+def _seed_lines(r: dict) -> list[str]:
+    """Mean of the two training seeds of CANet and of the direct_lr baseline, once both seed-1 rows exist."""
+    if not all(k in r for k in ("canet", "canet_seed1", "direct_lr", "direct_lr_seed1")):
+        return []
+
+    def mean(keys: tuple[str, str], split: str) -> float:
+        return sum(r[k][split]["content_mae_pp"] for k in keys) / 2
+
+    canet, direct = ("canet", "canet_seed1"), ("direct_lr", "direct_lr_seed1")
+    return [f"Mean of training seeds 0 and 1: CANet {_fmt(mean(canet, 'test'))} pp on the test bags and "
+            f"{_fmt(mean(canet, 'test_fresh'))} pp on the fresh bags; direct regression at lr=0.001 "
+            f"{_fmt(mean(direct, 'test'))} / {_fmt(mean(direct, 'test_fresh'))} pp; ratio "
+            f"{mean(direct, 'test') / mean(canet, 'test'):.1f}x / {mean(direct, 'test_fresh') / mean(canet, 'test_fresh'):.1f}x.",
+            ""]
 
 
 def data_label(r: dict, kind: str) -> str:
@@ -119,8 +137,8 @@ def synthetic_markdown(r: dict) -> str:
             _row("direct regression (paper baseline)", r["direct"]["test"], f"{r['direct']['train_wall_s'] / 60:.1f} min"),
             *([_row(f"direct regression, {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]["test"],
                     f"{r['direct_lr']['train_wall_s'] / 60:.1f} min")] if "direct_lr" in r else []),
-            *([_row("CANet, paper loss (lambda_p = 0)", r["canet_paper_loss"]["test"],
-                    f"{r['canet_paper_loss']['train_wall_s'] / 60:.1f} min")] if "canet_paper_loss" in r else []),
+            *[_row(label, r[key]["test"], f"{r[key]['train_wall_s'] / 60:.1f} min")
+              for key, label in EXTRA_MAIN_ROWS if key in r],
             _row("copper area fraction of the true masks = content", ref["trivial"]),
             _row("oracle: true per-material areas x fitted densities", ref["oracle"]),
             "",
@@ -129,6 +147,7 @@ def synthetic_markdown(r: dict) -> str:
             f"Measured ratio best direct regression row / CANet = "
             f"{min(r[k]['test']['content_mae_pp'] for k in ('direct', 'direct_lr') if k in r) / r['canet']['test']['content_mae_pp']:.1f}x.",
             "",
+            *_seed_lines(r),
             *_fresh_lines(r, ref),
             f"Learnt impurity densities (g/cm3, copper fixed at 8.96): {r['canet'].get('learnt_impurity_densities')}",
             *(["", "Oracle densities (g/cm3 per unit of visible area, NNLS on the train split; above 8.96 = heavier "
