@@ -145,7 +145,7 @@ def synthetic_markdown(r: dict) -> str:
             "",
             f"Paper (real data, DINO ViT-S/8): CANet {r['paper']['canet_real_mae_pp']} % MAE, direct regression "
             f"{r['paper']['direct_real_mae_pp']} % MAE. Goal here: <= 2 pp and >= 5x better than direct regression. "
-            f"Measured ratio best direct regression row / CANet = "
+            f"Measured ratio at training seed 0, best direct regression row / CANet = "
             f"{min(r[k]['test']['content_mae_pp'] for k in ('direct', 'direct_lr') if k in r) / r['canet']['test']['content_mae_pp']:.1f}x.",
             "",
             *_seed_lines(r),
