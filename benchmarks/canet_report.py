@@ -10,7 +10,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the data-efficiency models, in table-column and plot order (canet_synthetic.DATA_OVERRIDES: what each runs)
 DATA_KINDS = ("canet", "direct", "direct_lr")
 # main-schedule rows after the recipe's CANet and direct rows: report key -> label
-EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"), ("canet_seed1", "CANet, training seed 1"),
+EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
+                   ("canet_paper_loss_seed1", "CANet, paper loss (lambda_p = 0), training seed 1"),
+                   ("canet_seed1", "CANet, training seed 1"),
                    ("direct_lr_seed1", "direct regression, lr=0.001, training seed 1"),
                    ("canet_classes4", "CANet, 4 latent classes"))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"

@@ -12,7 +12,8 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   squares). The oracle is the floor that the N-photo sampling noise leaves to any area-based method.
 - ``oracle``: only the references (trivial estimate, oracle and its fitted densities), without training.
 - ``direct_lr``: the direct baseline again at the learning rate the recipe had before it was tuned on CANet.
-- ``paper_loss``: CANet with the paper's loss (``lambda_p = 0``), which isolates the recipe's per-patch term.
+- ``paper_loss``, ``seed1_paper_loss``: CANet with the paper's loss (``lambda_p = 0``), which isolates the
+  recipe's per-patch term (training seeds 0 and 1).
 - ``seed1_canet``, ``seed1_direct_lr``: CANet and the ``direct_lr`` baseline again with training seed 1.
 - ``classes4``: CANet with 4 latent classes (below the true 10) at the main schedule.
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
@@ -68,11 +69,22 @@ FRESH_SEED = 1000
 # learning rate that suits it better, so that CANet's lead is not the baseline's starved schedule)
 DATA_OVERRIDES = {"canet": [], "direct": ["model.kind=direct"],
                   "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
+# single runs at the main schedule, scored on both test sets: part -> (report key, run name, overrides)
+MAIN_VARIANTS = {
+    # the recipe adds a per-patch copper term (lambda_p) that is not in the paper: these rows are the paper's loss
+    "paper_loss": ("canet_paper_loss", "canet lambda_p=0", ["loss.lambda_p=0"]),
+    "seed1_paper_loss": ("canet_paper_loss_seed1", "canet lambda_p=0 seed=1", ["loss.lambda_p=0", "train.seed=1"]),
+    # the 1600-step classes sweep scored 4 latent classes best: this checks it at the main schedule
+    "classes4": ("canet_classes4", "canet classes=4", ["model.num_classes=4"]),
+    # a second training seed (same bags, other initialisation and batch order) of CANet and the better baseline
+    "seed1_canet": ("canet_seed1", "canet seed=1", ["train.seed=1"]),
+    "seed1_direct_lr": ("direct_lr_seed1", f"direct lr={DIRECT_CHECK_LR} seed=1",
+                        ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}", "train.seed=1"]),
+}
 # the sizes each group of parts is trained with -> (parts, report keys they write): a change of those sizes drops
 # only that group's rows from the JSON, so the other parts need not rerun
-SCHEDULES = {("epochs",): (("main", "direct_lr", "paper_loss", "seed1_canet", "seed1_direct_lr", "classes4"),
-                           ("canet", "direct", "direct_lr", "canet_paper_loss", "canet_seed1", "direct_lr_seed1",
-                            "canet_classes4")),
+SCHEDULES = {("epochs",): (("main", "direct_lr", *MAIN_VARIANTS),
+                           ("canet", "direct", "direct_lr", *(key for key, _, _ in MAIN_VARIANTS.values()))),
              ("sweep_train", "sweep_epochs"): (("lambda", "classes", "n"),
                                                ("sweep_lambda_a", "sweep_classes", "sweep_N"))}
 # the paper's sweeps: report key -> (CSV column, plot title)
@@ -234,7 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
-    parser.add_argument("--only", default="main,direct_lr,paper_loss,seed1_canet,seed1_direct_lr,classes4,data_canet,data_direct,data_direct_lr,lambda,classes,n",
+    parser.add_argument("--only", default="main,direct_lr,paper_loss,seed1_paper_loss,classes4,seed1_canet,seed1_direct_lr,data_canet,data_direct,data_direct_lr,lambda,classes,n",
                         help="parts to run (separate processes can run different parts; results merge)")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
@@ -272,18 +284,9 @@ def main() -> None:
         # the recipe's learning rate was tuned on CANet; this row checks the baseline is not starved by it
         report["direct_lr"] = train_and_score(f"direct lr={DIRECT_CHECK_LR}", ["model.kind=direct",
                                               f"optim.lr={DIRECT_CHECK_LR}"], size, out, fresh=True)
-    if "paper_loss" in parts:
-        # the recipe adds a per-patch copper term (lambda_p) that is not in the paper: this row is the paper's loss
-        report["canet_paper_loss"] = train_and_score("canet lambda_p=0", ["loss.lambda_p=0"], size, out, fresh=True)
-    if "classes4" in parts:
-        # the short-budget classes sweep scored 4 latent classes best: this checks it at the main schedule
-        report["canet_classes4"] = train_and_score("canet classes=4", ["model.num_classes=4"], size, out, fresh=True)
-    # a second training seed (same bags, other initialisation and batch order) of CANet and of the better baseline
-    if "seed1_canet" in parts:
-        report["canet_seed1"] = train_and_score("canet seed=1", ["train.seed=1"], size, out, fresh=True)
-    if "seed1_direct_lr" in parts:
-        report["direct_lr_seed1"] = train_and_score(f"direct lr={DIRECT_CHECK_LR} seed=1", [
-            "model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}", "train.seed=1"], size, out, fresh=True)
+    for part, (key, name, overrides) in MAIN_VARIANTS.items():
+        if part in parts:
+            report[key] = train_and_score(name, overrides, size, out, fresh=True)
     for kind in DATA_KINDS:
         if f"data_{kind}" in parts:
             report[f"sweep_data_{kind}"] = [
