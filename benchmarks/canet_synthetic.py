@@ -375,5 +375,6 @@ def merge_reports(path: Path, report: dict) -> dict:
             runs.append({**run, "parts": kept, "superseded": sorted(set(run.get("superseded", [])) | set(dropped))})
     return {**old, **report, "runs": runs + report["runs"]}
 
+
 if __name__ == "__main__":
     main()
