@@ -59,19 +59,18 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
 
 
 def _seed_lines(r: dict) -> list[str]:
-    """Mean of the two training seeds of CANet and of the direct_lr baseline, once both seed-1 rows exist."""
-    if not all(k in r for k in ("canet", "canet_seed1", "direct_lr", "direct_lr_seed1")):
+    """Means of training seeds 0 and 1 for every model that has both, and the direct / CANet ratios."""
+    pairs = [("CANet", "canet", "canet_seed1"), ("CANet with the paper loss", "canet_paper_loss", "canet_paper_loss_seed1"),
+             ("direct regression at lr=0.001", "direct_lr", "direct_lr_seed1")]
+    means = {name: [sum(r[k][split]["content_mae_pp"] for k in keys) / 2 for split in ("test", "test_fresh")]
+             for name, *keys in pairs if all(k in r for k in keys)}
+    direct = means.pop("direct regression at lr=0.001", None)
+    if not means or direct is None:
         return []
-
-    def mean(keys: tuple[str, str], split: str) -> float:
-        return sum(r[k][split]["content_mae_pp"] for k in keys) / 2
-
-    canet, direct = ("canet", "canet_seed1"), ("direct_lr", "direct_lr_seed1")
-    return [f"Mean of training seeds 0 and 1: CANet {_fmt(mean(canet, 'test'))} pp on the test bags and "
-            f"{_fmt(mean(canet, 'test_fresh'))} pp on the fresh bags; direct regression at lr=0.001 "
-            f"{_fmt(mean(direct, 'test'))} / {_fmt(mean(direct, 'test_fresh'))} pp; ratio "
-            f"{mean(direct, 'test') / mean(canet, 'test'):.1f}x / {mean(direct, 'test_fresh') / mean(canet, 'test_fresh'):.1f}x.",
-            ""]
+    parts = [f"{name} {_fmt(t)} pp on the test bags and {_fmt(f)} pp on the fresh bags (ratio direct / this "
+             f"{direct[0] / t:.1f}x / {direct[1] / f:.1f}x)" for name, (t, f) in means.items()]
+    return [f"Mean of training seeds 0 and 1: direct regression at lr=0.001 {_fmt(direct[0])} / {_fmt(direct[1])} pp; "
+            + "; ".join(parts) + ".", ""]
 
 
 def data_label(r: dict, kind: str) -> str:
