@@ -60,16 +60,21 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
 
 def _seed_lines(r: dict) -> list[str]:
     """Means of training seeds 0 and 1 for every model that has both, and the direct / CANet ratios."""
-    pairs = [("CANet", "canet", "canet_seed1"), ("CANet with the paper loss", "canet_paper_loss", "canet_paper_loss_seed1"),
-             ("direct regression at lr=0.001", "direct_lr", "direct_lr_seed1")]
-    means = {name: [sum(r[k][split]["content_mae_pp"] for k in keys) / 2 for split in ("test", "test_fresh")]
-             for name, *keys in pairs if all(k in r for k in keys)}
-    direct = means.pop("direct regression at lr=0.001", None)
+    def mean(keys: tuple[str, str]) -> list[float] | None:
+        if not all(k in r for k in keys):
+            return None
+        return [sum(r[k][split]["content_mae_pp"] for k in keys) / 2 for split in ("test", "test_fresh")]
+
+    direct = mean(("direct_lr", "direct_lr_seed1"))
+    means = {name: m for name, *keys in (("CANet", "canet", "canet_seed1"),
+                                         ("CANet with the paper loss", "canet_paper_loss", "canet_paper_loss_seed1"))
+             if (m := mean(tuple(keys))) is not None}
     if not means or direct is None:
         return []
     parts = [f"{name} {_fmt(t)} pp on the test bags and {_fmt(f)} pp on the fresh bags (ratio direct / this "
              f"{direct[0] / t:.1f}x / {direct[1] / f:.1f}x)" for name, (t, f) in means.items()]
-    return [f"Mean of training seeds 0 and 1: direct regression at lr=0.001 {_fmt(direct[0])} / {_fmt(direct[1])} pp; "
+    setting = r["direct_lr"]["run"].split(" ", 1)[1]  # the baseline's run name says its learning rate
+    return [f"Mean of training seeds 0 and 1: direct regression at {setting} {_fmt(direct[0])} / {_fmt(direct[1])} pp; "
             + "; ".join(parts) + ".", ""]
 
 
