@@ -57,12 +57,13 @@ def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
     report = RESULTS / "canet_synthetic.json"
     try:
         recorded = json.loads(report.read_text())["references"][str(n)]["oracle_densities"]
+        names = [m.name for m in materials(cfg.data.synthetic_impurity_types)][1:]
+        densities = np.array([recorded[name] for name in [*names, "tray"]])  # the oracle's column order
     except (OSError, KeyError, ValueError):
         raise ScrapvisionError(f"{report}: no oracle densities at N = {n}; run `python benchmarks/canet_synthetic.py "
                                "--only main` first") from None
     test = test_split(task, FULL["test"])
     shares = np.stack([m[:n].mean(0) for m in test.material_areas])  # columns: tray, copper, impurities
-    names = [m.name for m in materials(cfg.data.synthetic_impurity_types)][1:]
     frame = pd.DataFrame({"true_content": test.contents, "copper_area": shares[:, 1]})
     frame = frame.join(pd.DataFrame(shares[:, 2:], columns=[f"{name}_area" for name in names]))
     impurity = shares[:, 2:].sum(1)
@@ -70,7 +71,6 @@ def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
     frame["heavy_share_of_impurity_area"] = np.where(impurity > 0, heavy / np.maximum(impurity, 1e-9), 0.0)
     for key, (_, model) in models.items():
         frame[key] = predict(model, test, n)
-    densities = np.array([recorded[name] for name in [*names, "tray"]])  # the oracle's column order
     frame["oracle"] = oracle_contents(test, n, densities, rho)
     for key in MODELS:
         frame[f"{key}_error_pp"] = 100 * (frame[key] - frame["true_content"])
