@@ -53,6 +53,8 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
         rows.append((f"direct at {r['direct_lr']['run'].split(' ', 1)[1]}", r["direct_lr"]))
     rows += [(label, r[key]) for key, label in EXTRA_MAIN_ROWS if "test_fresh" in r.get(key, {})]
     scores = [f"{name} {_fmt(row['test_fresh']['content_mae_pp'])} pp" for name, row in rows]
+    if "copper_only_fresh" in ref:
+        scores.append(f"copper area alone {_fmt(ref['copper_only_fresh']['content_mae_pp'])} pp")
     scores.append(f"oracle {_fmt(ref['oracle_fresh']['content_mae_pp'])} pp MAE")
     return [f"Fresh test bags (generator seed {r.get('fresh_seed')}, {r['sizes']['test']} bags, never scored while "
             f"the recipe was chosen): {'; '.join(scores)}.", ""]
@@ -147,6 +149,8 @@ def synthetic_markdown(r: dict) -> str:
             *[_row(label, r[key]["test"], f"{r[key]['train_wall_s'] / 60:.1f} min")
               for key, label in EXTRA_MAIN_ROWS if key in r],
             _row("copper area fraction of the true masks = content", ref["trivial"]),
+            *([_row("copper area of the true masks, one fitted density for all else", ref["copper_only"])]
+              if "copper_only" in ref else []),
             _row("oracle: true per-material areas x fitted densities", ref["oracle"]),
             "",
             f"Paper (real data, DINO ViT-S/8): CANet {r['paper']['canet_real_mae_pp']} % MAE, direct regression "
@@ -160,6 +164,9 @@ def synthetic_markdown(r: dict) -> str:
             *(["", "Oracle densities (g/cm3 per unit of visible area, NNLS on the train split; above 8.96 = heavier "
                "per unit area than copper): " + ", ".join(f"{k} {v}" for k, v in ref["oracle_densities"].items())]
               if "oracle_densities" in ref else []),
+            *(["", "Copper area alone: one mass per unit of visible area for everything that is not copper "
+               f"(impurities and tray pooled, NNLS on the train split): {ref['copper_only_density']} g/cm3."]
+              if "copper_only_density" in ref else []),
             "",
         ]
     lines += _data_lines(r)
@@ -175,11 +182,14 @@ def synthetic_markdown(r: dict) -> str:
     if "canet" in r and "test_by_N" in r["canet"]:
         lines += ["### Main CANet model tested with N photos (trained at N = "
                   f"{r['canet']['N']}), against the oracle floor", "",
-                  "| N | CANet MAE pp | CANet area MAE pp | oracle MAE pp | trivial MAE pp |", "|---|---|---|---|---|"]
+                  "| N | CANet MAE pp | CANet area MAE pp | oracle MAE pp | copper area alone MAE pp | trivial MAE pp |",
+                  "|---|---|---|---|---|---|"]
         for k, m in r["canet"]["test_by_N"].items():
             ref = r["references"][str(k)]
             lines.append(f"| {k} | {_fmt(m['content_mae_pp'])} | {_fmt(m.get('area_mae_pp'))} | "
-                         f"{_fmt(ref['oracle']['content_mae_pp'])} | {_fmt(ref['trivial']['content_mae_pp'])} |")
+                         f"{_fmt(ref['oracle']['content_mae_pp'])} | "
+                         f"{_fmt(ref.get('copper_only', {}).get('content_mae_pp'))} | "
+                         f"{_fmt(ref['trivial']['content_mae_pp'])} |")
         lines.append("")
     lines.append(f"_Section written {time.strftime('%Y-%m-%d %H:%M %Z')}._")
     return "\n".join(lines)

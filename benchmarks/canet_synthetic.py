@@ -148,47 +148,55 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     return row
 
 
-def visible_areas(split, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per bag, the copper share and the other shares (impurities, then tray) of the first ``n`` photos."""
+def visible_areas(split, n: int, pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per bag, the copper share and the other shares (impurities, then tray) of the first ``n`` photos;
+    ``pooled`` sums the others into one column: all that the copper area alone can tell."""
     props = np.stack([m[:n].mean(0) for m in split.material_areas])  # columns: tray, copper, impurities
-    return props[:, 1], np.concatenate([props[:, 2:], props[:, :1]], 1)
+    others = np.concatenate([props[:, 2:], props[:, :1]], 1)
+    return props[:, 1], others.sum(1, keepdims=True) if pooled else others
 
 
-def fit_oracle_densities(train, n: int, rho: float) -> np.ndarray:
+def fit_oracle_densities(train, n: int, rho: float, pooled: bool = False) -> np.ndarray:
     """Mass per unit of visible area of each non-copper column, by non-negative least squares on the train
     bags: content = rho * copper / (rho * copper + others @ densities), rearranged to be linear."""
-    copper, others = visible_areas(train, n)
+    copper, others = visible_areas(train, n, pooled)
     c = np.asarray(train.contents)
     return nnls(others, rho * copper * (1 - c) / c)[0]
 
 
-def oracle_contents(split, n: int, densities: np.ndarray, rho: float) -> np.ndarray:
+def oracle_contents(split, n: int, densities: np.ndarray, rho: float, pooled: bool = False) -> np.ndarray:
     """Each bag's content from the true visible areas of its first ``n`` photos and the fitted densities."""
-    copper, others = visible_areas(split, n)
+    copper, others = visible_areas(split, n, pooled)
     return rho * copper / (rho * copper + others @ densities)
 
 
 def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict:
-    """Density-weighted true areas (NNLS densities from the train split) and the area-as-content estimate."""
+    """References from the true areas, no model: the oracle (every material's area x NNLS densities from the
+    train split), copper area alone (one fitted density for all that is not copper) and area as content."""
     d, rho = task.cfg.data, task.cfg.model.copper_density
     train = render_split(task._spec(), d.synthetic_seed, "train", size["train"], task.cfg.model.img_size)
     test = test_split(task, size["test"])
     fresh = test_split(task, size["test"], FRESH_SEED)
     out = {}
 
-    def oracle(split, n: int, densities: np.ndarray) -> dict:
+    def reference(split, n: int, densities: np.ndarray, pooled: bool = False) -> dict:
         areas = np.stack([a[:n] for a in split.areas])
-        return content_metrics(np.asarray(split.contents), oracle_contents(split, n, densities, rho), areas, None)
+        return content_metrics(np.asarray(split.contents), oracle_contents(split, n, densities, rho, pooled),
+                               areas, None)
 
     for n in ns:
         densities = fit_oracle_densities(train, n, rho)
+        pooled = fit_oracle_densities(train, n, rho, pooled=True)
         areas = np.stack([a[:n] for a in test.areas])
-        out[n] = {"oracle": oracle(test, n, densities),
+        out[n] = {"oracle": reference(test, n, densities),
+                  "copper_only": reference(test, n, pooled, pooled=True),
                   "trivial": content_metrics(np.asarray(test.contents), areas.mean(1), areas, None)}
         if n == task.cfg.data.images_per_sample:
             names = [m.name for m in materials(d.synthetic_impurity_types)][1:] + ["tray"]
             out[n]["oracle_densities"] = {k: round(float(v), 3) for k, v in zip(names, densities)}
-            out[n]["oracle_fresh"] = oracle(fresh, n, densities)
+            out[n]["copper_only_density"] = round(float(pooled[0]), 3)
+            out[n]["oracle_fresh"] = reference(fresh, n, densities)
+            out[n]["copper_only_fresh"] = reference(fresh, n, pooled, pooled=True)
     return out
 
 
