@@ -9,6 +9,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 # the data-efficiency models, in table-column and plot order (canet_synthetic.DATA_OVERRIDES: what each runs)
 DATA_KINDS = ("canet", "direct", "direct_lr")
+# few content labels at the main schedule: part ``long_data_<kind>`` trains these on each of ``long_data_bags``
+# bags for as many steps as the main runs, to ask how many assayed samples a plant needs
+LONG_DATA_KINDS = ("canet", "direct_lr")
 # main-schedule rows after the recipe's CANet and direct rows: report key -> label
 EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
                    ("canet_paper_loss_seed1", "CANet, paper loss (lambda_p = 0), training seed 1"),
@@ -80,9 +83,9 @@ def _seed_lines(r: dict) -> list[str]:
             + "; ".join(parts) + ".", ""]
 
 
-def data_label(r: dict, kind: str) -> str:
+def data_label(r: dict, kind: str, key: str = "sweep_data") -> str:
     """Name of a data-efficiency model, with the learning rate its rows actually ran at when it is not the recipe's."""
-    lr = [o.split("=", 1)[1] for o in (r.get(f"sweep_data_{kind}") or [{}])[0].get("overrides", [])
+    lr = [o.split("=", 1)[1] for o in (r.get(f"{key}_{kind}") or [{}])[0].get("overrides", [])
           if o.startswith("optim.lr=")]
     return ("CANet" if kind == "canet" else "direct regression") + (f", lr {lr[0]}" if lr else "")
 
@@ -111,6 +114,36 @@ def _data_lines(r: dict) -> list[str]:
         walls = [f"{rows[k]['train_wall_s'] / 60:.1f} min" if k in rows else "n/a" for k in kinds]
         cells = [_fmt(mae[k]) if k in mae else "n/a" for k in ("canet", *directs)]
         lines.append(" | ".join([f"| {bags}", cells[0], area, *cells[1:], ratio, *walls]) + " |")
+    return [*lines, ""]
+
+
+def _long_data_lines(r: dict) -> list[str]:
+    """Few content-labelled bags at the main schedule, with the 640-bag main runs (seed 0) as the last row."""
+    kinds = [k for k in LONG_DATA_KINDS if r.get(f"long_data_{k}")]
+    if not kinds:
+        return []
+    by_bags: dict[int, dict] = {}
+    for kind in kinds:
+        for row in r[f"long_data_{kind}"]:
+            by_bags.setdefault(run_value(row), {})[kind] = row
+    if "canet" in r and "direct_lr" in r:
+        by_bags[r["sizes"]["train"]] = {"canet": r["canet"], "direct_lr": r["direct_lr"]}
+    s = r["sizes"]
+    steps = s["train"] * s["epochs"] // r["recipe"]["batch_size"]
+    lines = [f"### Few content labels, trained as long as the main runs ({steps} steps whatever the number of bags; "
+             f"the {s['train']}-bag row is the main runs, seed 0)", "",
+             f"| train bags | CANet MAE pp (test / fresh) | CANet area MAE pp | {data_label(r, 'direct_lr', 'long_data')} "
+             "MAE pp (test / fresh) | direct / CANet (test / fresh) | CANet wall | direct wall |",
+             "|---|---|---|---|---|---|---|"]
+    for bags, rows in sorted(by_bags.items()):
+        mae = {k: (rows[k]["test"]["content_mae_pp"], rows[k].get("test_fresh", {}).get("content_mae_pp"))
+               for k in LONG_DATA_KINDS if k in rows}
+        pair = {k: f"{_fmt(mae[k][0])} / {_fmt(mae[k][1])}" if k in mae else "n/a" for k in LONG_DATA_KINDS}
+        ratio = (f"{mae['direct_lr'][0] / mae['canet'][0]:.1f}x / {mae['direct_lr'][1] / mae['canet'][1]:.1f}x"
+                 if len(mae) == 2 and None not in (*mae["canet"], *mae["direct_lr"]) else "n/a")
+        area = _fmt(rows["canet"]["test"].get("area_mae_pp")) if "canet" in rows else "n/a"
+        walls = [f"{rows[k]['train_wall_s'] / 60:.1f} min" if k in rows else "n/a" for k in LONG_DATA_KINDS]
+        lines.append(f"| {bags} | {pair['canet']} | {area} | {pair['direct_lr']} | {ratio} | {walls[0]} | {walls[1]} |")
     return [*lines, ""]
 
 
@@ -169,6 +202,7 @@ def synthetic_markdown(r: dict) -> str:
               if "copper_only_density" in ref else []),
             "",
         ]
+    lines += _long_data_lines(r)
     lines += _data_lines(r)
     for key, col, title in (("sweep_lambda_a", "lambda_a", "lambda_a, paper loss (lambda_p = 0)"), ("sweep_classes", "num_classes", "I+1 classes"),
                             ("sweep_N", "N", "photos per sample N")):

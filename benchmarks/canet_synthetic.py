@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from canet_report import DATA_KINDS, data_label, run_value, synthetic_markdown, write_section  # noqa: E402
+from canet_report import DATA_KINDS, LONG_DATA_KINDS, data_label, run_value, synthetic_markdown, write_section  # noqa: E402
 
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
 from scrapvision.config import load_config, to_dict  # noqa: E402
@@ -86,7 +86,12 @@ MAIN_VARIANTS = {
 SCHEDULES = {("epochs",): (("main", "direct_lr", *MAIN_VARIANTS),
                            ("canet", "direct", "direct_lr", *(key for key, _, _ in MAIN_VARIANTS.values()))),
              ("sweep_train", "sweep_epochs"): (("lambda", "classes", "n"),
-                                               ("sweep_lambda_a", "sweep_classes", "sweep_N"))}
+                                               ("sweep_lambda_a", "sweep_classes", "sweep_N")),
+             ("epochs", "long_data_bags"): (tuple(f"long_data_{k}" for k in LONG_DATA_KINDS),
+                                            tuple(f"long_data_{k}" for k in LONG_DATA_KINDS))}
+# every part, in the order a bare run does them ("oracle" alone redoes just the references that "main" writes)
+PARTS = ("main", "direct_lr", *MAIN_VARIANTS, *(f"data_{k}" for k in DATA_KINDS),
+         *(f"long_data_{k}" for k in LONG_DATA_KINDS), "lambda", "classes", "n")
 # the paper's sweeps: report key -> (CSV column, plot title)
 SWEEPS = {"sweep_lambda_a": ("lambda_a", "area-loss weight lambda_a"),
           "sweep_classes": ("num_classes", "latent classes I+1 (true: 10)"),
@@ -96,9 +101,9 @@ PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # epochs (4000 steps) the val error of CANet was still falling where the cosine schedule ended. The sweeps get
 # 1600 steps (320 bags x 40 epochs / batch 8), the data sweep's budget; at 400 steps their spread was noise.
 FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 100, "sweep_train": 320, "sweep_epochs": 40,
-        "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600}
+        "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600, "long_data_bags": [40, 80]}
 QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_train": 16, "sweep_epochs": 1,
-         "data_bags": [4, 16], "data_steps": 4}
+         "data_bags": [4, 16], "data_steps": 4, "long_data_bags": [4]}
 
 
 def base_overrides(size: dict, out_dir: Path) -> list[str]:
@@ -214,6 +219,15 @@ def data_sweep_overrides(bags: int, steps: int, batch: int = 8) -> list[str]:
     return [f"data.synthetic_train={bags}", f"train.epochs={max(1, round(steps * batch / bags))}"]
 
 
+def long_data_overrides(bags: int, size: dict, batch: int = 8) -> list[str]:
+    """Train on ``bags`` labelled bags with the main runs' optimizer steps, warmup steps and number of
+    evaluations (for checkpoint choice), so that only the number of content labels differs from them."""
+    scale = size["train"] / bags
+    epochs = round(size["epochs"] * scale)
+    return [f"data.synthetic_train={bags}", f"train.epochs={epochs}", f"optim.warmup_epochs={scale:g}",
+            f"train.eval_every={max(1, round(scale))}"]
+
+
 def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
     return pd.DataFrame([{key: v, "content_mae_pp": r["test"]["content_mae_pp"],
                           "content_rmse_pp": r["test"]["content_rmse_pp"], "content_r2": r["test"]["content_r2"],
@@ -254,8 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded CPU)")
-    parser.add_argument("--only", default="main,direct_lr,paper_loss,seed1_paper_loss,classes4,seed1_canet,seed1_direct_lr,data_canet,data_direct,data_direct_lr,lambda,classes,n",
-                        help="parts to run (separate processes can run different parts; results merge)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help="comma-separated parts to run (separate processes can run different parts; results "
+                             f"merge): {', '.join(PARTS)}, oracle")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
     args = parser.parse_args()
@@ -269,6 +284,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     size = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
+    if unknown := sorted(parts - {*PARTS, "oracle"}):
+        parser.error(f"--only: unknown part(s) {', '.join(unknown)}; parts: {', '.join(PARTS)}, oracle")
     suffix = "_quick" if args.quick else ""
     out = REPO / "runs" / f"bench_canet{suffix}"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -301,6 +318,12 @@ def main() -> None:
                 train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + data_sweep_overrides(b, size["data_steps"]),
                                 size, out)
                 for b in size["data_bags"]]
+    for kind in LONG_DATA_KINDS:
+        if f"long_data_{kind}" in parts:
+            report[f"long_data_{kind}"] = [
+                train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + long_data_overrides(b, size), size, out,
+                                fresh=True)
+                for b in size["long_data_bags"]]
     if "lambda" in parts:
         # the paper's loss (no per-patch term), so that the area term's weight is what changes
         report["sweep_lambda_a"] = [train_and_score(f"lambda_a={v}", [f"loss.lambda_a={v}", "loss.lambda_p=0"], sweep, out)
@@ -369,7 +392,8 @@ def merge_reports(path: Path, report: dict) -> dict:
     old = json.loads(path.read_text())
     sizes, old_sizes = report["sizes"], old.get("sizes", {})
     scheduled = {k: None for group in SCHEDULES for k in group}
-    if old.get("recipe") != report["recipe"] or {**old_sizes, **scheduled} != {**sizes, **scheduled}:
+    shared = old_sizes.keys() & sizes.keys()  # a size the old JSON lacks did not shape its rows
+    if old.get("recipe") != report["recipe"] or any(old_sizes[k] != sizes[k] for k in shared - scheduled.keys()):
         return report
     stale = set(report["runs"][0]["parts"])
     for group, (parts, keys) in SCHEDULES.items():
