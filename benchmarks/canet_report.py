@@ -12,11 +12,12 @@ DATA_KINDS = ("canet", "direct", "direct_lr")
 # few content labels at the main schedule: part ``long_data_<kind>`` trains these on each of ``long_data_bags``
 # bags for as many steps as the main runs, to ask how many assayed samples a plant needs
 LONG_DATA_KINDS = ("canet", "direct_lr")
+DIRECT_CHECK_LR = 0.001  # the baseline's second learning rate: the recipe's before it was tuned on CANet
 # main-schedule rows after the recipe's CANet and direct rows: report key -> label
 EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
                    ("canet_paper_loss_seed1", "CANet, paper loss (lambda_p = 0), training seed 1"),
                    ("canet_seed1", "CANet, training seed 1"),
-                   ("direct_lr_seed1", "direct regression, lr=0.001, training seed 1"),
+                   ("direct_lr_seed1", f"direct regression, lr={DIRECT_CHECK_LR}, training seed 1"),
                    ("canet_classes4", "CANet, 4 latent classes"))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
 
