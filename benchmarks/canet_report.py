@@ -132,7 +132,8 @@ def _long_data_lines(r: dict) -> list[str]:
     s = r["sizes"]
     steps = s["train"] * s["epochs"] // r["recipe"]["batch_size"]
     lines = [f"### Few content labels, trained as long as the main runs ({steps} steps whatever the number of bags; "
-             f"the {s['train']}-bag row is the main runs, seed 0)", "",
+             f"the {s['train']}-bag row is the main runs, seed 0; solid lines of plot `canet_sweep_data.png`, rows with "
+             f"steps = {steps} in `canet_sweep_data.csv`)", "",
              f"| train bags | CANet MAE pp (test / fresh) | CANet area MAE pp | {data_label(r, 'direct_lr', 'long_data')} "
              "MAE pp (test / fresh) | direct / CANet (test / fresh) | CANet wall | direct wall |",
              "|---|---|---|---|---|---|---|"]

@@ -366,23 +366,35 @@ def sweep_outputs(report: dict, suffix: str) -> None:
             frame = frame.merge(extra, on="N")
         frame.to_csv(RESULTS / f"canet_{key}{suffix}.csv", index=False)
         plot(frame, column, RESULTS / f"canet_{key}{suffix}.png", title, extra)
-    if any(report.get(f"sweep_data_{kind}") for kind in DATA_KINDS):
+    if any(report.get(f"sweep_data_{kind}") for kind in DATA_KINDS) or any(
+            report.get(f"long_data_{kind}") for kind in LONG_DATA_KINDS):
         data_sweep_outputs(report, suffix)
 
 
 def data_sweep_outputs(report: dict, suffix: str) -> None:
-    """CSV and plot of content MAE against the number of labelled training bags, one line per model."""
-    frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind)
+    """CSV and plot of content MAE against the number of labelled training bags, one line per model and
+    budget: the short data sweep, and the few-label runs at the main schedule (ending in the main runs)."""
+    s = report["sizes"]
+    long_steps = s["train"] * s["epochs"] // report["recipe"]["batch_size"]
+    frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind, steps=s["data_steps"])
               for kind in DATA_KINDS if (rows := report.get(f"sweep_data_{kind}"))]
+    for kind in LONG_DATA_KINDS:
+        if rows := report.get(f"long_data_{kind}"):
+            bags = [run_value(r) for r in rows]
+            if kind in report:  # the main run of this model: the same schedule on every train bag
+                rows, bags = [*rows, report[kind]], [*bags, s["train"]]
+            frames.append(sweep_table(rows, "train_bags", bags).assign(model=kind, steps=long_steps))
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
     ticks = sorted(frame["train_bags"].unique())
+    colours = dict(zip(DATA_KINDS, ("C0", "C1", "C2")))
     with mae_figure(RESULTS / f"canet_sweep_data{suffix}.png", "content-labelled training bags",
-                    "data efficiency (same number of steps)") as ax:
-        for kind, style in zip(DATA_KINDS, ("o-", "s--", "^:")):
-            part = frame[frame["model"] == kind]
-            if len(part):
-                ax.plot(part["train_bags"], part["content_mae_pp"], style, label=data_label(report, kind))
+                    "content labels against error") as ax:
+        for (steps, kind), part in frame.groupby(["steps", "model"], sort=False):
+            key = "long_data" if steps == long_steps else "sweep_data"
+            ax.plot(part["train_bags"], part["content_mae_pp"], "o-" if key == "long_data" else "o:",
+                    color=colours[kind], alpha=1.0 if key == "long_data" else 0.5,
+                    label=f"{data_label(report, kind, key)}, {steps} steps")
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(ticks, [str(b) for b in ticks])
