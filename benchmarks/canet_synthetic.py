@@ -226,13 +226,13 @@ def data_sweep_overrides(bags: int, steps: int, batch: int = 8) -> list[str]:
     return [f"data.synthetic_train={bags}", f"train.epochs={max(1, round(steps * batch / bags))}"]
 
 
-def long_data_overrides(bags: int, size: dict, batch: int = 8) -> list[str]:
+def long_data_overrides(bags: int, size: dict, recipe: CanetConfig) -> list[str]:
     """Train on ``bags`` labelled bags with the main runs' optimizer steps, warmup steps and number of
     evaluations (for checkpoint choice), so that only the number of content labels differs from them."""
     scale = size["train"] / bags
-    epochs = round(size["epochs"] * scale)
-    return [f"data.synthetic_train={bags}", f"train.epochs={epochs}", f"optim.warmup_epochs={scale:g}",
-            f"train.eval_every={max(1, round(scale))}"]
+    return [f"data.synthetic_train={bags}", f"train.epochs={round(size['epochs'] * scale)}",
+            f"optim.warmup_epochs={recipe.optim.warmup_epochs * scale:g}",
+            f"train.eval_every={max(1, round(recipe.train.eval_every * scale))}"]
 
 
 def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
@@ -328,7 +328,7 @@ def main() -> None:
     for kind in LONG_DATA_KINDS:
         if f"long_data_{kind}" in parts:
             report[f"long_data_{kind}"] = [
-                train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + long_data_overrides(b, size), size, out,
+                train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + long_data_overrides(b, size, recipe), size, out,
                                 fresh=True)
                 for b in size["long_data_bags"]]
     if "lambda" in parts:
