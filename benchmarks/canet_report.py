@@ -12,6 +12,15 @@ DATA_KINDS = ("canet", "direct", "direct_lr")
 # few content labels at the main schedule: part ``long_data_<kind>`` trains these on each of ``long_data_bags``
 # bags for as many steps as the main runs, to ask how many assayed samples a plant needs
 LONG_DATA_KINDS = ("canet", "direct_lr")
+LONG_DATA_SEEDS = (0, 1)  # training seeds (same bags, other initialisation and batch order)
+
+
+def long_data_key(kind: str, seed: int) -> str:
+    """Report key, and ``--only`` part, of one few-label model at one training seed."""
+    return f"long_data_{kind}" + (f"_seed{seed}" if seed else "")
+
+
+LONG_DATA_PARTS = tuple(long_data_key(k, seed) for seed in LONG_DATA_SEEDS for k in LONG_DATA_KINDS)
 DIRECT_CHECK_LR = 0.001  # the baseline's second learning rate: the recipe's before it was tuned on CANet
 # main-schedule rows after the recipe's CANet and direct rows: report key -> label
 EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),

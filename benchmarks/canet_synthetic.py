@@ -55,7 +55,10 @@ from canet_report import (  # noqa: E402
     DATA_KINDS,
     DIRECT_CHECK_LR,
     LONG_DATA_KINDS,
+    LONG_DATA_PARTS,
+    LONG_DATA_SEEDS,
     data_label,
+    long_data_key,
     run_value,
     synthetic_markdown,
     write_section,
@@ -94,11 +97,10 @@ SCHEDULES = {("epochs",): (("main", "direct_lr", *MAIN_VARIANTS),
                            ("canet", "direct", "direct_lr", *(key for key, _, _ in MAIN_VARIANTS.values()))),
              ("sweep_train", "sweep_epochs"): (("lambda", "classes", "n"),
                                                ("sweep_lambda_a", "sweep_classes", "sweep_N")),
-             ("epochs", "long_data_bags"): (tuple(f"long_data_{k}" for k in LONG_DATA_KINDS),
-                                            tuple(f"long_data_{k}" for k in LONG_DATA_KINDS))}
+             ("epochs", "long_data_bags"): (LONG_DATA_PARTS, LONG_DATA_PARTS)}
 # every part, in the order a bare run does them ("oracle" alone redoes just the references that "main" writes)
 PARTS = ("main", "direct_lr", *MAIN_VARIANTS, *(f"data_{k}" for k in DATA_KINDS),
-         *(f"long_data_{k}" for k in LONG_DATA_KINDS), "lambda", "classes", "n")
+         *LONG_DATA_PARTS, "lambda", "classes", "n")
 # the paper's sweeps: report key -> (CSV column, plot title)
 SWEEPS = {"sweep_lambda_a": ("lambda_a", "area-loss weight lambda_a"),
           "sweep_classes": ("num_classes", "latent classes I+1 (true: 10)"),
@@ -325,12 +327,14 @@ def main() -> None:
                 train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + data_sweep_overrides(b, size["data_steps"]),
                                 size, out)
                 for b in size["data_bags"]]
-    for kind in LONG_DATA_KINDS:
-        if f"long_data_{kind}" in parts:
-            report[f"long_data_{kind}"] = [
-                train_and_score(f"{kind} bags={b}", DATA_OVERRIDES[kind] + long_data_overrides(b, size, recipe), size, out,
-                                fresh=True)
-                for b in size["long_data_bags"]]
+    for seed in LONG_DATA_SEEDS:
+        for kind in LONG_DATA_KINDS:
+            if (key := long_data_key(kind, seed)) in parts:
+                seeded = [f"train.seed={seed}"] if seed else []
+                report[key] = [train_and_score(f"{kind}{f' seed={seed}' if seed else ''} bags={b}",  # bags last: run_value
+                                               DATA_OVERRIDES[kind] + long_data_overrides(b, size, recipe) + seeded,
+                                               size, out, fresh=True)
+                               for b in size["long_data_bags"]]
     if "lambda" in parts:
         # the paper's loss (no per-patch term), so that the area term's weight is what changes
         report["sweep_lambda_a"] = [train_and_score(f"lambda_a={v}", [f"loss.lambda_a={v}", "loss.lambda_p=0"], sweep, out)
