@@ -127,35 +127,58 @@ def _data_lines(r: dict) -> list[str]:
     return [*lines, ""]
 
 
+def long_data_runs(r: dict) -> dict[int, dict[str, dict[int, dict]]]:
+    """train bags -> model -> training seed -> run, for the few-label runs; the main runs of the same models and
+    seeds (``<kind>`` and ``<kind>_seed<N>``) are the row of the full train split."""
+    table: dict[int, dict[str, dict[int, dict]]] = {}
+    for seed in LONG_DATA_SEEDS:
+        for kind in LONG_DATA_KINDS:
+            for row in r.get(long_data_key(kind, seed), []):
+                table.setdefault(run_value(row), {}).setdefault(kind, {})[seed] = row
+    seeds = {seed for models in table.values() for runs in models.values() for seed in runs}
+    main_key = {(kind, seed): kind + (f"_seed{seed}" if seed else "") for kind in LONG_DATA_KINDS for seed in seeds}
+    both = [seed for seed in sorted(seeds) if all(main_key[k, seed] in r for k in LONG_DATA_KINDS)]  # same seeds
+    if table and both:
+        table[r["sizes"]["train"]] = {k: {seed: r[main_key[k, seed]] for seed in both} for k in LONG_DATA_KINDS}
+    return table
+
+
+def _mean(runs: dict[int, dict], split: str) -> float | None:
+    values = [run[split]["content_mae_pp"] for run in runs.values() if split in run]
+    return sum(values) / len(values) if len(values) == len(runs) and values else None
+
+
 def _long_data_lines(r: dict) -> list[str]:
-    """Few content-labelled bags at the main schedule, with the 640-bag main runs (seed 0) as the last row."""
-    kinds = [k for k in LONG_DATA_KINDS if r.get(f"long_data_{k}")]
-    if not kinds:
+    """Few content-labelled bags at the main schedule, means over the training seeds that ran, with the main runs
+    (the full train split, same seeds) as the last row."""
+    table = long_data_runs(r)
+    if not table:
         return []
-    by_bags: dict[int, dict] = {}
-    for kind in kinds:
-        for row in r[f"long_data_{kind}"]:
-            by_bags.setdefault(run_value(row), {})[kind] = row
-    if "canet" in r and "direct_lr" in r:
-        by_bags[r["sizes"]["train"]] = {"canet": r["canet"], "direct_lr": r["direct_lr"]}
     s = r["sizes"]
     steps = s["train"] * s["epochs"] // r["recipe"]["batch_size"]
     lines = [f"### Few content labels, trained as long as the main runs ({steps} steps whatever the number of bags; "
-             f"the {s['train']}-bag row is the main runs, seed 0; solid lines of plot `canet_sweep_data.png`, rows with "
+             f"the {s['train']}-bag row is the main runs; solid lines of plot `canet_sweep_data.png`, rows with "
              f"steps = {steps} in `canet_sweep_data.csv`)", "",
-             f"| train bags | CANet MAE pp (test / fresh) | CANet area MAE pp | {data_label(r, 'direct_lr', 'long_data')} "
-             "MAE pp (test / fresh) | direct / CANet (test / fresh) | CANet wall | direct wall |",
-             "|---|---|---|---|---|---|---|"]
-    for bags, rows in sorted(by_bags.items()):
-        mae = {k: (rows[k]["test"]["content_mae_pp"], rows[k].get("test_fresh", {}).get("content_mae_pp"))
-               for k in LONG_DATA_KINDS if k in rows}
+             f"| train bags | training seeds | CANet MAE pp (test / fresh) | CANet area MAE pp | "
+             f"{data_label(r, 'direct_lr', 'long_data')} MAE pp (test / fresh) | direct / CANet (test / fresh) |",
+             "|---|---|---|---|---|---|"]
+    per_seed = []
+    for bags, models in sorted(table.items()):
+        mae = {k: (_mean(runs, "test"), _mean(runs, "test_fresh")) for k, runs in models.items()}
         pair = {k: f"{_fmt(mae[k][0])} / {_fmt(mae[k][1])}" if k in mae else "n/a" for k in LONG_DATA_KINDS}
         ratio = (f"{mae['direct_lr'][0] / mae['canet'][0]:.1f}x / {mae['direct_lr'][1] / mae['canet'][1]:.1f}x"
                  if len(mae) == 2 and None not in (*mae["canet"], *mae["direct_lr"]) else "n/a")
-        area = _fmt(rows["canet"]["test"].get("area_mae_pp")) if "canet" in rows else "n/a"
-        walls = [f"{rows[k]['train_wall_s'] / 60:.1f} min" if k in rows else "n/a" for k in LONG_DATA_KINDS]
-        lines.append(f"| {bags} | {pair['canet']} | {area} | {pair['direct_lr']} | {ratio} | {walls[0]} | {walls[1]} |")
-    return [*lines, ""]
+        canet = models.get("canet", {})
+        area = [run["test"].get("area_mae_pp") for run in canet.values()]
+        area_cell = _fmt(sum(area) / len(area)) if area and None not in area else "n/a"
+        seeds = sorted({seed for runs in models.values() for seed in runs})
+        lines.append(f"| {bags} | {', '.join(map(str, seeds))} | {pair['canet']} | {area_cell} | {pair['direct_lr']} | "
+                     f"{ratio} |")
+        per_seed += [f"{bags} bags {'CANet' if k == 'canet' else 'direct'} seed {seed}: "
+                     f"{_fmt(run['test']['content_mae_pp'])} / {_fmt(run.get('test_fresh', {}).get('content_mae_pp'))} "
+                     f"pp ({run['train_wall_s'] / 60:.1f} min)"
+                     for k, runs in models.items() for seed, run in sorted(runs.items())]
+    return [*lines, "", "Each run (test / fresh MAE, train wall): " + "; ".join(per_seed) + ".", ""]
 
 
 def synthetic_markdown(r: dict) -> str:

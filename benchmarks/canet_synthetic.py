@@ -59,6 +59,7 @@ from canet_report import (  # noqa: E402
     LONG_DATA_SEEDS,
     data_label,
     long_data_key,
+    long_data_runs,
     run_value,
     synthetic_markdown,
     write_section,
@@ -370,8 +371,7 @@ def sweep_outputs(report: dict, suffix: str) -> None:
             frame = frame.merge(extra, on="N")
         frame.to_csv(RESULTS / f"canet_{key}{suffix}.csv", index=False)
         plot(frame, column, RESULTS / f"canet_{key}{suffix}.png", title, extra)
-    if any(report.get(f"sweep_data_{kind}") for kind in DATA_KINDS) or any(
-            report.get(f"long_data_{kind}") for kind in LONG_DATA_KINDS):
+    if any(report.get(f"sweep_data_{kind}") for kind in DATA_KINDS) or any(report.get(k) for k in LONG_DATA_PARTS):
         data_sweep_outputs(report, suffix)
 
 
@@ -380,16 +380,15 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
     budget: the short data sweep, and the few-label runs at the main schedule (ending in the main runs)."""
     s = report["sizes"]
     long_steps = s["train"] * s["epochs"] // report["recipe"]["batch_size"]
-    frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind, steps=s["data_steps"])
+    frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind, steps=s["data_steps"],
+                                                                                  seed=0)
               for kind in DATA_KINDS if (rows := report.get(f"sweep_data_{kind}"))]
-    for kind in LONG_DATA_KINDS:
-        if rows := report.get(f"long_data_{kind}"):
-            bags = [run_value(r) for r in rows]
-            if kind in report:  # the main run of this model: the same schedule on every train bag
-                rows, bags = [*rows, report[kind]], [*bags, s["train"]]
-            frames.append(sweep_table(rows, "train_bags", bags).assign(model=kind, steps=long_steps))
+    frames += [sweep_table([run], "train_bags", [bags]).assign(model=kind, steps=long_steps, seed=seed)
+               for bags, models in sorted(long_data_runs(report).items())
+               for kind, runs in models.items() for seed, run in runs.items()]
     frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(RESULTS / f"canet_sweep_data{suffix}.csv", index=False)
+    frame = frame.groupby(["steps", "model", "train_bags"], sort=False, as_index=False)["content_mae_pp"].mean()
     ticks = sorted(frame["train_bags"].unique())
     colours = dict(zip(DATA_KINDS, ("C0", "C1", "C2")))
     with mae_figure(RESULTS / f"canet_sweep_data{suffix}.png", "content-labelled training bags",
@@ -398,7 +397,8 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
             key = "long_data" if steps == long_steps else "sweep_data"
             ax.plot(part["train_bags"], part["content_mae_pp"], "o-" if key == "long_data" else "o:",
                     color=colours[kind], alpha=1.0 if key == "long_data" else 0.5,
-                    label=f"{data_label(report, kind, key)}, {steps} steps")
+                    label=f"{data_label(report, kind, key)}, {steps} steps"
+                          + (", mean of seeds" if key == "long_data" else ""))
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(ticks, [str(b) for b in ticks])
