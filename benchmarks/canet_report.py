@@ -149,8 +149,8 @@ def _mean(runs: dict[int, dict], split: str) -> float | None:
 
 
 def _long_data_lines(r: dict) -> list[str]:
-    """Few content-labelled bags at the main schedule, means over the training seeds that ran, with the main runs
-    (the full train split, same seeds) as the last row."""
+    """Few content-labelled bags at the main schedule, each row a mean over the training seeds that ran for both
+    models, with the main runs (the full train split, same seeds) as the last row; then every run."""
     table = long_data_runs(r)
     if not table:
         return []
@@ -163,7 +163,9 @@ def _long_data_lines(r: dict) -> list[str]:
              f"{data_label(r, 'direct_lr', 'long_data')} MAE pp (test / fresh) | direct / CANet (test / fresh) |",
              "|---|---|---|---|---|---|"]
     per_seed = []
-    for bags, models in sorted(table.items()):
+    for bags, all_models in sorted(table.items()):
+        seeds = sorted(set.intersection(*(set(runs) for runs in all_models.values())))  # a mean over the same seeds
+        models = {k: {seed: runs[seed] for seed in seeds} for k, runs in all_models.items()}
         mae = {k: (_mean(runs, "test"), _mean(runs, "test_fresh")) for k, runs in models.items()}
         pair = {k: f"{_fmt(mae[k][0])} / {_fmt(mae[k][1])}" if k in mae else "n/a" for k in LONG_DATA_KINDS}
         ratio = (f"{mae['direct_lr'][0] / mae['canet'][0]:.1f}x / {mae['direct_lr'][1] / mae['canet'][1]:.1f}x"
@@ -171,13 +173,12 @@ def _long_data_lines(r: dict) -> list[str]:
         canet = models.get("canet", {})
         area = [run["test"].get("area_mae_pp") for run in canet.values()]
         area_cell = _fmt(sum(area) / len(area)) if area and None not in area else "n/a"
-        seeds = sorted({seed for runs in models.values() for seed in runs})
         lines.append(f"| {bags} | {', '.join(map(str, seeds))} | {pair['canet']} | {area_cell} | {pair['direct_lr']} | "
                      f"{ratio} |")
         per_seed += [f"{bags} bags {'CANet' if k == 'canet' else 'direct'} seed {seed}: "
                      f"{_fmt(run['test']['content_mae_pp'])} / {_fmt(run.get('test_fresh', {}).get('content_mae_pp'))} "
                      f"pp ({run['train_wall_s'] / 60:.1f} min)"
-                     for k, runs in models.items() for seed, run in sorted(runs.items())]
+                     for k, runs in all_models.items() for seed, run in sorted(runs.items())]
     return [*lines, "", "Each run (test / fresh MAE, train wall): " + "; ".join(per_seed) + ".", ""]
 
 
