@@ -15,9 +15,19 @@ LONG_DATA_KINDS = ("canet", "direct_lr")
 LONG_DATA_SEEDS = (0, 1)  # training seeds (same bags, other initialisation and batch order)
 
 
+def seeded(key: str, seed: int) -> str:
+    """Report key of a run at another training seed: ``canet`` -> ``canet_seed1``; seed 0 keeps the key."""
+    return key + (f"_seed{seed}" if seed else "")
+
+
 def long_data_key(kind: str, seed: int) -> str:
     """Report key, and ``--only`` part, of one few-label model at one training seed."""
-    return f"long_data_{kind}" + (f"_seed{seed}" if seed else "")
+    return seeded(f"long_data_{kind}", seed)
+
+
+def main_steps(r: dict) -> int:
+    """Optimizer steps of the main runs, which the few-label runs match."""
+    return r["sizes"]["train"] * r["sizes"]["epochs"] // r["recipe"]["batch_size"]
 
 
 LONG_DATA_PARTS = tuple(long_data_key(k, seed) for seed in LONG_DATA_SEEDS for k in LONG_DATA_KINDS)
@@ -75,19 +85,17 @@ def _fresh_lines(r: dict, ref: dict) -> list[str]:
 
 def _seed_lines(r: dict) -> list[str]:
     """Means of training seeds 0 and 1 for every model that has both, and the direct / CANet ratios."""
-    def mean(keys: tuple[str, str]) -> list[float] | None:
-        if not all(k in r for k in keys):
-            return None
-        return [sum(r[k][split]["content_mae_pp"] for k in keys) / 2 for split in ("test", "test_fresh")]
+    def mean(key: str) -> tuple[float | None, float | None] | None:
+        runs = {seed: r[seeded(key, seed)] for seed in (0, 1) if seeded(key, seed) in r}
+        return (_mean(runs, "test"), _mean(runs, "test_fresh")) if len(runs) == 2 else None
 
-    direct = mean(("direct_lr", "direct_lr_seed1"))
-    means = {name: m for name, *keys in (("CANet", "canet", "canet_seed1"),
-                                         ("CANet with the paper loss", "canet_paper_loss", "canet_paper_loss_seed1"))
-             if (m := mean(tuple(keys))) is not None}
+    direct = mean("direct_lr")
+    means = {name: m for name, key in (("CANet", "canet"), ("CANet with the paper loss", "canet_paper_loss"))
+             if (m := mean(key)) is not None}
     if not means or direct is None:
         return []
     parts = [f"{name} {_fmt(t)} pp on the test bags and {_fmt(f)} pp on the fresh bags (ratio direct / this "
-             f"{direct[0] / t:.1f}x / {direct[1] / f:.1f}x)" for name, (t, f) in means.items()]
+             f"{_ratio(direct, (t, f))})" for name, (t, f) in means.items()]
     setting = r["direct_lr"]["run"].split(" ", 1)[1]  # the baseline's run name says its learning rate
     return [f"Mean of training seeds 0 and 1: direct regression at {setting} {_fmt(direct[0])} / {_fmt(direct[1])} pp; "
             + "; ".join(parts) + ".", ""]
@@ -136,16 +144,23 @@ def long_data_runs(r: dict) -> dict[int, dict[str, dict[int, dict]]]:
             for row in r.get(long_data_key(kind, seed), []):
                 table.setdefault(run_value(row), {}).setdefault(kind, {})[seed] = row
     seeds = {seed for models in table.values() for runs in models.values() for seed in runs}
-    main_key = {(kind, seed): kind + (f"_seed{seed}" if seed else "") for kind in LONG_DATA_KINDS for seed in seeds}
-    both = [seed for seed in sorted(seeds) if all(main_key[k, seed] in r for k in LONG_DATA_KINDS)]  # same seeds
+    both = [seed for seed in sorted(seeds) if all(seeded(k, seed) in r for k in LONG_DATA_KINDS)]  # same seeds
     if table and both:
-        table[r["sizes"]["train"]] = {k: {seed: r[main_key[k, seed]] for seed in both} for k in LONG_DATA_KINDS}
+        table[r["sizes"]["train"]] = {k: {seed: r[seeded(k, seed)] for seed in both} for k in LONG_DATA_KINDS}
     return table
 
 
 def _mean(runs: dict[int, dict], split: str) -> float | None:
+    """Mean content MAE of the runs (one per training seed) on one split; None unless every run scored it."""
     values = [run[split]["content_mae_pp"] for run in runs.values() if split in run]
     return sum(values) / len(values) if len(values) == len(runs) and values else None
+
+
+def _ratio(direct: tuple, canet: tuple) -> str:
+    """``direct / CANet`` on the test and the fresh bags, from (test, fresh) MAE pairs."""
+    if None in (*direct, *canet):
+        return "n/a"
+    return f"{direct[0] / canet[0]:.1f}x / {direct[1] / canet[1]:.1f}x"
 
 
 def _long_data_lines(r: dict) -> list[str]:
@@ -154,8 +169,7 @@ def _long_data_lines(r: dict) -> list[str]:
     table = long_data_runs(r)
     if not table:
         return []
-    s = r["sizes"]
-    steps = s["train"] * s["epochs"] // r["recipe"]["batch_size"]
+    s, steps = r["sizes"], main_steps(r)
     lines = [f"### Few content labels, trained as long as the main runs ({steps} steps whatever the number of bags; "
              f"the {s['train']}-bag row is the main runs; solid lines of plot `canet_sweep_data.png`, rows with "
              f"steps = {steps} in `canet_sweep_data.csv`)", "",
@@ -168,8 +182,7 @@ def _long_data_lines(r: dict) -> list[str]:
         models = {k: {seed: runs[seed] for seed in seeds} for k, runs in all_models.items()}
         mae = {k: (_mean(runs, "test"), _mean(runs, "test_fresh")) for k, runs in models.items()}
         pair = {k: f"{_fmt(mae[k][0])} / {_fmt(mae[k][1])}" if k in mae else "n/a" for k in LONG_DATA_KINDS}
-        ratio = (f"{mae['direct_lr'][0] / mae['canet'][0]:.1f}x / {mae['direct_lr'][1] / mae['canet'][1]:.1f}x"
-                 if len(mae) == 2 and None not in (*mae["canet"], *mae["direct_lr"]) else "n/a")
+        ratio = _ratio(mae["direct_lr"], mae["canet"]) if len(mae) == 2 else "n/a"
         canet = models.get("canet", {})
         area = [run["test"].get("area_mae_pp") for run in canet.values()]
         area_cell = _fmt(sum(area) / len(area)) if area and None not in area else "n/a"

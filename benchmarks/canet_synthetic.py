@@ -60,6 +60,7 @@ from canet_report import (  # noqa: E402
     data_label,
     long_data_key,
     long_data_runs,
+    main_steps,
     run_value,
     synthetic_markdown,
     write_section,
@@ -378,8 +379,7 @@ def sweep_outputs(report: dict, suffix: str) -> None:
 def data_sweep_outputs(report: dict, suffix: str) -> None:
     """CSV and plot of content MAE against the number of labelled training bags, one line per model and
     budget: the short data sweep, and the few-label runs at the main schedule (ending in the main runs)."""
-    s = report["sizes"]
-    long_steps = s["train"] * s["epochs"] // report["recipe"]["batch_size"]
+    s, long_steps = report["sizes"], main_steps(report)
     frames = [sweep_table(rows, "train_bags", [run_value(r) for r in rows]).assign(model=kind, steps=s["data_steps"],
                                                                                   seed=0)
               for kind in DATA_KINDS if (rows := report.get(f"sweep_data_{kind}"))]
