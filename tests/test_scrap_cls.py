@@ -270,6 +270,35 @@ def test_augmentation_is_seeded_per_sample_and_epoch():
     assert torch.equal(ds[1]["image"], first)
 
 
+def test_augmentations_draw_independently_per_transform():
+    """Two p = 0.5 transforms must co-occur about a quarter of the time, not half (one shared seed)."""
+    import albumentations as A
+
+    corner = np.zeros((8, 8, 3), np.uint8)
+    corner[0, 0] = 255
+    n = 400
+    ds = ClassificationDataset([corner] * n, [0] * n, 8, "none", seed=3)
+    ds.transform = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    where = [tuple(int(v) for v in np.argwhere(ds[i]["image"][0].numpy() == 255)[0]) for i in range(n)]
+    share = {pos: where.count(pos) / n for pos in [(0, 0), (0, 7), (7, 0), (7, 7)]}
+    assert sum(share.values()) == 1.0
+    for pos, fraction in share.items():  # binomial sd at n = 400 is 0.022
+        assert 0.17 < fraction < 0.33, (pos, share)
+    again = ClassificationDataset([corner] * n, [0] * n, 8, "none", seed=3)
+    again.transform = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    assert all(torch.equal(again[i]["image"], ds[i]["image"]) for i in range(0, n, 37))
+
+
+def test_strong_pipeline_seeds_every_transform_differently():
+    from scrapvision.data.classification import build_transform
+    from scrapvision.data.images import sample_rng, seed_transforms
+
+    pipeline = build_transform(32, "strong")
+    seed_transforms(pipeline, sample_rng(0, 0, 7))
+    seeds = [t.seed for t in pipeline.transforms]
+    assert len(seeds) == 8 and len(set(seeds)) == len(seeds)
+
+
 def test_synthetic_generator_is_deterministic_and_classes_differ():
     a, la, names = generate_images(3, 48, seed=2, classes=4)
     b, _, _ = generate_images(3, 48, seed=2, classes=4)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import list_images, read_image, resolve_inside, sample_rng, subfolders
+from .images import list_images, read_image, resolve_inside, sample_rng, seed_transforms, subfolders
 
 LOAD_RATIO = 8 / 7  # images are kept with their shorter side at image_size * 8/7 (the usual 224/256 margin)
 
@@ -233,7 +233,6 @@ class ClassificationDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        rng = sample_rng(self.seed, self.epoch, index)
-        self.transform.set_random_seed(int(rng.integers(2**31)))
+        seed_transforms(self.transform, sample_rng(self.seed, self.epoch, index))
         image = self.transform(image=self.images[index])["image"]
         return {"image": to_tensor(image), "label": self.labels[index]}

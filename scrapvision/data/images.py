@@ -6,11 +6,15 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from albumentations.core.composition import BaseCompose
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: PIL modes of 16-bit grey images (PNG/TIFF); "I" is what older Pillow returns for 16-bit PNG
@@ -129,6 +133,25 @@ def sample_rng(*keys: int) -> np.random.Generator:
     """A generator fixed by integers such as (seed, epoch, index): the same sample gets the same
     augmentation in one process, under DDP and after a resume."""
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
+
+
+def seed_transforms(compose: BaseCompose, rng: np.random.Generator) -> None:
+    """Seed an albumentations pipeline so that each transform draws on its own.
+
+    ``Compose.set_random_seed`` hands the SAME seed to every transform inside it, so every transform with
+    the same ``p`` fires together: flips, blur and cut-out all happen or none does. Here the pipeline and
+    each transform in it (nested ones too, parents before children) get their own seed from ``rng``.
+    """
+    from albumentations.core.composition import BaseCompose
+
+    nodes, stack = [], [compose]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, BaseCompose):
+            stack.extend(reversed(node.transforms))
+    for node, seed in zip(nodes, rng.integers(0, 2**31, size=len(nodes))):
+        node.set_random_seed(int(seed))
 
 
 def check_all_readable(paths: Iterable[Path], policy: str = "fail") -> tuple[list[Path], list[str]]:

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
 from ..errors import DataError
-from .images import image_size, list_images, read_image, sample_rng
+from .images import image_size, list_images, read_image, sample_rng, seed_transforms
 from .rle import rle_decode, rle_runs
 
 SEVERSTAL_SHAPE = (256, 1600)  # (H, W) of every Kaggle image
@@ -217,19 +217,11 @@ class SeverstalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _seed(self, index: int) -> None:
-        # Compose.set_random_seed hands the SAME seed to every transform, which makes the horizontal and
-        # vertical flips always agree; give each transform its own draw instead.
-        seeds = sample_rng(self.seed, self.epoch, index).integers(0, 2**31, size=len(self.transform.transforms) + 1)
-        self.transform.set_random_seed(int(seeds[0]))
-        for transform, seed in zip(self.transform.transforms, seeds[1:]):
-            transform.set_random_seed(int(seed))
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         record = self.records[index]
         image = record.load_image()
         masks = record.masks().transpose(1, 2, 0).astype(np.uint8)
-        self._seed(index)
+        seed_transforms(self.transform, sample_rng(self.seed, self.epoch, index))
         out = self.transform(image=image, mask=masks)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
