@@ -1,4 +1,4 @@
-"""``scrapvision``: list | config | train | eval | predict | prepare. Errors are one line and exit code 2."""
+"""``scrapvision``: list | config | train | eval | predict | export | prepare | data. Errors are one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -111,6 +111,16 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    p = sub.add_parser("data", help="check a dataset folder before training", formatter_class=fmt,
+                       epilog=f"examples:\n  scrapvision data check --task {t} --data DIR\n"
+                       f"  scrapvision data check --task {t} --data DIR --sheet sheet.png\n\n"
+                       "Reads every image and mask the head would read and prints a summary (images, defect\n"
+                       "rate per class, sizes, groups, splits). Exit 0 when the set is usable; exit 2 with one\n"
+                       "line per problem otherwise.")
+    p.add_argument("action", choices=("check",), help="check: read and validate everything")
+    _common(p)
+    p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet of images with masks overlaid")
+
     if task_name:
         from .api import get_task_class
 
@@ -220,6 +230,22 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"wrote {result}")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from .api import build_task
+    from .data_check import check
+
+    if not args.data:
+        raise ScrapvisionError("data check: --data DIR is required (the folder to check)")
+    task = build_task(args.task, args.config, args.overrides, args.data)
+    lines, problems = check(task, Path(args.data), Path(args.sheet) if args.sheet else None)
+    print("\n".join(lines))
+    if problems:
+        for line in problems:
+            print(f"scrapvision: problem: {line}", file=sys.stderr)
+        raise ScrapvisionError(f"data check: {args.data} is not usable as it is (problems listed above)")
+    print("usable: yes")
+
+
 def user_message(exc: BaseException) -> str:
     """The exception's own one-line message, also when a DataLoader worker raised it: PyTorch re-raises
     the same class with "Caught X in DataLoader worker process N. Original Traceback: ..." as message,
@@ -236,7 +262,7 @@ def user_message(exc: BaseException) -> str:
 
 
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
-            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare}
+            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

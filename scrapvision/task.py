@@ -81,6 +81,11 @@ class Task:
     def load_extras(self, extras: dict[str, Any]) -> None:
         """Restore what :meth:`checkpoint_extras` stored."""
 
+    def layout_classes(self) -> int | None:
+        """Classes a mask of the generic folder layout may hold (0 = defect-free), or None for any value
+        (a binary head reads every non-zero pixel as defect). ``scrapvision data check`` uses it."""
+        return None
+
     def example_input(self, batch_size: int = 1) -> Any:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")

@@ -101,7 +101,7 @@ def _class_names(root: Path, num_classes: int | None) -> tuple[str, ...]:
                             f"{num_classes}")
         return names
     n = num_classes or 2
-    return ("defect-free",) + tuple(f"defect {k}" for k in range(1, n))
+    return ("normal", "defect") if n == 2 else ("normal",) + tuple(f"defect {k}" for k in range(1, n))
 
 
 def _read_labels_csv(path: Path, names: dict[str, int], problems: list[str]) -> dict[int, dict]:
@@ -164,13 +164,17 @@ def scan_folder(root: str | Path, num_classes: int | None = None, decode: bool =
     labels_path = root / "labels.csv"
     rows = _read_labels_csv(labels_path, index_of, problems) if labels_path.is_file() else {}
     scan = FolderScan([], names, problems)
+    limit = len(names) if (root / "classes.txt").is_file() or num_classes else None
     for key, i in index_of.items():
-        scan_one(scan, files[i], masks_dir / f"{key}{MASK_SUFFIX}", key, rows.get(i), len(names), decode)
+        scan_one(scan, files[i], masks_dir / f"{key}{MASK_SUFFIX}", key, rows.get(i), limit, decode)
+    top = max((it.label for it in scan.items), default=0)
+    if limit is None and top >= len(names):  # no class list: as many classes as the masks and labels use
+        scan.class_names = _class_names(root, top + 1)
     return scan
 
 
-def scan_one(scan: FolderScan, image: Path, mask_path: Path | None, key: str, row: dict | None, num_classes: int,
-             decode: bool) -> None:
+def scan_one(scan: FolderScan, image: Path, mask_path: Path | None, key: str, row: dict | None,
+             num_classes: int | None, decode: bool) -> None:
     """Check one image against its mask and label row; append the item or the problem to ``scan``."""
     try:
         height, width = read_image(image).shape[:2] if decode else image_size(image)
@@ -197,8 +201,10 @@ def scan_one(scan: FolderScan, image: Path, mask_path: Path | None, key: str, ro
 
 
 def scan_mvtec(root: str | Path, decode: bool = False) -> FolderScan:
-    """MVTec AD, one category: train/good (split train), test/<type> (split test, class = defect type in
-    name order after ``good``), masks from ground_truth/<type>/<name>_mask.png."""
+    """MVTec AD, one category: train/good and test/<type> (class = defect type in name order after ``good``),
+    masks from ground_truth/<type>/<name>_mask.png. The official split is kept in the item names
+    (``train/good/000``) but not as a fixed split: its training half has no defect to learn from, so the
+    supervised heads cross-validate over all images and the few-shot bank takes defect-free ones."""
     root = Path(root)
     if not is_mvtec_layout(root):
         raise DataError(f"MVTec layout {root}: expected train/good/ and test/ (give one category folder)")
@@ -219,7 +225,7 @@ def scan_mvtec(root: str | Path, decode: bool = False) -> FolderScan:
                      None, 2, decode)
             if len(scan.items) > before:  # binary mask -> the defect type's class index
                 item = scan.items[-1]
-                scan.items[-1] = FolderItem(item.image, item.mask, item.name, label, True, item.name, split)
+                scan.items[-1] = FolderItem(item.image, item.mask, item.name, label, True, item.name)
     if not scan.items and not scan.problems:
         raise DataError(f"MVTec layout {root}: no images found")
     return scan
@@ -239,3 +245,19 @@ def read_layout(root: str | Path, num_classes: int | None = None) -> FolderScan:
     scan = scan_layout(root, num_classes)
     scan.raise_first()
     return scan
+
+
+def split_items(items: list[FolderItem], val_fraction: float, seed: int, n_folds: int = 0, fold: int = 0
+                ) -> tuple[list[FolderItem], list[FolderItem], list[FolderItem]]:
+    """(train, validation, test) items: the ``split`` column when labels.csv gives one, else fold ``fold``
+    of ``n_folds`` as test (none when ``n_folds`` < 2), validation always carved from the training part."""
+    from .splits import carve_validation, fixed_split, fold_split
+
+    labels, groups = [it.label for it in items], [it.group for it in items]
+    if any(it.split for it in items):
+        parts = fixed_split([it.split for it in items], labels, groups, val_fraction, seed)
+    elif n_folds >= 2:
+        parts = fold_split(labels, groups, n_folds, fold, val_fraction, seed)
+    else:
+        parts = (*carve_validation(range(len(items)), labels, groups, val_fraction, seed), [])
+    return tuple([items[i] for i in part] for part in parts)  # type: ignore[return-value]

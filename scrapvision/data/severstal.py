@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import atomic_write
 from ..errors import DataError
 from .images import image_size, list_images, read_image, sample_rng, seed_transforms
-from .rle import rle_decode, rle_runs
+from .rle import rle_decode, rle_encode, rle_runs
 
 SEVERSTAL_SHAPE = (256, 1600)  # (H, W) of every Kaggle image
 NUM_CLASSES = 4
@@ -228,3 +228,20 @@ class SeverstalDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32)),
             "image_id": record.image_id,
         }
+
+
+def folder_records(items, num_classes: int = 4) -> list[SeverstalRecord]:
+    """Records from the generic folder layout: each class-index mask becomes the four RLE strings the
+    rest of the head works with (exact codec, so nothing is lost). An image with a defect label but no
+    mask cannot train a segmenter: a ``DataError`` naming it."""
+    from .folder import read_folder_mask
+
+    records = []
+    for item in items:
+        if not item.pixel_labelled:
+            raise DataError(f"image {item.image}: label {item.label} but no mask; severstal needs pixel masks")
+        height, width = image_size(item.image)
+        mask = read_folder_mask(item.mask, num_classes + 1) if item.mask else np.zeros((height, width), np.uint8)
+        rles = tuple(rle_encode(mask == k) for k in range(1, num_classes + 1))
+        records.append(SeverstalRecord(item.name, rles, (height, width), item.image))
+    return records

@@ -27,10 +27,18 @@ from torch.utils.data import DataLoader, Dataset
 from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
+from ..data.folder import is_folder_layout, read_layout, split_items
 from ..data.images import read_image
 from ..data.inference import ImageFiles, overlay_masks, write_png
 from ..data.rle import rle_encode
-from ..data.severstal import NUM_CLASSES, SeverstalDataset, load_records, split_records
+from ..data.severstal import (
+    NUM_CLASSES,
+    SeverstalDataset,
+    SeverstalRecord,
+    folder_records,
+    load_records,
+    split_records,
+)
 from ..data.synthetic.steel_strip import generate_records
 from ..errors import ConfigError, ScrapvisionError
 from ..metrics import KaggleDiceMeter
@@ -51,7 +59,7 @@ class SeverstalModelConfig:
 
 @dataclass(frozen=True)
 class SeverstalDataConfig:
-    root: str = ""  # Kaggle layout (train.csv + train_images/); "" = synthetic steel strip
+    root: str = ""  # Kaggle layout (train.csv + train_images/) or the folder layout (images/ + masks/); "" = synthetic
     coverage: str = ""  # file listing fully-labelled ImageIds; default root/images_covered.csv if present
     image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
     val_fraction: float = 0.2
@@ -184,8 +192,21 @@ class SeverstalTask(Task):
             train = generate_records(d.synthetic_train, seed=d.synthetic_seed, shape=d.synthetic_shape)
             val = generate_records(d.synthetic_val, seed=d.synthetic_seed + 1, shape=d.synthetic_shape)
             return train, val
+        if is_folder_layout(d.root):
+            train, val, _ = self._folder_parts()
+            return train, val
         records = load_records(d.root, coverage=d.coverage or None)
         return split_records(records, d.val_fraction, seed=self.cfg.train.seed)
+
+    def _folder_parts(self) -> tuple[list[SeverstalRecord], ...]:
+        """(train, validation, test) records of the generic layout (labels.csv ``split`` or a grouped,
+        stratified validation share; test only from a ``split`` column)."""
+        scan = read_layout(self.cfg.data.root, NUM_CLASSES + 1)
+        parts = split_items(scan.items, self.cfg.data.val_fraction, self.cfg.train.seed)
+        return tuple(folder_records(part, NUM_CLASSES) for part in parts)
+
+    def layout_classes(self) -> int | None:
+        return NUM_CLASSES + 1
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         d, seed = self.cfg.data, self.cfg.train.seed
@@ -196,7 +217,11 @@ class SeverstalTask(Task):
     def build_eval_dataset(self) -> Dataset:
         """``eval --data DIR`` scores every fully-labelled image of DIR; synthetic: the validation split."""
         d = self.cfg.data
-        records = load_records(d.root, coverage=d.coverage or None) if d.root else self._records()[1]
+        if d.root and is_folder_layout(d.root):  # the test split when labels.csv has one, else every image
+            train, val, test = self._folder_parts()
+            records = test or train + val
+        else:
+            records = load_records(d.root, coverage=d.coverage or None) if d.root else self._records()[1]
         return WithFullMasks(SeverstalDataset(records, d.image_size, augment=False))
 
     def compute_loss(self, model, batch, progress):
