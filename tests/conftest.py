@@ -43,3 +43,12 @@ class CodePayload:
 def set_args(overrides) -> list[str]:
     """``["--set", o1, "--set", o2, ...]`` for the CLI."""
     return [arg for o in overrides for arg in ("--set", o)]
+
+
+@pytest.fixture()
+def one_thread():
+    """Smoke models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

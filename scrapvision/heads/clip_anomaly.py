@@ -48,6 +48,7 @@ from .clip_anomaly_parts.data import (
     SegDataset,
     balanced_order,
     class_mask_sets,
+    folder_sets,
     kolektor_sets,
     reference_batch,
     synthetic_sets,
@@ -98,15 +99,15 @@ class FewShotConfig:
 @dataclass(frozen=True)
 class ClipDataConfig:
     root: str = ""  # "" = built-in synthetic scrap scenes
-    format: Literal["class_masks", "kolektor"] = "class_masks"
+    format: Literal["class_masks", "kolektor", "folder", "mvtec"] = "class_masks"  # folder: images/ + masks/
     n_train: int = 192  # synthetic only
     n_val: int = 64  # synthetic only
     synthetic_seed: int = 0
     clean_fraction: float = 0.25  # synthetic scenes without impurity
     sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: half the draws hold an anomaly
-    val_fraction: float = 0.2  # class_masks without train/ and val/ folders
+    val_fraction: float = 0.2  # class_masks without train/ and val/ folders; folder / mvtec: carved from training folds
     split_seed: int = 0
-    fold: int = 0  # kolektor: held-out fold
+    fold: int = 0  # kolektor, folder, mvtec: held-out fold
     n_folds: int = 3
 
 
@@ -134,6 +135,7 @@ class ClipAnomalyTask(Task):
     def __init__(self, cfg: ClipAnomalyConfig) -> None:
         super().__init__(cfg)
         self._sets: tuple[SegDataset, SegDataset, tuple[str, ...]] | None = None
+        self._test: SegDataset | None = None
         self._class_names: tuple[str, ...] | None = None
         self.loss_fn = FocalDiceLoss(cfg.loss.focal_gamma, cfg.loss.focal_weight, cfg.loss.dice_weight)
 
@@ -148,6 +150,8 @@ class ClipAnomalyTask(Task):
                 self._class_names = SCRAP_CLASSES
             elif data.format == "kolektor":
                 self._class_names = KOLEKTOR_CLASSES
+            elif data.format in ("folder", "mvtec"):
+                self._class_names = self._datasets()[2]
             else:
                 self._class_names = read_class_list(data.root)
         return self._class_names
@@ -167,6 +171,10 @@ class ClipAnomalyTask(Task):
                 self._sets = synthetic_sets(size, d.n_train, d.n_val, d.synthetic_seed, d.clean_fraction, seed)
             elif d.format == "kolektor":
                 self._sets = kolektor_sets(d.root, size, d.fold, d.n_folds, d.split_seed, seed)
+            elif d.format in ("folder", "mvtec"):
+                train, val, self._test, names = folder_sets(d.root, size, d.fold, d.n_folds, d.val_fraction,
+                                                            d.split_seed, seed, self.layout_classes())
+                self._sets = (train, val, names)
             else:
                 self._sets = class_mask_sets(d.root, size, d.val_fraction, d.split_seed, seed)
             if len(self._sets[2]) != len(self.class_names()):
@@ -177,6 +185,16 @@ class ClipAnomalyTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         train, val, _ = self._datasets()
         return train, val
+
+    def build_eval_dataset(self) -> Dataset:
+        """The held-out fold of the folder / MVTec layouts (never used to choose a checkpoint); the
+        validation split of the other formats."""
+        train, val, _ = self._datasets()
+        return self._test if self._test is not None and len(self._test) else val
+
+    def layout_classes(self) -> int | None:
+        names = self.cfg.model.class_names
+        return len(names) if names else None
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
         if self.cfg.data.sampling == "balanced" and isinstance(dataset, SegDataset):

@@ -146,6 +146,32 @@ def kolektor_sets(root: str, size: Sequence[int], fold: int, n_folds: int, split
     return make(parts[0], True), make(parts[1], False), KOLEKTOR_CLASSES
 
 
+def folder_sets(root: str, size: Sequence[int], fold: int, n_folds: int, val_fraction: float, split_seed: int,
+                aug_seed: int, num_classes: int | None = None
+                ) -> tuple[SegDataset, SegDataset, SegDataset, tuple[str, ...]]:
+    """(train, validation, test, class names) of the generic folder layout or MVTec AD: fold ``fold`` (or
+    the ``split`` column) is the test set, validation is carved from the training folds."""
+    from ...data.folder import read_folder_mask, read_layout, split_items
+
+    scan = read_layout(root, num_classes)
+    weak = [it.name for it in scan.items if not it.pixel_labelled]
+    if weak:
+        raise DataError(f"folder layout {root}: image {weak[0]} has a label but no mask ({len(weak)} such); "
+                        "clip_anomaly trains on pixel masks")
+    parts = split_items(scan.items, val_fraction, split_seed, n_folds, fold)
+
+    def make(chosen, augment: bool) -> SegDataset:
+        def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+            image = read_image(chosen[i].image)
+            mask = read_folder_mask(chosen[i].mask) if chosen[i].mask else np.zeros(image.shape[:2], np.uint8)
+            return image, mask
+
+        return SegDataset(load, len(chosen), size, [it.name for it in chosen], augment=augment, seed=aug_seed,
+                          flags=[it.label > 0 for it in chosen])
+
+    return make(parts[0], True), make(parts[1], False), make(parts[2], False), scan.class_names
+
+
 def reference_batch(dataset: SegDataset, k: int, normal_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``k`` training samples (only defect-free ones when ``normal_only``), un-augmented."""
     chosen = []
