@@ -32,7 +32,7 @@ def run_fold(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     train_s = time.time() - t0
     model = task.build_model()
     model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="segdec")["model"])
-    _, test = task.build_datasets()
+    test = task.build_eval_dataset()  # the test fold (build_datasets gives train and validation)
     loader = DataLoader(test, batch_size=16)
     r = task.score(model, loader)
     metrics = decision_metrics(r["label"] > 0.5, r["score"])

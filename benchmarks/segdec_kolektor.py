@@ -19,7 +19,8 @@ own run (``<mode>_seed<N>``, ``<mode>_<W>x<H>``), shown as an extra row.
 
 Writes ``benchmarks/results/segdec_kolektor_<mode>.json``, the PR curves ``segdec_kolektor_pr_<mode>.png``
 (all folds' test scores pooled) and the "KolektorSDD 3-fold CV" section of ``benchmarks/results/segdec.md``.
-Each fold trains from scratch on the other two folds and is scored with its final-epoch weights.
+Each fold trains from scratch on the other two folds (less their validation items, ``data.val_fraction``) and
+is scored with its final-epoch weights.
 """
 
 from __future__ import annotations

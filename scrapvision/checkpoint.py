@@ -12,7 +12,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,13 @@ def atomic_copy(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def model_payload(task: Any, model: torch.nn.Module) -> dict[str, Any]:
-    """What eval, predict and export need: task name, the config that built the model, weights, extras."""
+def model_payload(task: Any, model: torch.nn.Module, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """What eval, predict and export need: task name, the config that built the model, weights, extras
+    (with what the task chose on validation when ``metrics``, the epoch's logged metrics, are given)."""
     from .config import to_dict
 
-    return {"task": task.name, "config": to_dict(task.cfg), "model": model.state_dict(),
-            "extras": task.checkpoint_extras()}
+    extras = {**task.checkpoint_extras(), **(task.validation_extras(metrics) if metrics else {})}
+    return {"task": task.name, "config": to_dict(task.cfg), "model": model.state_dict(), "extras": extras}
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

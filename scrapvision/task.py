@@ -9,7 +9,7 @@ a batch: it hands it to :meth:`Task.compute_loss`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,8 +78,14 @@ class Task:
         """Plain data stored in checkpoints beside the weights (class names, thresholds...)."""
         return {}
 
+    def validation_extras(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        """Extras chosen on the validation split (a decision threshold...), from ``metrics``: what the Trainer
+        logged for the epoch it is saving (validation metrics prefixed ``val_``, none on an epoch without
+        validation). They override :meth:`checkpoint_extras`, so :meth:`evaluate` never has to change the task."""
+        return {}
+
     def load_extras(self, extras: dict[str, Any]) -> None:
-        """Restore what :meth:`checkpoint_extras` stored."""
+        """Restore what :meth:`checkpoint_extras` and :meth:`validation_extras` stored."""
 
     def example_input(self, batch_size: int = 1) -> Any:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
