@@ -153,6 +153,10 @@ class CanetTask(Task):
         size = self.cfg.model.img_size
         return torch.rand(batch_size, self.cfg.data.images_per_sample, 3, size, size)
 
+    def export_dynamic_axes(self) -> dict[int, str]:
+        """A sample may have any number of photos, whatever N training used; the direct baseline takes its N."""
+        return {0: "batch"} if self.cfg.model.kind == "direct" else {0: "batch", 1: "photos"}
+
     # ------------------------------------------------------------------ data
     def _spec(self) -> GeneratorSpec:
         d = self.cfg.data
