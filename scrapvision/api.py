@@ -92,8 +92,8 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
                 engine: str = "torch", device: str | torch.device = "cpu") -> tuple[Task, nn.Module]:
     """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
 
-    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing or
-    older than the checkpoint.
+    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
+    older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
     """
     from .export import OnnxEngine, export_onnx, read_onnx_metadata
 
@@ -111,7 +111,8 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
     if engine == "torch":
         return task, inference_layout(model)
     onnx_path = checkpoint.with_suffix(".onnx")
-    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
+    if (not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime
+            or read_onnx_metadata(onnx_path)["axes"] != task.export_dynamic_axes()):
         export_onnx(task, model.cpu(), onnx_path)  # cached next to the checkpoint
     return task, OnnxEngine(onnx_path)
 

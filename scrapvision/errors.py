@@ -17,3 +17,10 @@ class DataError(ScrapvisionError, ValueError):
 
 class CheckpointError(ScrapvisionError):
     """A checkpoint is unreadable, unsafe, or belongs to another task or architecture."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (its type name when it has none), for
+    one-line errors that wrap a library's multi-line message."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]

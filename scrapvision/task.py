@@ -91,6 +91,11 @@ class Task:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")
 
+    def export_dynamic_axes(self) -> dict[int, str]:
+        """Axes of every model input whose size may differ at inference (axis -> name). ONNX export keeps
+        them dynamic and fixes every other axis to the size :meth:`example_input` has. Default: the batch."""
+        return {0: "batch"}
+
     # ----------------------------------------------------------------- prediction
     #: column of the prediction CSV that names the input item (the resume key)
     predict_key: ClassVar[str] = "file"

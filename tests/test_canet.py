@@ -200,6 +200,25 @@ def test_predict_on_a_folder_without_photos_is_a_one_line_error(trained, tmp_pat
     assert "\n" not in str(info.value)
 
 
+def test_predict_on_a_list_of_sample_folders(tmp_path):
+    task = tiny_task(tmp_path)
+    model = task.build_model().eval()
+    write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, stirs=3), {"test": 2})
+    samples = tmp_path / "data" / "test"
+    args = argparse.Namespace(images_per_sample=0)
+    folder = task.predict(model, samples, tmp_path / "folder", args).read_text()
+    (samples / "list.csv").write_text("sample\nsample_00001\nsample_00000\n")
+    listed = task.predict(model, samples / "list.csv", tmp_path / "listed", args).read_text().splitlines()
+    assert listed[0] == folder.splitlines()[0] and sorted(listed[1:]) == folder.splitlines()[1:]
+    assert listed[1].startswith("sample_00001,3,")  # the list's order
+    for entry, message in (("sample_00000/sample.json", "which is not a sample folder"),
+                           ("../../outside", "points outside")):
+        (samples / "bad.txt").write_text(f"{entry}\n")
+        with pytest.raises(DataError, match=message) as info:
+            task.predict(model, samples / "bad.txt", tmp_path / "bad", args)
+        assert "bad.txt" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_disk_data_root_trains_through_the_reader(tmp_path):
     write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, field_mm=15.0, stirs=2), {"train": 4, "val": 2})
     task = tiny_task(tmp_path, f"data.root={tmp_path / 'data'}", "train.epochs=1")

@@ -36,6 +36,7 @@ from ..data.copper_samples import (
     list_samples,
 )
 from ..data.images import IMAGE_SUFFIXES, subfolders
+from ..data.inference import listed_paths
 from ..data.synthetic.copper_granules import GeneratorSpec, render_split
 from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
@@ -153,6 +154,10 @@ class CanetTask(Task):
         size = self.cfg.model.img_size
         return torch.rand(batch_size, self.cfg.data.images_per_sample, 3, size, size)
 
+    def export_dynamic_axes(self) -> dict[int, str]:
+        """A sample may have any number of photos, whatever N training used; the direct baseline takes its N."""
+        return {0: "batch"} if self.cfg.model.kind == "direct" else {0: "batch", 1: "photos"}
+
     # ------------------------------------------------------------------ data
     def _spec(self) -> GeneratorSpec:
         d = self.cfg.data
@@ -220,13 +225,14 @@ class CanetTask(Task):
         return _collate
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        """One item per sample folder: ``inputs`` is a sample (``images/`` or photos directly) or a folder
-        of samples. The direct baseline takes exactly its training N photos."""
+        """One item per sample folder: ``inputs`` is a sample (``images/`` or photos directly), a folder
+        of samples, or a ``.txt`` / ``.csv`` list of sample folders (CSV column ``sample``, else the first).
+        The direct baseline takes exactly its training N photos."""
         limit = getattr(args, "images_per_sample", 0) or 0
         if self.cfg.model.kind == "direct":
             limit = self.cfg.data.images_per_sample
-        return SamplePhotosDataset(_sample_folders(Path(inputs)), self.cfg.model.img_size, limit,
-                                   exact=self.cfg.model.kind == "direct")
+        folders = _sample_folders(Path(inputs), getattr(args, "allow_outside_root", False))
+        return SamplePhotosDataset(folders, self.cfg.model.img_size, limit, exact=self.cfg.model.kind == "direct")
 
     def predict_batch(self, model: nn.Module, batch: list[dict], out: Path, args: argparse.Namespace) -> list[dict]:
         """Prints each sample's copper content and per-photo copper area; one CSV row per sample."""
@@ -284,9 +290,16 @@ def content_metrics(true_c: np.ndarray, pred_c: np.ndarray, true_a: np.ndarray, 
     return metrics
 
 
-def _sample_folders(inputs: Path) -> list[Path]:
+def _sample_folders(inputs: Path, allow_outside: bool = False) -> list[Path]:
+    if inputs.is_file() and inputs.suffix.lower() in (".csv", ".txt"):
+        folders = listed_paths(inputs, allow_outside, column="sample")
+        missing = next((f for f in folders if not f.is_dir()), None)
+        if missing is not None:
+            raise DataError(f"{inputs}: lists {missing}, which is not a sample folder")
+        return folders
     if not inputs.is_dir():
-        raise DataError(f"--input {inputs}: expected a sample folder or a folder of sample folders")
+        raise DataError(f"--input {inputs}: expected a sample folder, a folder of sample folders or a "
+                        "CSV/TXT list of sample folders")
     if (inputs / "images").is_dir() or any(p.suffix.lower() in IMAGE_SUFFIXES for p in inputs.iterdir()):
         return [inputs]
     folders = subfolders(inputs)
