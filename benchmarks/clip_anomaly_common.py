@@ -56,19 +56,5 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def write_section(title: str, body: str) -> Path:
-    """Replace (or append) the ``## title`` section of ``benchmarks/results/clip_anomaly.md``."""
-    path = RESULTS / "clip_anomaly.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# clip_anomaly benchmarks\n"
-    marker = f"## {title}\n"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        text = head + (("\n## " + tail[1]) if len(tail) > 1 else "")
-    text = text.rstrip("\n") + "\n\n" + marker + body.rstrip("\n") + "\n"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def pct(x: float) -> str:
     return f"{100 * x:.1f}" if x is not None and np.isfinite(x) else "n/a"

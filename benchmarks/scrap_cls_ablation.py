@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import forward_rate  # noqa: E402
-from benchmarks.scrap_cls_common import update_section  # noqa: E402
+from benchmarks.bench_env import forward_rate, write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics, write_report  # noqa: E402
@@ -158,10 +158,7 @@ def main() -> None:
                "results": results, "paper": PAPER}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     section = markdown(results, args, wall, command)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("ablation", section)
+    write_section(MARKDOWN, "scrap_cls:ablation", section, quick=args.quick)
     print(section)
 
 

@@ -34,8 +34,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_env import write_section  # noqa: E402
 from benchmarks.scrap_cls_ablation import PAPER, predictions, recipe, shared_recipe  # noqa: E402
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics  # noqa: E402
@@ -175,7 +176,7 @@ def main() -> None:
         payload["results"] = [summary(r["variant"], r["per_seed"]) for r in payload["results"]]
         path.write_text(json.dumps(payload, indent=1))
         args.folds = payload["folds"]
-        update_section("cv", markdown(payload, args))
+        write_section(MARKDOWN, "scrap_cls:cv", markdown(payload, args))
         return
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -199,10 +200,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     section = markdown(payload, args)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("cv", section)
+    write_section(MARKDOWN, "scrap_cls:cv", section, quick=args.quick)
     print(section)
 
 

@@ -25,7 +25,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.bench_env import write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.cli import main as cli  # noqa: E402
 from scrapvision.data.synthetic.scrap_grades import render_video_frames  # noqa: E402
 from scrapvision.heads import load_all  # noqa: E402
@@ -108,10 +109,7 @@ def main() -> None:
                      f"{r['seconds']} | {r['fps_processed']} |")
     lines += ["", f"CLI output ({results[0]['motion']}): `{results[0]['cli_output'].splitlines()[0]}`", ""]
     section = "\n".join(lines)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("prepare", section)
+    write_section(MARKDOWN, "scrap_cls:prepare", section, quick=args.quick)
     print(section)
 
 

@@ -23,8 +23,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import forward_rate  # noqa: E402
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.bench_env import forward_rate, write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.models.clfsef import VARIANTS, ScrapClassifier  # noqa: E402
 
 
@@ -67,10 +67,7 @@ def main() -> None:
     lines += [f"| {r['backbone']} | {r['size']} | {r['batch']} | {r['variant']} | {r['img_s_median']} | {r['params_M']} |"
               for r in rows]
     section = "\n".join(lines) + "\n"
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("speed", section)
+    write_section(MARKDOWN, "scrap_cls:speed", section, quick=args.quick)
     print(section)
 
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the segdec benchmarks: one cross-validation run, pooled metrics, the markdown section."""
+"""Shared helpers of the segdec benchmarks: one cross-validation run, pooled metrics, the result files."""
 
 from __future__ import annotations
 
@@ -80,22 +80,6 @@ def commands_line(runs: dict[str, dict[str, Any]]) -> str:
     """The distinct commands that produced ``runs``, as a markdown line."""
     commands = {p["command"].strip() for r in runs.values() for p in r.get("processes") or [r]}
     return "Commands: " + ", ".join(sorted(f"`{c}`" for c in commands)) + "  "
-
-
-def write_section(title: str, body: str) -> Path:
-    """Replace the ``## title`` section of ``benchmarks/results/segdec.md`` in place, or append it."""
-    path = RESULTS / "segdec.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# segdec benchmarks\n"
-    marker = f"## {title}\n"
-    section = marker + body.strip("\n") + "\n"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        text = head + section + (("\n## " + tail[1]) if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def pct(x: float) -> str:
