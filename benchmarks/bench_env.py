@@ -9,6 +9,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,6 +40,20 @@ def forward_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5, warm
     for _ in range(repeats):
         model(x)
     return x.shape[0] * repeats / (time.perf_counter() - start)
+
+
+def train_final(task: Any, run_dir: Path) -> tuple[torch.nn.Module, float]:
+    """Train ``task`` with the one Trainer, then reload its final epoch's weights (so held-out data never picks
+    a checkpoint); returns the model in eval mode and the training seconds."""
+    from scrapvision.checkpoint import load_checkpoint
+    from scrapvision.trainer import Trainer
+
+    start = time.time()
+    Trainer(task, run_dir=run_dir).fit()
+    train_s = time.time() - start
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task=task.name)["model"])
+    return model.eval(), train_s
 
 
 def write_section(path: Path, name: str, body: str, quick: bool = False, header: str = "") -> Path:

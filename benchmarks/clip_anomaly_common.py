@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from bench_env import train_final
 from torch.utils.data import DataLoader, Dataset
 
-from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter
-from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -30,12 +28,8 @@ def make_task(overrides: list[str]) -> ClipAnomalyTask:
 def train_last(overrides: list[str], run_dir: Path) -> tuple[ClipAnomalyTask, torch.nn.Module, float]:
     """Train, then reload the final epoch's weights (held-out data never picks a checkpoint)."""
     task = make_task(overrides)
-    t0 = time.time()
-    Trainer(task, run_dir=run_dir).fit()
-    train_s = time.time() - t0
-    model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="clip_anomaly")["model"])
-    return task, model.eval(), train_s
+    model, train_s = train_final(task, run_dir)
+    return task, model, train_s
 
 
 @torch.no_grad()

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_env import train_final
 from torch.utils.data import DataLoader
 
-from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config
 from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from scrapvision.heads.segdec_parts.metrics import decision_metrics
-from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -27,11 +25,7 @@ def run_fold(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train one fold with the final epoch's weights (the test fold never picks a checkpoint), then score it."""
     cfg = load_config(SegDecConfig, None, overrides)
     task = SegDecTask(cfg)
-    t0 = time.time()
-    Trainer(task, run_dir=run_dir).fit()
-    train_s = time.time() - t0
-    model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="segdec")["model"])
+    model, train_s = train_final(task, run_dir)
     _, test = task.build_datasets()
     loader = DataLoader(test, batch_size=16)
     r = task.score(model, loader)
