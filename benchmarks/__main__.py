@@ -13,13 +13,12 @@ records) and stitches the sections together.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.bench_env import machine
 from benchmarks.plan import PLAN, commands, kept
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,7 @@ def run(todo: list[str]) -> list[tuple[str, int, float]]:
     return done
 
 
-def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
+def assemble(log: list[tuple[str, int, float]] | None = None, host: str = "") -> Path:
     parts = [HEADER]
     for section, _, _ in PLAN:
         path = RESULTS / section
@@ -63,8 +62,7 @@ def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
         else:
             parts.append(f"## {section.removesuffix('.md')}\n\nNot measured yet.\n")
     if log:
-        lines = ["## This regeneration", "", f"{platform.machine()}, {os.cpu_count()} cores, "
-                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", "| command | exit | wall s |", "|---|---|---|"]
+        lines = ["## This regeneration", "", f"{host}; assembled {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", "| command | exit | wall s |", "|---|---|---|"]
         lines += [f"| `python {c}` | {code} | {wall:.0f} |" for c, code, wall in log]
         parts.append("\n".join(lines) + "\n")
     target = ROOT / "benchmarks" / "RESULTS.md"
@@ -88,11 +86,12 @@ def main() -> None:
         for mode in ("quick", "full"):
             print("\n".join([*(f"{mode}: runs python {c}" for c in commands(mode)), *kept_lines(mode)]))
         return
-    log = None
+    log, host = None, ""
     if args.mode != "assemble":
         print("\n".join(kept_lines(args.mode)) or f"{args.mode}: reruns every recorded row", file=sys.stderr)
+        host = machine()  # at the start, as every script records it
         log = run(commands(args.mode))
-    print(f"wrote {assemble(log)}")
+    print(f"wrote {assemble(log, host)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import write_section  # noqa: E402
+from benchmarks.bench_env import machine, write_section  # noqa: E402
 from benchmarks.scrap_cls_ablation import PAPER, predictions, recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
@@ -124,11 +124,12 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
     command = "; ".join(r["command"] for r in payload["runs"])
     wall = sum(r["wall_s"] for r in payload["runs"])
     seeds = sorted({e["seed"] for r in results for e in r["per_seed"]})
+    legacy = f"{os.cpu_count()}-core CPU, torch threads {args.threads}"  # runs recorded without their machine
+    hosts = " / ".join(dict.fromkeys(r.get("machine", legacy) for r in payload["runs"]))
     lines = [f"## scrap_cls: stratified {args.folds}-fold cross-validation on real scrap photos, repeated over seeds"
              + (" (QUICK, synthetic)" if args.quick else ""), "",
              f"- Command: `{command}`",
-             f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {os.cpu_count()}-core CPU, torch "
-             f"threads {args.threads}; wall {wall / 60:.1f} min in all (processes may have run side by side)",
+             f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {hosts}; wall {wall / 60:.1f} min in all (processes may have run side by side)",
              f"- Recipe (every variant): `{' '.join(shared_recipe(payload['recipe']))}`; "
              f"last epoch scored; folds from `data.folds`/`data.fold` (StratifiedKFold, seed 0, the same for every "
              f"seed); `train.seed` in {seeds}; the 2 truncated JPEGs skipped. Accuracy pooled over the folds of a "
@@ -189,11 +190,12 @@ def main() -> None:
     if args.quick:
         args.folds = 2
     torch.set_num_threads(args.threads)
+    host = machine()  # before training: the load at start
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scrap_cls_cv_") as tmp:
         results = [run_variant(v, args, Path(tmp)) for v in variants]
     command = "python benchmarks/scrap_cls_cv.py " + " ".join(sys.argv[1:])
-    run = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    run = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": host,
            "wall_s": round(time.perf_counter() - start, 1), "variants": variants}
     name = "scrap_cls_cv_quick" if args.quick else "scrap_cls_cv"
     payload = merge_earlier(RESULTS / f"{name}.json", args, run, results)
