@@ -3,7 +3,7 @@
     python -m benchmarks assemble     # rebuild RESULTS.md from the sections already in benchmarks/results/
     python -m benchmarks plan         # print what quick and full run, and which recorded rows each keeps
     python -m benchmarks quick        # run the synthetic-data benchmarks (minutes to an hour on 2 CPU cores)
-    python -m benchmarks full         # rerun every recorded row (needs ../shared/data; a day on 2 CPU cores)
+    python -m benchmarks full         # rerun every recorded row (needs ../shared/data; ~17 h on 2 CPU cores)
 
 Each script writes its own section (`benchmarks/results/<head>.md`) with the command, machine, date and
 wall time next to its numbers; this module runs the scripts (``benchmarks/plan.py``: the commands RESULTS.md
