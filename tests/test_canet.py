@@ -39,7 +39,7 @@ def tiny_canet(num_classes: int = 4) -> CANet:
 def test_config_round_trip_and_recipes():
     cfg = CanetConfig()
     assert from_dict(CanetConfig, to_dict(cfg)) == cfg
-    assert load_config(CanetConfig, REPO / "tasks" / "canet.yaml") == cfg  # the YAML is the CPU recipe
+    assert load_config(CanetConfig, REPO / "tasks" / "canet.yaml") == cfg  # the CPU recipe = the defaults
     paper = load_config(CanetConfig, REPO / "tasks" / "canet-paper.yaml")
     assert paper.model.backbone == "vit_small_patch8_224" and paper.model.img_size == 224
 
