@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import atomic_write
 from .config import to_dict
-from .errors import CheckpointError, ScrapvisionError
+from .errors import CheckpointError, ScrapvisionError, first_line
 
 META_TASK, META_CONFIG, META_EXTRAS, META_OUTPUTS = "scrapvision.task", "scrapvision.config", "scrapvision.extras", "scrapvision.outputs"
 
@@ -97,7 +97,7 @@ def export_onnx(task: Any, model: nn.Module, path: str | Path, opset: int = 17, 
     except ScrapvisionError:
         raise
     except Exception as exc:  # noqa: BLE001 - exporter failures are many and deep; name the head and cause
-        raise ScrapvisionError(f"ONNX export of task {task.name!r} failed: {str(exc).splitlines()[0][:300]}") from None
+        raise ScrapvisionError(f"ONNX export of task {task.name!r} failed: {first_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     meta = {META_TASK: task.name, META_CONFIG: json.dumps(to_dict(task.cfg)),
@@ -117,7 +117,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"ONNX model {path}: cannot be read ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"ONNX model {path}: cannot be read ({first_line(exc)})") from None
     meta = {p.key: p.value for p in proto.metadata_props}
     if META_TASK not in meta:
         raise CheckpointError(f"ONNX model {path}: has no scrapvision metadata (export it with `scrapvision export`)")
@@ -140,7 +140,7 @@ class OnnxEngine(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self.providers(ort))
         except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({first_line(exc)})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @staticmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: PIL modes of 16-bit grey images (PNG/TIFF); "I" is what older Pillow returns for 16-bit PNG
@@ -37,8 +37,7 @@ def _decoded(path: Path, what: str = "image") -> Iterator[Image.Image]:
     except UnidentifiedImageError:
         raise DataError(f"{what} {path}: not an image file (unrecognised content)") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{what} {path}: cannot be decoded ({reason})") from None
+        raise DataError(f"{what} {path}: cannot be decoded ({first_line(exc)})") from None
     with img:
         yield img
 
