@@ -151,7 +151,7 @@ class SamSegmenter:
             from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
         except ImportError:
             raise ScrapvisionError("--sam-checkpoint needs the segment-anything package "
-                                   "(pip install segment-anything), or leave it out for the OpenCV fallback") from None
+                                   "(pip install 'scrapvision[sam]'), or leave it out for the OpenCV fallback") from None
         checkpoint = Path(checkpoint)
         if model_type == "auto":
             found = [t for t in ("vit_h", "vit_l", "vit_b") if t in checkpoint.name]
