@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint
 from .config import load_config
-from .errors import CheckpointError, ScrapvisionError
+from .errors import CheckpointError, ScrapvisionError, first_line
 from .task import Task
 
 
@@ -70,8 +70,8 @@ def load_trained(
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
+        lines = str(exc).strip().splitlines()  # torch's first line only says "Error(s) in loading state_dict"
+        detail = lines[1].strip() if len(lines) > 1 else first_line(exc)
         raise CheckpointError(f"checkpoint {checkpoint}: does not fit the model of this config ({detail[:240]})") from None
     return task, model.to(device).eval()
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import IMAGE_SUFFIXES, list_images, read_image, resolve_inside
 
 
@@ -51,14 +51,14 @@ def _listed_names(listing: Path, column: str) -> tuple[list[tuple[int, str]], st
         try:
             lines = listing.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{listing}: not a readable text list ({exc})") from None
+            raise DataError(f"{listing}: not a readable text list ({first_line(exc)})") from None
         return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")], "lines"
     import pandas as pd
 
     try:
         frame = pd.read_csv(listing, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{listing}: not a readable CSV list ({str(exc).strip().splitlines()[0]})") from None
+        raise DataError(f"{listing}: not a readable CSV list ({first_line(exc)})") from None
     column = column if column in frame.columns else frame.columns[0]
     return [(row, name) for row, name in enumerate(frame[column], start=2) if name], f"column {column!r}"
 
