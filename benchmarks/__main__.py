@@ -1,50 +1,42 @@
 """Regenerate benchmarks/RESULTS.md from the benchmark scripts of every head.
 
     python -m benchmarks assemble     # rebuild RESULTS.md from the sections already in benchmarks/results/
+    python -m benchmarks plan         # print what quick and full run, and which recorded rows each keeps
     python -m benchmarks quick        # run the synthetic-data benchmarks (minutes to an hour on 2 CPU cores)
-    python -m benchmarks full         # also the real-data runs (needs ../shared/data; hours on 2 CPU cores)
+    python -m benchmarks full         # rerun every recorded row (needs ../shared/data; ~17 h on 2 CPU cores)
 
 Each script writes its own section (`benchmarks/results/<head>.md`) with the command, machine, date and
-wall time next to its numbers; this module runs the scripts and stitches the sections together.
+wall time next to its numbers; this module runs the scripts (``benchmarks/plan.py``: the commands RESULTS.md
+records) and stitches the sections together.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks.bench_env import machine
+from benchmarks.plan import PLAN, commands, kept
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-#: (section file, quick commands, extra commands of the full mode); commands run from the repo root
-PLAN: list[tuple[str, list[str], list[str]]] = [
-    ("severstal.md", ["benchmarks/rle_speed.py --quick", "benchmarks/severstal_train.py"], ["benchmarks/rle_speed.py"]),
-    ("segdec.md", [], ["benchmarks/segdec_kolektor.py", "benchmarks/segdec_ablation.py"]),
-    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py"]),
-    ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py"],
-     ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clf,sef,clfsef --seeds 0,1,2,3",
-      "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7"]),
-    ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"], ["benchmarks/clip_anomaly_kolektor.py"]),
-    ("speed.md", ["benchmarks/speed.py"], []),
-]
 
 HEADER = """# Benchmark results
 
 Every number below was produced on this project's CI machine kind (2 CPU cores, no GPU) by the command
 written next to it, with its date and wall time. Bad numbers are reported as measured. Regenerate with
-`python -m benchmarks quick` (synthetic data) or `python -m benchmarks full` (adds the real-data runs);
+`python -m benchmarks quick` (synthetic data) or `python -m benchmarks full` (reruns every recorded row, the
+real-data runs included); `python -m benchmarks plan` lists what each runs and keeps, and
 `python -m benchmarks assemble` only re-stitches the per-head sections in `benchmarks/results/`.
 """
 
 
-def run(commands: list[str]) -> list[tuple[str, int, float]]:
+def run(todo: list[str]) -> list[tuple[str, int, float]]:
     done = []
-    for command in commands:
+    for command in todo:
         script, *args = command.split()
         if not (ROOT / script).is_file():
             print(f"skip {command}: no such script", file=sys.stderr)
@@ -56,7 +48,7 @@ def run(commands: list[str]) -> list[tuple[str, int, float]]:
     return done
 
 
-def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
+def assemble(log: list[tuple[str, int, float]] | None = None, host: str = "") -> Path:
     parts = [HEADER]
     for section, _, _ in PLAN:
         path = RESULTS / section
@@ -70,8 +62,7 @@ def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
         else:
             parts.append(f"## {section.removesuffix('.md')}\n\nNot measured yet.\n")
     if log:
-        lines = ["## This regeneration", "", f"{platform.machine()}, {os.cpu_count()} cores, "
-                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", "| command | exit | wall s |", "|---|---|---|"]
+        lines = ["## This regeneration", "", f"{host}; assembled {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", "| command | exit | wall s |", "|---|---|---|"]
         lines += [f"| `python {c}` | {code} | {wall:.0f} |" for c, code, wall in log]
         parts.append("\n".join(lines) + "\n")
     target = ROOT / "benchmarks" / "RESULTS.md"
@@ -79,18 +70,28 @@ def assemble(log: list[tuple[str, int, float]] | None = None) -> Path:
     return target
 
 
+def kept_lines(mode: str) -> list[str]:
+    """Which recorded rows ``mode`` leaves as they are, each with the command that made it."""
+    target = ROOT / "benchmarks" / "RESULTS.md"
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    return [f"{mode}: keeps the rows of `python {command}` as recorded (not rerun)" for command in kept(text, mode)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("assemble", "quick", "full"))
+    parser.add_argument("mode", choices=("assemble", "plan", "quick", "full"))
     args = parser.parse_args()
-    log = None
+    if args.mode == "plan":
+        for mode in ("quick", "full"):
+            print("\n".join([*(f"{mode}: runs python {c}" for c in commands(mode)), *kept_lines(mode)]))
+        return
+    log, host = None, ""
     if args.mode != "assemble":
-        commands = [c for _, quick, _ in PLAN for c in quick]
-        if args.mode == "full":
-            commands += [c for _, _, full in PLAN for c in full]
-        log = run(commands)
-    print(f"wrote {assemble(log)}")
+        print("\n".join(kept_lines(args.mode)) or f"{args.mode}: reruns every recorded row", file=sys.stderr)
+        host = machine()  # at the start, as every script records it
+        log = run(commands(args.mode))
+    print(f"wrote {assemble(log, host)}")
 
 
 if __name__ == "__main__":

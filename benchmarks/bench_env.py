@@ -1,13 +1,19 @@
-"""What the benchmarks record about where and when they ran, and how fast a forward pass is, in one place."""
+"""What the benchmarks record about where and when they ran, how fast a forward pass is, and how a script puts
+its section into a results markdown, in one place."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from scrapvision.checkpoint import atomic_write
 
 
 def machine() -> str:
@@ -34,3 +40,34 @@ def forward_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5, warm
     for _ in range(repeats):
         model(x)
     return x.shape[0] * repeats / (time.perf_counter() - start)
+
+
+def train_final(task: Any, run_dir: Path) -> tuple[torch.nn.Module, float]:
+    """Train ``task`` with the one Trainer, then reload its final epoch's weights (so held-out data never picks
+    a checkpoint); returns the model in eval mode and the training seconds."""
+    from scrapvision.checkpoint import load_checkpoint
+    from scrapvision.trainer import Trainer
+
+    start = time.time()
+    Trainer(task, run_dir=run_dir).fit()
+    train_s = time.time() - start
+    model = task.build_model()
+    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task=task.name)["model"])
+    return model.eval(), train_s
+
+
+def write_section(path: Path, name: str, body: str, quick: bool = False, header: str = "") -> Path:
+    """Replace the block between ``<!-- name -->`` and ``<!-- /name -->`` in ``path`` (or append it), keeping
+    every other section, so that each script owns its block and hand-written notes survive a rerun.
+
+    A quick (smoke) run goes to ``<stem>_quick.md`` next to ``path``: RESULTS.md never includes it, so a quick
+    run cannot overwrite a recorded one. ``header`` starts a file that does not exist yet."""
+    if quick:
+        path = path.with_name(f"{path.stem}_quick{path.suffix}")
+    text = path.read_text(encoding="utf-8") if path.exists() else (header or f"# {path.stem} benchmarks\n")
+    block = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    with atomic_write(path, "w") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    return path

@@ -25,8 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_env import machine, now  # noqa: E402
-from canet_report import write_section  # noqa: E402
+from bench_env import machine, now, write_section  # noqa: E402
+from canet_report import HEADER, MARKDOWN  # noqa: E402
 from canet_synthetic import FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
 
 from scrapvision.api import load_trained  # noqa: E402
@@ -167,7 +167,7 @@ def main() -> None:
     scatter(frame, n, RESULTS / "canet_test_scatter.png")
     stats = summary(frame)
     command = "python benchmarks/canet_errors.py" + "".join(f" {a}" for a in sys.argv[1:])
-    write_section("canet_errors", markdown(stats, command, started, time.time() - t0, host, n))
+    write_section(MARKDOWN, "canet_errors", markdown(stats, command, started, time.time() - t0, host, n), header=HEADER)
     print(pd.Series(stats["mae_pp"]).to_string())
 
 

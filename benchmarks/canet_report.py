@@ -1,12 +1,13 @@
-"""Markdown for ``benchmarks/results/canet.md``: each canet benchmark script owns one marked section."""
+"""Markdown for ``benchmarks/results/canet.md`` (``MARKDOWN``): each canet benchmark script owns one marked
+section, written with ``bench_env.write_section``."""
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MARKDOWN = RESULTS / "canet.md"
 # the data-efficiency models, in table-column and plot order (canet_synthetic.DATA_OVERRIDES: what each runs)
 DATA_KINDS = ("canet", "direct", "direct_lr")
 # few content labels at the main schedule: part ``long_data_<kind>`` trains these on each of ``long_data_bags``
@@ -39,17 +40,6 @@ EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
                    ("direct_lr_seed1", f"direct regression, lr={DIRECT_CHECK_LR}, training seed 1"),
                    ("canet_classes4", "CANet, 4 latent classes"))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
-
-
-def write_section(name: str, body: str) -> Path:
-    """Replace (or append) the section between ``<!-- name -->`` markers, keeping the other sections."""
-    path = RESULTS / "canet.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
-    block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    return path
 
 
 def run_value(row: dict) -> float:
@@ -201,8 +191,8 @@ def synthetic_markdown(r: dict) -> str:
     for run in r["runs"]:
         rerun = f"; its {', '.join(run['superseded'])} rows since rerun" if run.get("superseded") else ""
         lines.append(f"- `{run['command']}` ({', '.join(run['parts'])}{rerun}; commit {run['commit']}): started "
-                     f"{run['started']}, wall {run['wall_s'] / 60:.1f} min, {run['machine']}, load average "
-                     f"{run['load_avg_at_start']} at start")
+                     f"{run['started']}, wall {run['wall_s'] / 60:.1f} min, {run['machine']}"
+                     + (f", load average {run['load_avg_at_start']} at start" if "load_avg_at_start" in run else ""))
     lines += [
         f"- recipe: `tasks/canet.yaml` ({m['backbone']}, {m['vit_depth'] or 'all'} blocks, random init, "
         f"{m['img_size']}x{m['img_size']} px photos, {m['patch_size']}x{m['patch_size']} patches, "

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,19 +49,21 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_env import machine, write_section  # noqa: E402
 from canet_report import (  # noqa: E402
     DATA_KINDS,
     DIRECT_CHECK_LR,
+    HEADER,
     LONG_DATA_KINDS,
     LONG_DATA_PARTS,
     LONG_DATA_SEEDS,
+    MARKDOWN,
     data_label,
     long_data_key,
     long_data_runs,
     main_steps,
     run_value,
     synthetic_markdown,
-    write_section,
 )
 
 from scrapvision.checkpoint import load_checkpoint  # noqa: E402
@@ -290,7 +290,7 @@ def main() -> None:
         report = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
         sweep_outputs(report, suffix)
         if not args.quick:
-            write_section("canet_synthetic", synthetic_markdown(report))
+            write_section(MARKDOWN, "canet_synthetic", synthetic_markdown(report), header=HEADER)
         return
     torch.set_num_threads(args.threads)
     size = QUICK if args.quick else FULL
@@ -304,7 +304,7 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],  # the code that runs
                             capture_output=True, text=True).stdout.strip()
     ns = (2, 4, 8, 16, 32)
-    load = round(os.getloadavg()[0], 2)
+    host = machine()  # before training: the load at start
     recipe = load_config(CanetConfig, REPO / "tasks" / "canet.yaml")
     report: dict = {"sizes": size, "paper": PAPER, "fresh_seed": FRESH_SEED,
                     "recipe": {"model": to_dict(recipe.model), "loss": to_dict(recipe.loss), "optim": to_dict(recipe.optim),
@@ -347,14 +347,13 @@ def main() -> None:
     if "n" in parts:
         report["sweep_N"] = [train_and_score(f"N={n}", n_sweep_overrides(n, size["sweep_epochs"]), sweep, out) for n in ns]
     report["runs"] = [{"command": "python " + " ".join(sys.argv), "parts": sorted(parts), "started": started,
-                       "wall_s": round(time.time() - t0, 1), "commit": commit, "load_avg_at_start": load,
-                       "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)"}]
+                       "wall_s": round(time.time() - t0, 1), "commit": commit, "machine": host}]
     path = RESULTS / f"canet_synthetic{suffix}.json"
     report = merge_reports(path, report)
     path.write_text(json.dumps(report, indent=1))
     sweep_outputs(report, suffix)  # after the merge: from every part's rows, whichever process ran them
     if not args.quick:
-        write_section("canet_synthetic", synthetic_markdown(report))
+        write_section(MARKDOWN, "canet_synthetic", synthetic_markdown(report), header=HEADER)
     print(f"wrote {path} in {time.time() - t0:.0f}s")
 
 

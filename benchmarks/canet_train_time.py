@@ -22,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from canet_report import RESULTS, write_section  # noqa: E402
+from bench_env import machine, write_section  # noqa: E402
+from canet_report import HEADER, MARKDOWN, RESULTS  # noqa: E402
 
 
 def run(command: list[str]) -> tuple[float, str]:
@@ -41,7 +42,7 @@ def main() -> None:
     extra = ["--set", "train.epochs=1", "--set", "data.synthetic_train=8", "--set", "data.synthetic_val=4"] \
         if args.quick else []
     shutil.rmtree(run_dir, ignore_errors=True)  # a scratch folder: train refuses to write over a run
-    load = os.getloadavg()
+    host = machine()  # before training: the load at start
     train_cmd = ["scrapvision", "train", "--task", "canet", "--out", str(run_dir), *extra]
     train_s, train_log = run(train_cmd)
     metrics_json = run_dir / "eval_test.json"
@@ -54,8 +55,7 @@ def main() -> None:
     report = {
         "train_command": shlex.join(train_cmd), "train_wall_s": round(train_s, 1),
         "eval_command": shlex.join(eval_cmd), "eval_wall_s": round(eval_s, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{os.cpu_count()}-core CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-                   "load average at start " + ", ".join(f"{x:.1f}" for x in load),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{host}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         "best_epoch": best["epoch"], "best_val": {k: v for k, v in best.items() if k.startswith("val_")},
         "last_epoch": epochs[-1], "test": json.loads(metrics_json.read_text()),
     }
@@ -63,7 +63,7 @@ def main() -> None:
     (RESULTS / f"canet_train_time{suffix}.json").write_text(json.dumps(report, indent=1))
     if not args.quick:
         t = report["test"]
-        write_section("canet_train_time", "\n".join([
+        write_section(MARKDOWN, "canet_train_time", "\n".join([
             "## Default CPU recipe: `scrapvision train --task canet` (`benchmarks/canet_train_time.py`)",
             "",
             f"- train: `{report['train_command']}` -> **{train_s / 60:.1f} min** wall ({report['date']}, "
@@ -73,7 +73,7 @@ def main() -> None:
             f"- test: content MAE {t['content_mae_pp']:.2f} pp, RMSE {t['content_rmse_pp']:.2f} pp, "
             f"R^2 {t['content_r2']:.3f}, within 1 pp {100 * t['within_1pp']:.0f} %, per-photo copper area MAE "
             f"{t['area_mae_pp']:.2f} pp; trivial area-as-content on the same photos {t['trivial_mae_pp']:.2f} pp",
-        ]))
+        ]), header=HEADER)
     print(json.dumps(report, indent=1))
 
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from bench_env import train_final
 from torch.utils.data import DataLoader, Dataset
 
-from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter
-from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -30,12 +28,8 @@ def make_task(overrides: list[str]) -> ClipAnomalyTask:
 def train_last(overrides: list[str], run_dir: Path) -> tuple[ClipAnomalyTask, torch.nn.Module, float]:
     """Train, then reload the final epoch's weights (held-out data never picks a checkpoint)."""
     task = make_task(overrides)
-    t0 = time.time()
-    Trainer(task, run_dir=run_dir).fit()
-    train_s = time.time() - t0
-    model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="clip_anomaly")["model"])
-    return task, model.eval(), train_s
+    model, train_s = train_final(task, run_dir)
+    return task, model, train_s
 
 
 @torch.no_grad()
@@ -53,20 +47,6 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
-    return path
-
-
-def write_section(title: str, body: str) -> Path:
-    """Replace (or append) the ``## title`` section of ``benchmarks/results/clip_anomaly.md``."""
-    path = RESULTS / "clip_anomaly.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# clip_anomaly benchmarks\n"
-    marker = f"## {title}\n"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        text = head + (("\n## " + tail[1]) if len(tail) > 1 else "")
-    text = text.rstrip("\n") + "\n\n" + marker + body.rstrip("\n") + "\n"
-    path.write_text(text, encoding="utf-8")
     return path
 
 

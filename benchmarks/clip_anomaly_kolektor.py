@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import forward_rate, machine, now  # noqa: E402
+from bench_env import forward_rate, machine, now, write_section  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     DATA,
+    RESULTS,
     pct,
     score,
     train_last,
     write_json,
-    write_section,
 )
 
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter  # noqa: E402
@@ -80,7 +80,8 @@ def main() -> None:
     payload["wall_s"] = round(time.time() - t0, 1)
     write_json(f"clip_anomaly_kolektor{suffix}.json", payload)
     if not args.quick:
-        write_section("KolektorSDD anomaly segmentation, 3-fold CV", markdown(payload))
+        write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_kolektor",
+                      "## KolektorSDD anomaly segmentation, 3-fold CV\n" + markdown(payload))
     print(f"done in {payload['wall_s'] / 60:.1f} min; pooled {payload['pooled']}")
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import forward_rate, machine, now  # noqa: E402
+from bench_env import forward_rate, machine, now, write_section  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     RESULTS,
     make_task,
@@ -30,7 +30,6 @@ from clip_anomaly_common import (  # noqa: E402
     score,
     train_last,
     write_json,
-    write_section,
 )
 
 from scrapvision.data.synthetic.scrap_anomaly import SCRAP_CLASSES, make_scene  # noqa: E402
@@ -194,7 +193,8 @@ def main() -> None:
     suffix = "_quick" if args.quick else ""
     write_json(f"clip_anomaly_synthetic{suffix}.json", payload)
     if not args.quick:
-        write_section("Synthetic scrap: fine-tuned vs frozen encoder", markdown(payload))
+        write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_synthetic",
+                      "## Synthetic scrap: fine-tuned vs frozen encoder\n" + markdown(payload))
     print(f"done in {payload['wall_s'] / 60:.1f} min")
 
 

@@ -6,7 +6,8 @@ Masks are decoded from the real ``severstal_sample/train.csv`` strings when pres
 $SCRAPVISION_DATA, default ../shared/data), else drawn by the synthetic generator. Every real string is
 also round-tripped by the vectorised codec and mismatches are counted. Writes
 ``benchmarks/results/severstal_rle_speed.json`` and the ``rle_speed`` section of
-``benchmarks/results/severstal.md``.
+``benchmarks/results/severstal.md``; ``--quick`` writes ``severstal_rle_speed_quick.json`` and
+``severstal_quick.md`` instead, which RESULTS.md does not include.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_env import machine, now, write_section
 
 from scrapvision.checkpoint import atomic_write
 from scrapvision.data.rle import rle_decode, rle_decode_reference, rle_encode, rle_encode_reference
@@ -31,7 +31,6 @@ from scrapvision.data.synthetic.steel_strip import generate_records
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHAPE = (256, 1600)
-BEGIN, END = "<!-- rle_speed:begin -->", "<!-- rle_speed:end -->"
 
 
 def load_strings() -> tuple[list[tuple[str, str]], str]:
@@ -84,17 +83,10 @@ def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{os.cpu_count()}-core CPU ({model}), shared; load average at start {load}; Python {platform.python_version()}"
-
-
-def write_markdown(result: dict) -> None:
+def write_markdown(result: dict, quick: bool = False) -> None:
     s = result["summary"]
     lines = [
-        BEGIN, "## RLE codec speed (vectorised NumPy vs pure-Python reference)", "",
+        "## RLE codec speed (vectorised NumPy vs pure-Python reference)", "",
         f"- Command: `{result['command']}`", f"- Machine: {result['machine']}", f"- Date: {result['date']}",
         f"- Wall time: {result['wall_time_s']:.1f} s", f"- Masks: {result['n_masks_timed']} masks of 256x1600 "
         f"({result['source']}), vectorised calls repeated {result['repeat']}x per mask, reference once",
@@ -106,27 +98,18 @@ def write_markdown(result: dict) -> None:
     for op in ("encode", "decode"):
         lines.append(f"| {op} | {s[op]['vectorised_median_ms']:.3f} | {s[op]['reference_median_ms']:.1f} | "
                      f"{s[op]['speedup_total']:.0f}x |")
-    lines += ["", "No paper reference: the reference is this repo's own loop implementation.", END]
-    section = "\n".join(lines) + "\n"
-    path = RESULTS / "severstal.md"
-    old = path.read_text() if path.exists() else "# severstal benchmarks\n\n"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + section + old[old.index(END) + len(END) + 1:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    with atomic_write(path, "w") as handle:
-        handle.write(new)
+    lines += ["", "No paper reference: the reference is this repo's own loop implementation."]
+    write_section(RESULTS / "severstal.md", "rle_speed", "\n".join(lines), quick=quick)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 masks instead of the default")
     parser.add_argument("--masks", type=int, default=150, help="masks timed with both codecs (default 150)")
     parser.add_argument("--repeat", type=int, default=5, help="repeats of each vectorised call (default 5)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.perf_counter()
-    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-    host = machine()
+    date, host = now(), machine()
     strings, source = load_strings()
     n = 20 if args.quick else args.masks
     step = max(1, len(strings) // n)
@@ -141,9 +124,9 @@ def main() -> None:
         "wall_time_s": time.perf_counter() - start,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_write(RESULTS / "severstal_rle_speed.json", "w") as handle:
+    with atomic_write(RESULTS / f"severstal_rle_speed{'_quick' if args.quick else ''}.json", "w") as handle:
         json.dump(result, handle, indent=2)
-    write_markdown(result)
+    write_markdown(result, args.quick)
     print(json.dumps(result["summary"], indent=2))
     print(f"round trip: {bad} mismatches of {len(strings)}; wall {result['wall_time_s']:.1f} s")
 

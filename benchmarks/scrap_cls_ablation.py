@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,8 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import forward_rate  # noqa: E402
-from benchmarks.scrap_cls_common import update_section  # noqa: E402
+from benchmarks.bench_env import forward_rate, machine, write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics, write_report  # noqa: E402
@@ -102,14 +101,13 @@ def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:
     }
 
 
-def markdown(results: list[dict], args: argparse.Namespace, wall: float, command: str) -> str:
+def markdown(results: list[dict], args: argparse.Namespace, wall: float, command: str, host: str) -> str:
     first = results[0]
     lines = [
         "## scrap_cls: CLFSEF ablation on real scrap photos" + (" (QUICK smoke run, synthetic)" if args.quick else ""),
         "",
         f"- Command: `{command}`",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {os.cpu_count()}-core CPU shared with other jobs "
-        f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}; wall {wall / 60:.1f} min",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {host}; wall {wall / 60:.1f} min",
         "- Data: " + ("synthetic scrap grades" if args.quick else
                       f"`scrap_grades` (333 photos, 24 grades), one stratified split (split_seed 0): "
                       f"{first['train_images']} train / {first['val_images']} val after skipping "
@@ -145,6 +143,7 @@ def main() -> None:
     if not args.quick and not args.data.is_dir():
         sys.exit(f"scrap_grades not found at {args.data} (set SCRAPVISION_DATA)")
     torch.set_num_threads(args.threads)
+    host = machine()  # before training: the load at start
     command = "python benchmarks/scrap_cls_ablation.py" + (" --quick" if args.quick else "")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     start = time.perf_counter()
@@ -153,15 +152,12 @@ def main() -> None:
     wall = time.perf_counter() - start
     name = "scrap_cls_ablation_quick" if args.quick else "scrap_cls_ablation"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_s": round(wall, 1),
+    payload = {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "wall_s": round(wall, 1), "machine": host,
                "threads": args.threads, "cpus": os.cpu_count(), "recipe": recipe(args.quick, args.data, "VARIANT", "OUT"),
                "results": results, "paper": PAPER}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
-    section = markdown(results, args, wall, command)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("ablation", section)
+    section = markdown(results, args, wall, command, host)
+    write_section(MARKDOWN, "scrap_cls:ablation", section, quick=args.quick)
     print(section)
 
 

@@ -34,8 +34,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_env import machine, write_section  # noqa: E402
 from benchmarks.scrap_cls_ablation import PAPER, predictions, recipe, shared_recipe  # noqa: E402
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E402
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics  # noqa: E402
@@ -123,11 +124,12 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
     command = "; ".join(r["command"] for r in payload["runs"])
     wall = sum(r["wall_s"] for r in payload["runs"])
     seeds = sorted({e["seed"] for r in results for e in r["per_seed"]})
+    legacy = f"{os.cpu_count()}-core CPU, torch threads {args.threads}"  # runs recorded without their machine
+    hosts = " / ".join(dict.fromkeys(r.get("machine", legacy) for r in payload["runs"]))
     lines = [f"## scrap_cls: stratified {args.folds}-fold cross-validation on real scrap photos, repeated over seeds"
              + (" (QUICK, synthetic)" if args.quick else ""), "",
              f"- Command: `{command}`",
-             f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {os.cpu_count()}-core CPU, torch "
-             f"threads {args.threads}; wall {wall / 60:.1f} min in all (processes may have run side by side)",
+             f"- Date: {' / '.join(r['date'] for r in payload['runs'])}; machine: {hosts}; wall {wall / 60:.1f} min in all (processes may have run side by side)",
              f"- Recipe (every variant): `{' '.join(shared_recipe(payload['recipe']))}`; "
              f"last epoch scored; folds from `data.folds`/`data.fold` (StratifiedKFold, seed 0, the same for every "
              f"seed); `train.seed` in {seeds}; the 2 truncated JPEGs skipped. Accuracy pooled over the folds of a "
@@ -175,7 +177,7 @@ def main() -> None:
         payload["results"] = [summary(r["variant"], r["per_seed"]) for r in payload["results"]]
         path.write_text(json.dumps(payload, indent=1))
         args.folds = payload["folds"]
-        update_section("cv", markdown(payload, args))
+        write_section(MARKDOWN, "scrap_cls:cv", markdown(payload, args))
         return
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -188,21 +190,19 @@ def main() -> None:
     if args.quick:
         args.folds = 2
     torch.set_num_threads(args.threads)
+    host = machine()  # before training: the load at start
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scrap_cls_cv_") as tmp:
         results = [run_variant(v, args, Path(tmp)) for v in variants]
     command = "python benchmarks/scrap_cls_cv.py " + " ".join(sys.argv[1:])
-    run = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    run = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": host,
            "wall_s": round(time.perf_counter() - start, 1), "variants": variants}
     name = "scrap_cls_cv_quick" if args.quick else "scrap_cls_cv"
     payload = merge_earlier(RESULTS / f"{name}.json", args, run, results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     section = markdown(payload, args)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("cv", section)
+    write_section(MARKDOWN, "scrap_cls:cv", section, quick=args.quick)
     print(section)
 
 

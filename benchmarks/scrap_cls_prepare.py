@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -25,7 +24,8 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.bench_env import machine, write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.cli import main as cli  # noqa: E402
 from scrapvision.data.synthetic.scrap_grades import render_video_frames  # noqa: E402
 from scrapvision.heads import load_all  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="60 frames at 160x120")
     args = parser.parse_args()
     frames, shape = (60, (120, 160)) if args.quick else (300, (240, 320))
-    results = []
+    results, host = [], machine()
     load_all()  # import every head (timm, torch) before timing, so the first method is not charged for it
     with tempfile.TemporaryDirectory(prefix="scrap_cls_prepare_") as tmp:
         video = Path(tmp) / "yard.avi"
@@ -84,7 +84,7 @@ def main() -> None:
                 "fps_processed": round(report["frames"] / seconds, 1), "cli_output": printed.getvalue().strip(),
             })
     payload = {"command": "python benchmarks/scrap_cls_prepare.py" + (" --quick" if args.quick else ""),
-               "date": time.strftime("%Y-%m-%d %H:%M %Z"), "video": {"frames": frames, "size_hw": shape, "fps": 10,
+               "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": host, "video": {"frames": frames, "size_hw": shape, "fps": 10,
                "grapple_passes": truth["passes"]}, "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "scrap_cls_prepare_quick" if args.quick else "scrap_cls_prepare"
@@ -94,7 +94,7 @@ def main() -> None:
         "",
         f"- Command: `{payload['command']}` (runs `scrapvision prepare --task scrap_cls --video yard.avi --out DIR "
         "--motion M` for both motion methods, OpenCV segmenter; SAM not run: no checkpoint offline)",
-        f"- Date: {payload['date']}; machine: {os.cpu_count()}-core CPU shared with other jobs",
+        f"- Date: {payload['date']}; machine: {payload['machine']}",
         f"- Video: {frames} frames, {shape[1]}x{shape[0]}, 10 fps, 3 scrap piles, grapple passes in frames "
         f"{truth['passes'][0]} and {truth['passes'][1]} (half-open), in view in {len(truth['moving_frames'])} frames",
         "",
@@ -108,10 +108,7 @@ def main() -> None:
                      f"{r['seconds']} | {r['fps_processed']} |")
     lines += ["", f"CLI output ({results[0]['motion']}): `{results[0]['cli_output'].splitlines()[0]}`", ""]
     section = "\n".join(lines)
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("prepare", section)
+    write_section(MARKDOWN, "scrap_cls:prepare", section, quick=args.quick)
     print(section)
 
 

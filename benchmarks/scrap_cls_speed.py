@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,8 +22,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import forward_rate  # noqa: E402
-from benchmarks.scrap_cls_common import RESULTS, update_section  # noqa: E402
+from benchmarks.bench_env import forward_rate, machine, write_section  # noqa: E402
+from benchmarks.scrap_cls_common import MARKDOWN, RESULTS  # noqa: E402
 from scrapvision.models.clfsef import VARIANTS, ScrapClassifier  # noqa: E402
 
 
@@ -34,6 +33,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    host = machine()  # the load at start
     setups = [("tinynet_e", 112, 96, 8)] if args.quick else [("tinynet_e", 112, 96, 8), ("efficientnet_b5", 456, 256, 16)]
     rows = []
     for backbone, size, width, groups in setups:
@@ -53,24 +53,18 @@ def main() -> None:
                              "params_M": round(sum(p.numel() for p in models[v].parameters()) / 1e6, 3)})
                 print(rows[-1], flush=True)
     command = "python benchmarks/scrap_cls_speed.py" + (" --quick" if args.quick else "")
-    load = [round(v, 1) for v in os.getloadavg()]
-    payload = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "threads": 1, "loadavg_1_5_15": load,
+    payload = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "threads": 1, "machine": host,
                "rows": rows}
     name = "scrap_cls_speed_quick" if args.quick else "scrap_cls_speed"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     lines = ["## scrap_cls: CPU inference speed (24 classes)", "",
-             f"- Command: `{command}`; date {payload['date']}; {os.cpu_count()}-core CPU shared with other jobs "
-             f"(load average {load[0]} / {load[1]} / {load[2]} at the end), 1 torch thread, median of round-robin "
-             "rounds", "",
+             f"- Command: `{command}`; date {payload['date']}; {host}; median of round-robin rounds", "",
              "| backbone | input | batch | variant | images/s | params M |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['backbone']} | {r['size']} | {r['batch']} | {r['variant']} | {r['img_s_median']} | {r['params_M']} |"
               for r in rows]
     section = "\n".join(lines) + "\n"
-    if args.quick:
-        (RESULTS / f"{name}.md").write_text(section)
-    else:
-        update_section("speed", section)
+    write_section(MARKDOWN, "scrap_cls:speed", section, quick=args.quick)
     print(section)
 
 

@@ -23,16 +23,16 @@ import time
 from pathlib import Path
 
 import torch
-from bench_env import machine, now
+from bench_env import machine, now, write_section
 from segdec_common import (
     DATA,
+    RESULTS,
     commands_line,
     pct,
     read_runs,
     run_fold,
     summarise,
     write_json,
-    write_section,
 )
 
 VARIANTS = {
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON files")
     args = parser.parse_args()
     if args.report:
-        write_section("KolektorSDD ablation", _markdown())
+        write_markdown()
         return
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
@@ -92,7 +92,12 @@ def main() -> None:
             payload["wall_s"] = round(time.time() - t0, 1)
             write_json(f"segdec_ablation_{key}{suffix}.json", payload)
             if not args.quick:
-                write_section("KolektorSDD ablation", _markdown())
+                write_markdown()
+
+
+def write_markdown() -> Path:
+    """The "KolektorSDD ablation" section of ``segdec.md``, from every variant's JSON."""
+    return write_section(RESULTS / "segdec.md", "segdec_ablation", "## KolektorSDD ablation\n" + _markdown())
 
 
 def _markdown() -> str:

@@ -1,21 +1,19 @@
-"""Shared helpers of the segdec benchmarks: one cross-validation run, pooled metrics, the markdown section."""
+"""Shared helpers of the segdec benchmarks: one cross-validation run, pooled metrics, the result files."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_env import train_final
 from torch.utils.data import DataLoader
 
-from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config
 from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from scrapvision.heads.segdec_parts.metrics import decision_metrics
-from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -27,12 +25,8 @@ def run_fold(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train one fold with the final epoch's weights (the test fold never picks a checkpoint), then score it."""
     cfg = load_config(SegDecConfig, None, overrides)
     task = SegDecTask(cfg)
-    t0 = time.time()
-    Trainer(task, run_dir=run_dir).fit()
-    train_s = time.time() - t0
-    model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task="segdec")["model"])
-    _, test = task.build_datasets()
+    model, train_s = train_final(task, run_dir)
+    test = task.build_eval_dataset()  # the test fold (build_datasets gives train and validation)
     loader = DataLoader(test, batch_size=16)
     r = task.score(model, loader)
     metrics = decision_metrics(r["label"] > 0.5, r["score"])
@@ -80,22 +74,6 @@ def commands_line(runs: dict[str, dict[str, Any]]) -> str:
     """The distinct commands that produced ``runs``, as a markdown line."""
     commands = {p["command"].strip() for r in runs.values() for p in r.get("processes") or [r]}
     return "Commands: " + ", ".join(sorted(f"`{c}`" for c in commands)) + "  "
-
-
-def write_section(title: str, body: str) -> Path:
-    """Replace the ``## title`` section of ``benchmarks/results/segdec.md`` in place, or append it."""
-    path = RESULTS / "segdec.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# segdec benchmarks\n"
-    marker = f"## {title}\n"
-    section = marker + body.strip("\n") + "\n"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        text = head + section + (("\n## " + tail[1]) if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def pct(x: float) -> str:

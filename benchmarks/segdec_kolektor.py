@@ -19,7 +19,8 @@ own run (``<mode>_seed<N>``, ``<mode>_<W>x<H>``), shown as an extra row.
 
 Writes ``benchmarks/results/segdec_kolektor_<mode>.json``, the PR curves ``segdec_kolektor_pr_<mode>.png``
 (all folds' test scores pooled) and the "KolektorSDD 3-fold CV" section of ``benchmarks/results/segdec.md``.
-Each fold trains from scratch on the other two folds and is scored with its final-epoch weights.
+Each fold trains from scratch on the other two folds (less their validation items, ``data.val_fraction``) and
+is scored with its final-epoch weights.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_env import forward_rate, machine, now
+from bench_env import forward_rate, machine, now, write_section
 from segdec_common import (
     DATA,
     RESULTS,
@@ -45,7 +46,6 @@ from segdec_common import (
     run_fold,
     summarise,
     write_json,
-    write_section,
 )
 
 from scrapvision.config import load_config
@@ -96,7 +96,7 @@ def main() -> None:
         write_json("segdec_kolektor_speed.json", {"command": "python benchmarks/segdec_kolektor.py --report",
                                                   "date": now(), "machine": machine(),
                                                   "resolution": [args.height, args.width], "images_per_s": speed})
-        write_section("KolektorSDD 3-fold CV", _markdown())
+        write_markdown()
         return
     suffix = "_quick" if args.quick else ""
     command = "python benchmarks/segdec_kolektor.py " + " ".join(sys.argv[1:])
@@ -128,7 +128,12 @@ def main() -> None:
             save_pr_curve(labels, scores, RESULTS / f"segdec_kolektor_pr_{key}{suffix}.png",
                           title=f"KolektorSDD {mode}, seed {args.seed}, {len(done)} fold(s) pooled")
             if not args.quick:
-                write_section("KolektorSDD 3-fold CV", _markdown())
+                write_markdown()
+
+
+def write_markdown() -> Path:
+    """The "KolektorSDD 3-fold CV" section of ``segdec.md``, from every run's JSON."""
+    return write_section(RESULTS / "segdec.md", "segdec_kolektor", "## KolektorSDD 3-fold CV\n" + _markdown())
 
 
 def run_key(mode: str, seed: int, height: int, width: int) -> str:

@@ -1,6 +1,7 @@
 """Severstal CPU recipe: train on the synthetic default, then score on held-out synthetic data and on the
 real Kaggle sample (16 images with complete RLE). Writes benchmarks/results/severstal_train.json and the
-`severstal_train` section of benchmarks/results/severstal.md.
+`severstal_train` section of benchmarks/results/severstal.md (`--quick`: severstal_train_quick.json and
+severstal_quick.md, which RESULTS.md does not include).
 
     python benchmarks/severstal_train.py            # the default recipe, as `scrapvision train --task severstal`
     python benchmarks/severstal_train.py --quick    # 2 epochs, for a smoke run
@@ -11,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import time
 from pathlib import Path
 
 import torch
+from bench_env import machine, write_section
 
 from scrapvision.api import evaluate, load_trained, train
 
@@ -25,35 +25,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHARED = Path(os.environ.get("SCRAPVISION_DATA", ROOT.parent / "shared" / "data"))
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
-def replace_section(path: Path, name: str, text: str) -> None:
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    old = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in old:
-        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = (old.rstrip() + "\n\n" if old else "") + block + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="/tmp/scrapvision-bench/severstal")
     args = parser.parse_args()
     overrides = ["train.epochs=2"] if args.quick else []
-    load = os.getloadavg()[0]
+    host = machine()  # before training: the load at start
     start = time.time()
     result = train("severstal", overrides=overrides, run_dir=Path(args.out) / time.strftime("%Y%m%d-%H%M%S"))
     train_s = time.time() - start
     task, model = load_trained("severstal", result.best_path)
     synthetic = evaluate(task, model)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-              "load_avg_at_start": round(load, 2), "overrides": overrides, "train_wall_s": round(train_s, 1),
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": host,
+              "overrides": overrides, "train_wall_s": round(train_s, 1),
               "synthetic_val": synthetic}
     real_dir = SHARED / "severstal_sample"
     if real_dir.is_dir():
@@ -69,13 +54,12 @@ def main() -> None:
         record["real_submission"] = real_submission(result.best_path, real_dir, Path(args.out) / "real_predictions")
     record["total_wall_s"] = round(time.time() - start, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "severstal_train.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"severstal_train{'_quick' if args.quick else ''}.json").write_text(json.dumps(record, indent=2))
     cmd = "python benchmarks/severstal_train.py" + (" --quick" if args.quick else "")
     s, r = record["synthetic_val"], record.get("real_sample")
     lines = [
         "### Severstal U-Net, CPU recipe (`tasks/severstal.yaml`: resnet18 U-Net from scratch, 64x400 input)",
-        f"`{cmd}` on {record['machine']}, {record['date']}, load average {record['load_avg_at_start']} at start, "
-        f"train wall {record['train_wall_s']} s, total {record['total_wall_s']} s.",
+        f"`{cmd}` on {record['machine']}, {record['date']}, train wall {record['train_wall_s']} s, total {record['total_wall_s']} s.",
         "",
         "| data | images | Kaggle Dice | Dice without post-processing | per class (1-4) | all-empty prediction |",
         "|---|---|---|---|---|---|",
@@ -97,7 +81,7 @@ def main() -> None:
     lines += ["", "Kaggle Dice scores an empty prediction on an empty class as 1, so the all-empty column is the "
               "floor to beat. The real-sample row is a model trained only on synthetic strips: a domain-gap "
               "check, not a Kaggle result (the public leaderboard top was about 0.90 with full training)."]
-    replace_section(RESULTS / "severstal.md", "severstal_train", "\n".join(lines))
+    write_section(RESULTS / "severstal.md", "severstal_train", "\n".join(lines), quick=args.quick)
     print(json.dumps(record, indent=2))
 
 

@@ -16,7 +16,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -128,7 +127,11 @@ def main() -> None:
         print(json.dumps(measure_round_robin(args.rr, args.batch, args.seconds, args.threads, args.rounds)))
         return
     heads = args.heads or all_heads()
-    start, load = time.time(), os.getloadavg()[0]
+    import torch
+    from bench_env import machine  # here, not at the top: the timed child processes must not import it
+
+    torch.set_num_threads(args.threads)  # what the children run with, for the record
+    start, host = time.time(), machine()
     results = []
     common = ["--batch", str(args.batch), "--seconds", str(args.seconds), "--threads", str(args.threads),
               "--rounds", str(args.rounds)]
@@ -148,7 +151,7 @@ def main() -> None:
             print(f"{head:14s} {engine:6s} {row['items_per_s']:8.2f} items/s  peak {row['peak_rss_mib']:.0f} MiB",
                   file=sys.stderr)
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_avg_at_start": round(load, 2),
+              "machine": host,
               "batch": args.batch, "threads": args.threads, "seconds_per_head_and_engine": args.seconds, "rounds": args.rounds,
               "wall_s": round(time.time() - start, 1), "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -167,8 +170,9 @@ def render(record: dict, argv: str) -> str:
         "rounds, median round; peak RSS: each engine alone in a fresh process.",
         "",
         f"`python benchmarks/speed.py {argv}`".replace(" `", "`") + f" on {record['machine']}, {record['date']}, "
-        f"batch {record['batch']}, {record['threads']} threads, load average {record['load_avg_at_start']} at "
-        f"start, wall {record['wall_s']} s.",
+        f"batch {record['batch']}, {record['threads']} threads"
+        + (f", load average {record['load_avg_at_start']} at start" if "load_avg_at_start" in record else "")
+        + f", wall {record['wall_s']} s.",
         "",
         "| head | input | eager items/s | tuned items/s | ONNX Runtime items/s | tuned / eager | ONNX / eager | peak RSS eager / tuned / ONNX (MiB) |",
         "|---|---|---|---|---|---|---|---|",

@@ -3,7 +3,13 @@
 One backbone registry (``BACKBONES``) feeds pluggable task heads (``TASKS``); one ``Trainer`` trains them.
 """
 
-from .backbones import create_backbone
+import os
+
+# albumentations 2.x asks PyPI for a newer version on every import (a 2 s network call, and a warning on
+# a plant PC without internet); nothing here may reach the network at run time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from .backbones import create_backbone  # noqa: E402
 from .config import OptimConfig, TrainConfig, load_config
 from .errors import ScrapvisionError
 from .registry import BACKBONES, TASKS, Registry

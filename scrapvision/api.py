@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint
 from .config import load_config
-from .errors import CheckpointError, ScrapvisionError
+from .errors import CheckpointError, ScrapvisionError, first_line
 from .task import Task
 
 
@@ -70,8 +70,8 @@ def load_trained(
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
+        lines = str(exc).strip().splitlines()  # torch's first line only says "Error(s) in loading state_dict"
+        detail = lines[1].strip() if len(lines) > 1 else first_line(exc)
         raise CheckpointError(f"checkpoint {checkpoint}: does not fit the model of this config ({detail[:240]})") from None
     return task, model.to(device).eval()
 
@@ -92,8 +92,8 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
                 engine: str = "torch", device: str | torch.device = "cpu") -> tuple[Task, nn.Module]:
     """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
 
-    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing or
-    older than the checkpoint.
+    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
+    older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
     """
     from .export import OnnxEngine, export_onnx, read_onnx_metadata
 
@@ -111,7 +111,8 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
     if engine == "torch":
         return task, inference_layout(model)
     onnx_path = checkpoint.with_suffix(".onnx")
-    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
+    if (not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime
+            or read_onnx_metadata(onnx_path)["axes"] != task.export_dynamic_axes()):
         export_onnx(task, model.cpu(), onnx_path)  # cached next to the checkpoint
     return task, OnnxEngine(onnx_path)
 

@@ -12,13 +12,13 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError, ScrapvisionError
+from .errors import CheckpointError, ScrapvisionError, first_line
 
 FORMAT = "scrapvision-checkpoint/1"
 
@@ -65,12 +65,13 @@ def atomic_copy(source: str | Path, target: str | Path) -> Path:
     return Path(target)
 
 
-def model_payload(task: Any, model: torch.nn.Module) -> dict[str, Any]:
-    """What eval, predict and export need: task name, the config that built the model, weights, extras."""
+def model_payload(task: Any, model: torch.nn.Module, metrics: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """What eval, predict and export need: task name, the config that built the model, weights, extras
+    (with what the task chose on validation when ``metrics``, the epoch's logged metrics, are given)."""
     from .config import to_dict
 
-    return {"task": task.name, "config": to_dict(task.cfg), "model": model.state_dict(),
-            "extras": task.checkpoint_extras()}
+    extras = {**task.checkpoint_extras(), **(task.validation_extras(metrics) if metrics else {})}
+    return {"task": task.name, "config": to_dict(task.cfg), "model": model.state_dict(), "extras": extras}
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -92,10 +93,10 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint for the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it contains pickled Python objects, which are refused (only tensors and plain data load)"
-        raise CheckpointError(f"checkpoint {path}: cannot be loaded: {reason[:300]}") from None
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not a scrapvision checkpoint (no '{FORMAT}' marker)")
     if task is not None and payload.get("task") != task:
@@ -116,10 +117,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it contains pickled Python objects, which are refused"
-        raise CheckpointError(f"weights file {path}: cannot be loaded: {reason[:300]}") from None
+        raise CheckpointError(f"weights file {path}: cannot be loaded: {reason}") from None
     if isinstance(state, dict):
         if state.get("format") == FORMAT:
             state = state["model"]

@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ScrapvisionError
+from .errors import ScrapvisionError, first_line
 
 EPILOG = textwrap.dedent(
     """\
@@ -246,21 +246,6 @@ def cmd_data(args: argparse.Namespace) -> None:
     print("usable: yes")
 
 
-def user_message(exc: BaseException) -> str:
-    """The exception's own one-line message, also when a DataLoader worker raised it: PyTorch re-raises
-    the same class with "Caught X in DataLoader worker process N. Original Traceback: ..." as message,
-    whose last line is ``module.X: <original message>``."""
-    text = str(exc).strip()
-    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
-        return text
-    last = text.splitlines()[-1]
-    cls = type(exc)
-    for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
-        if last.startswith(prefix):
-            return last[len(prefix):]
-    return last
-
-
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
             "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data}
 
@@ -273,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
         return 0
     except ScrapvisionError as exc:
-        print(f"scrapvision: error: {user_message(exc)}", file=sys.stderr)
+        print(f"scrapvision: error: {first_line(exc, limit=None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scrapvision: interrupted; checkpoints written so far are complete", file=sys.stderr)
@@ -281,8 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("SCRAPVISION_DEBUG"):
             raise
-        message = user_message(exc)
-        where = f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
+        line = first_line(exc)
+        where = line if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
         print(f"scrapvision: internal error ({where}); rerun with SCRAPVISION_DEBUG=1 for the traceback "
               "and report it", file=sys.stderr)
         return 1

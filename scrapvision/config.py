@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 C = TypeVar("C")
 
@@ -138,7 +138,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config '{prefix or '<root>'}': {exc}") from None
+        raise ConfigError(f"config '{prefix or '<root>'}': {first_line(exc)}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -190,8 +190,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"config file {path}: not valid YAML ({first})") from None
+        raise ConfigError(f"config file {path}: not valid YAML ({first_line(exc)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,4 +1,5 @@
-"""One exception type for every problem a user can fix, so the CLI can print it as one line."""
+"""One exception type for every problem a user can fix, so the CLI can print it as one line, and the one
+helper that quotes any exception in one line."""
 
 from __future__ import annotations
 
@@ -17,3 +18,24 @@ class DataError(ScrapvisionError, ValueError):
 
 class CheckpointError(ScrapvisionError):
     """A checkpoint is unreadable, unsafe, or belongs to another task or architecture."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """The one line of ``exc``'s message that a one-line error should quote.
+
+    An empty message (a bare ``assert``, ``raise KeyError()``) gives the exception's type name, so the
+    result can always follow a colon. A DataLoader worker's error, re-raised by PyTorch as "Caught X in
+    DataLoader worker process N. Original Traceback ...", gives the original message: the traceback's
+    last line without its ``module.X: `` prefix. ``limit`` caps the length (None: no cap).
+    """
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        text = text.splitlines()[-1]
+        cls = type(exc)
+        for prefix in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
+    lines = text.strip().splitlines()
+    line = lines[0].strip() if lines else type(exc).__name__
+    return line if limit is None else line[:limit]

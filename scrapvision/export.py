@@ -1,7 +1,9 @@
 """ONNX export and an ONNX Runtime engine that stands in for the PyTorch model in eval and predict.
 
 The exported file carries the task name, the config and the task extras as ONNX metadata, so
-``scrapvision predict --checkpoint model.onnx`` needs nothing else. The engine takes and returns torch
+``scrapvision predict --checkpoint model.onnx`` needs nothing else. The input axes a task names in
+``Task.export_dynamic_axes`` (the batch; canet's photos per sample) stay dynamic, and so do the output axes
+that follow them. The engine takes and returns torch
 tensors, so a head's ``evaluate`` and ``predict_batch`` run unchanged on either engine.
 """
 
@@ -19,9 +21,10 @@ from torch import nn
 
 from .checkpoint import atomic_write
 from .config import to_dict
-from .errors import CheckpointError, ScrapvisionError
+from .errors import CheckpointError, ScrapvisionError, first_line
 
 META_TASK, META_CONFIG, META_EXTRAS, META_OUTPUTS = "scrapvision.task", "scrapvision.config", "scrapvision.extras", "scrapvision.outputs"
+META_AXES = "scrapvision.dynamic_axes"
 
 
 def _as_tuple(inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -65,43 +68,68 @@ class _FlatOutputs(nn.Module):
         return flatten_outputs(self.model(*inputs))
 
 
+def _grown(example: tuple[torch.Tensor, ...], axis: int) -> tuple[torch.Tensor, ...]:
+    """Every input with one more entry along ``axis`` (a copy of its first)."""
+    return tuple(torch.cat([t, t.narrow(axis, 0, 1)], dim=axis) for t in example)
+
+
+def _output_axes(model: nn.Module, example: tuple[torch.Tensor, ...], axes: dict[int, str]) -> list[dict[int, str]]:
+    """The dynamic axes of each flat output: those whose size changes when a dynamic input axis grows by
+    one (an output axis that follows two input axes, such as B*N, is named after both)."""
+    with torch.no_grad():
+        base = [o.shape for o in flatten_outputs(model(*example))]
+        found: list[dict[int, str]] = [{} for _ in base]
+        for axis, name in axes.items():
+            grown = [o.shape for o in flatten_outputs(model(*_grown(example, axis)))]
+            for out_axes, before, after in zip(found, base, grown):
+                for i in (i for i, (a, b) in enumerate(zip(before, after)) if a != b):
+                    out_axes[i] = f"{out_axes[i]}*{name}" if i in out_axes else name
+    return found
+
+
 def export_onnx(task: Any, model: nn.Module, path: str | Path, opset: int = 17, batch_size: int = 2,
                 exporter: str = "torchscript") -> Path:
-    """Export ``model`` (its plain forward on ``task.example_input``) with a dynamic batch axis and the
-    task's metadata. ``exporter``: ``torchscript`` (fast, robust for CNNs) or ``dynamo`` (torch.export)."""
+    """Export ``model`` (its plain forward on ``task.example_input``) with the task's dynamic axes and
+    metadata. ``exporter``: ``torchscript`` (fast, robust for CNNs) or ``dynamo`` (torch.export)."""
     import onnx
 
     model = model.eval()
+    axes = task.export_dynamic_axes()
     example = _as_tuple(task.example_input(batch_size))
+    for axis in axes:  # a dynamic axis traced at size 1 could be specialised (broadcast) by the tracer
+        example = _grown(example, axis) if any(t.shape[axis] == 1 for t in example) else example
     with torch.no_grad():
         structure = output_structure(model(*example))
+    out_axes = _output_axes(model, example, axes)
     module = _FlatOutputs(model).eval()
-    n_out = len(flatten_outputs(model(*example)))
     input_names = [f"input{i}" for i in range(len(example))]
-    output_names = [f"output{i}" for i in range(n_out)]
+    output_names = [f"output{i}" for i in range(len(out_axes))]
     path = Path(path)
     tmp = path.with_name(f".{path.name}.export")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
-                batch = torch.export.Dim("batch", min=1, max=4096)
-                shapes = tuple({0: batch} for _ in example)
+                dims = {name: torch.export.Dim(name, min=1, max=4096) for name in axes.values()}
+                # one entry per forward argument; _FlatOutputs.forward has only ``*inputs``
+                shapes = (tuple({axis: dims[name] for axis, name in axes.items()} for _ in example),)
                 torch.onnx.export(module, example, str(tmp), input_names=input_names, output_names=output_names,
                                   dynamo=True, dynamic_shapes=shapes, opset_version=max(opset, 18))
             else:
-                axes = {n: {0: "batch"} for n in input_names + output_names}
+                dynamic = {**{n: axes for n in input_names}, **dict(zip(output_names, out_axes))}
                 torch.onnx.export(module, example, str(tmp), input_names=input_names, output_names=output_names,
-                                  dynamo=False, dynamic_axes=axes, opset_version=opset)
+                                  dynamo=False, dynamic_axes=dynamic, opset_version=opset)
         proto = onnx.load(str(tmp), load_external_data=True)
     except ScrapvisionError:
         raise
     except Exception as exc:  # noqa: BLE001 - exporter failures are many and deep; name the head and cause
-        raise ScrapvisionError(f"ONNX export of task {task.name!r} failed: {str(exc).splitlines()[0][:300]}") from None
+        while exc.__cause__ is not None:  # torch.export wraps the reason in "step 1/3 failed" errors
+            exc = exc.__cause__
+        raise ScrapvisionError(f"ONNX export of task {task.name!r} failed: {first_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     meta = {META_TASK: task.name, META_CONFIG: json.dumps(to_dict(task.cfg)),
-            META_EXTRAS: json.dumps(task.checkpoint_extras()), META_OUTPUTS: structure}
+            META_EXTRAS: json.dumps(task.checkpoint_extras()), META_OUTPUTS: structure, META_AXES: json.dumps(axes)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -111,18 +139,21 @@ def export_onnx(task: Any, model: nn.Module, path: str | Path, opset: int = 17, 
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """Task name, config dict and extras stored by :func:`export_onnx`."""
+    """Task name, config dict, extras, output structure and dynamic input axes stored by :func:`export_onnx`
+    (``axes`` is None for a file exported before they were recorded)."""
     import onnx
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"ONNX model {path}: cannot be read ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"ONNX model {path}: cannot be read ({first_line(exc, 200)})") from None
     meta = {p.key: p.value for p in proto.metadata_props}
     if META_TASK not in meta:
         raise CheckpointError(f"ONNX model {path}: has no scrapvision metadata (export it with `scrapvision export`)")
+    axes = json.loads(meta[META_AXES]) if META_AXES in meta else None
     return {"task": meta[META_TASK], "config": json.loads(meta[META_CONFIG]),
-            "extras": json.loads(meta.get(META_EXTRAS, "{}")), "outputs": meta.get(META_OUTPUTS, "tuple")}
+            "extras": json.loads(meta.get(META_EXTRAS, "{}")), "outputs": meta.get(META_OUTPUTS, "tuple"),
+            "axes": None if axes is None else {int(k): v for k, v in axes.items()}}
 
 
 class OnnxEngine(nn.Module):
@@ -140,7 +171,8 @@ class OnnxEngine(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self.providers(ort))
         except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({str(exc).splitlines()[0][:200]})") from None
+            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({first_line(exc, 200)})") from None
+        self.path = Path(path)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @staticmethod
@@ -150,4 +182,11 @@ class OnnxEngine(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         feeds = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(self.input_names, inputs)}
-        return restore_outputs([torch.from_numpy(o) for o in self.session.run(None, feeds)], self.structure)
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own pybind types; say what did not fit
+            given = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
+            takes = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
+            raise ScrapvisionError(f"ONNX model {self.path}: cannot run on {given} (it takes {takes}; re-export "
+                                   f"it with `scrapvision export` if it predates this version): {first_line(exc)}") from None
+        return restore_outputs([torch.from_numpy(o) for o in outputs], self.structure)

@@ -9,7 +9,7 @@ a batch: it hands it to :meth:`Task.compute_loss`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,8 +78,14 @@ class Task:
         """Plain data stored in checkpoints beside the weights (class names, thresholds...)."""
         return {}
 
+    def validation_extras(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        """Extras chosen on the validation split (a decision threshold...), from ``metrics``: what the Trainer
+        logged for the epoch it is saving (validation metrics prefixed ``val_``, none on an epoch without
+        validation). They override :meth:`checkpoint_extras`, so :meth:`evaluate` never has to change the task."""
+        return {}
+
     def load_extras(self, extras: dict[str, Any]) -> None:
-        """Restore what :meth:`checkpoint_extras` stored."""
+        """Restore what :meth:`checkpoint_extras` and :meth:`validation_extras` stored."""
 
     def layout_classes(self) -> int | None:
         """Classes a mask of the generic folder layout may hold (0 = defect-free), or None for any value
@@ -89,6 +95,11 @@ class Task:
     def example_input(self, batch_size: int = 1) -> Any:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")
+
+    def export_dynamic_axes(self) -> dict[int, str]:
+        """Axes of every model input whose size may differ at inference (axis -> name). ONNX export keeps
+        them dynamic and fixes every other axis to the size :meth:`example_input` has. Default: the batch."""
+        return {0: "batch"}
 
     # ----------------------------------------------------------------- prediction
     #: column of the prediction CSV that names the input item (the resume key)

@@ -297,7 +297,7 @@ class Trainer:
                 if improved:
                     best = float(value)
                 payload = {
-                    **model_payload(self.task, raw_model),
+                    **model_payload(self.task, raw_model, last_metrics),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if self.use_amp else {}, "epoch": epoch + 1, "step": step,
                     "best": best, "monitor": metric_name, "metrics": last_metrics,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
@@ -43,6 +45,23 @@ class CodePayload:
 def set_args(overrides) -> list[str]:
     """``["--set", o1, "--set", o2, ...]`` for the CLI."""
     return [arg for o in overrides for arg in ("--set", o)]
+
+
+def write_photos(folder: Path, n: int = 2, seed: int = 0) -> Path:
+    """``n`` small readable photos: a prediction input every head accepts (canet reads it as one sample)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"photo{i}.png")
+    return folder
+
+
+def one_line_error(capsys) -> str:
+    """The CLI's stderr, checked to be exactly one ``scrapvision: error:`` line."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("scrapvision: error:"), err[0]
+    return err[0]
 
 
 @pytest.fixture()

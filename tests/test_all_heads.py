@@ -9,12 +9,11 @@ import io
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import CodePayload, set_args
+from conftest import CodePayload, one_line_error, set_args, write_photos
 from scrapvision import TASKS
 from scrapvision.api import build_task, evaluate, train
 from scrapvision.checkpoint import load_checkpoint, model_payload, save_checkpoint
@@ -52,13 +51,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("scrapvision: error:"), err[0]
-    return err[0]
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -201,15 +193,6 @@ def test_error_in_a_dataloader_worker_is_one_line(name, smoke, tmp_path, capsys)
     _, _, path = smoke(name)
     code = predict_one_bad_file(name, path, tmp_path / "bad", "text.png", workers=1)
     assert_policy_kept(name, "text.png", code, capsys)
-
-
-def write_photos(folder: Path, n: int = 2) -> Path:
-    """``n`` small readable photos: a prediction input every head accepts (canet reads it as one sample)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"photo{i}.png")
-    return folder
 
 
 @pytest.mark.parametrize("name", HEADS)

@@ -57,3 +57,14 @@ def test_wrong_weights_are_one_line_errors(tmp_path):
         create_backbone("tiny_cnn", weights=tmp_path / "missing.pt")
     with pytest.raises(ScrapvisionError, match="unknown backbone 'no_such_net'"):
         create_backbone("no_such_net")
+
+
+def test_timm_assert_without_a_message_is_a_one_line_error():
+    # timm's ResNet checks output_stride with a bare assert: the AssertionError's message is empty
+    with pytest.raises(ScrapvisionError, match=r"^backbone 'test_resnet': AssertionError$"):
+        create_backbone("test_resnet", output_stride=7)
+
+
+def test_out_indices_beyond_the_last_stage_is_a_one_line_error():
+    with pytest.raises(ScrapvisionError, match=r"^backbone 'test_efficientnet' \(out_indices \(2, 9\)\): "):
+        create_backbone("test_efficientnet", out_indices=(2, 9))

@@ -39,7 +39,7 @@ def tiny_canet(num_classes: int = 4) -> CANet:
 def test_config_round_trip_and_recipes():
     cfg = CanetConfig()
     assert from_dict(CanetConfig, to_dict(cfg)) == cfg
-    assert load_config(CanetConfig, REPO / "tasks" / "canet.yaml") == cfg  # the YAML is the CPU recipe
+    assert load_config(CanetConfig, REPO / "tasks" / "canet.yaml") == cfg  # the CPU recipe = the defaults
     paper = load_config(CanetConfig, REPO / "tasks" / "canet-paper.yaml")
     assert paper.model.backbone == "vit_small_patch8_224" and paper.model.img_size == 224
 
@@ -198,6 +198,25 @@ def test_predict_on_a_folder_without_photos_is_a_one_line_error(trained, tmp_pat
     with pytest.raises(DataError) as info:
         task.predict(task.build_model(), tmp_path / "empty", tmp_path, argparse.Namespace(images_per_sample=0))
     assert "\n" not in str(info.value)
+
+
+def test_predict_on_a_list_of_sample_folders(tmp_path):
+    task = tiny_task(tmp_path)
+    model = task.build_model().eval()
+    write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, stirs=3), {"test": 2})
+    samples = tmp_path / "data" / "test"
+    args = argparse.Namespace(images_per_sample=0)
+    folder = task.predict(model, samples, tmp_path / "folder", args).read_text()
+    (samples / "list.csv").write_text("sample\nsample_00001\nsample_00000\n")
+    listed = task.predict(model, samples / "list.csv", tmp_path / "listed", args).read_text().splitlines()
+    assert listed[0] == folder.splitlines()[0] and sorted(listed[1:]) == folder.splitlines()[1:]
+    assert listed[1].startswith("sample_00001,3,")  # the list's order
+    for entry, message in (("sample_00000/sample.json", "which is not a sample folder"),
+                           ("../../outside", "points outside")):
+        (samples / "bad.txt").write_text(f"{entry}\n")
+        with pytest.raises(DataError, match=message) as info:
+            task.predict(model, samples / "bad.txt", tmp_path / "bad", args)
+        assert "bad.txt" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_disk_data_root_trains_through_the_reader(tmp_path):

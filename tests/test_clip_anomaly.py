@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scrapvision.checkpoint import load_checkpoint
-from scrapvision.config import load_config, read_yaml, save_config, to_dict
+from scrapvision.config import load_config, save_config
 from scrapvision.data.synthetic.scrap_anomaly import make_scene
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
@@ -41,8 +41,7 @@ def tiny_task(*overrides: str) -> ClipAnomalyTask:
 
 def test_config_files_round_trip(tmp_path):
     cpu = load_config(ClipAnomalyConfig, REPO / "tasks" / "clip_anomaly.yaml")
-    assert cpu == ClipAnomalyConfig()  # the YAML spells out the defaults = the CPU recipe
-    assert set(read_yaml(REPO / "tasks" / "clip_anomaly.yaml")) == set(to_dict(cpu))
+    assert cpu == ClipAnomalyConfig()  # the CPU recipe file sets nothing: the defaults are the recipe
     paper = load_config(ClipAnomalyConfig, REPO / "tasks" / "clip_anomaly-paper.yaml")
     assert paper.model.clip_name == "ViT-L-14-336" and paper.model.image_size == (336, 336)
     save_config(paper, tmp_path / "c.yaml")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scrapvision.cli import main
 from scrapvision.api import get_task_class
+from scrapvision.cli import main
 
 FOLDER_HEADS = ("severstal", "clip_anomaly", "segdec")
 

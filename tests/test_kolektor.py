@@ -125,3 +125,5 @@ def test_real_kolektorsdd_counts_and_folds() -> None:
     item_fold = {i.item: f for i, f in zip(items, folds)}
     assert item_fold["kos01"] == item_fold["kos26"] and item_fold["kos27"] == item_fold["kos34"]
     assert sorted(set(folds)) == [0, 1, 2]
+    pos = [sum(i.defective for i, f in zip(items, folds) if f == k) for k in range(3)]
+    assert max(pos) - min(pos) <= 2  # stratified: about a third of the 52 defective images each

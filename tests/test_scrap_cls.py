@@ -39,7 +39,7 @@ def test_config_round_trip_and_recipes_load():
     cfg = ScrapClsConfig()
     assert from_dict(ScrapClsConfig, to_dict(cfg)) == cfg
     cpu = load_config(ScrapClsConfig, REPO / "tasks" / "scrap_cls.yaml")
-    assert cpu == cfg, "tasks/scrap_cls.yaml must spell out exactly the built-in CPU recipe"
+    assert cpu == cfg, "tasks/scrap_cls.yaml is the built-in CPU recipe"
     paper = load_config(ScrapClsConfig, REPO / "tasks" / "scrap_cls-paper.yaml")
     assert paper.model.backbone == "efficientnet_b5" and paper.model.variant == "clfsef"
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from scrapvision.api import evaluate, load_trained
 from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import from_dict, load_config, to_dict
-from scrapvision.data.kolektor import list_kolektor
+from scrapvision.data.kolektor import DUPLICATE_ITEMS, list_kolektor
 from scrapvision.data.synthetic.surface_defects import generate_parts, make_part, write_kolektor_layout
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.segdec import SegDecConfig, SegDecTask, _choose_supervision, seg_weight, segdec_loss
@@ -132,24 +135,49 @@ def test_synthetic_parts_are_deterministic_with_exact_masks(tmp_path: Path) -> N
     assert [i.defective for i in items] == [p.defective for p in parts]
 
 
-def test_fit_on_synthetic_beats_chance_and_reloads(tmp_path: Path) -> None:
-    task = _task("train.epochs=3", "train.eval_every=3")
+def test_validation_is_carved_from_the_training_folds_by_item() -> None:
+    """The split that picks best.pt and the threshold shares no item (nor a duplicated item's copy) with
+    the test fold that ``eval`` reports, nor with the training images."""
+    task = _task("data.synthetic_items=30", "data.synthetic_parts=2")
+    train_set, val_set = task.build_datasets()
+    test_set = task.build_eval_dataset()
+    items = [{DUPLICATE_ITEMS.get(s.group, s.group) for s in d.samples} for d in (train_set, val_set, test_set)]
+    assert all(items) and not items[0] & items[1] and not items[1] & items[2] and not items[0] & items[2]
+    assert len(train_set) + len(val_set) + len(test_set) == 60
+    assert any(s.defective for s in val_set.samples) and any(not s.defective for s in val_set.samples)
+    assert 0.1 < len(val_set) / (len(train_set) + len(val_set)) < 0.3  # data.val_fraction=0.2 of the rest
+    assert "kos01" in items[0] | items[1] | items[2] and "kos26" not in items[0] | items[1] | items[2]
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        _task("data.val_fraction=0.8")
+
+
+def test_fit_picks_checkpoint_and_threshold_on_validation_and_reloads(tmp_path: Path) -> None:
+    task = _task("train.epochs=3", "train.eval_every=1")
     result = Trainer(task, run_dir=tmp_path / "run").fit()
     assert result.metrics["val_auroc"] > 0.75, result.metrics
-    payload = load_checkpoint(tmp_path / "run" / "last.pt", task="segdec")
-    fresh = _task()
-    fresh.load_extras(payload["extras"])
-    assert fresh.threshold == pytest.approx(task.threshold)
-    model = fresh.build_model()
-    model.load_state_dict(payload["model"])
-    model.eval()
-    x = torch.rand(2, 1, 72, 72)
-    trained = task.build_model()
-    trained.load_state_dict(payload["model"])
-    trained.eval()
-    with torch.no_grad():
-        assert all(torch.equal(u, v) for u, v in zip(model(x), trained(x)))
-    _predict_writes_outputs(fresh, model, tmp_path)
+    assert task.threshold == 0.5  # evaluate never changed the task
+    _, val_set = task.build_datasets()
+    test_set = task.build_eval_dataset()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    epochs = [r for r in logged if r["kind"] == "epoch"]
+    best = load_checkpoint(tmp_path / "run" / "best.pt", task="segdec")
+    model = task.build_model()
+    model.load_state_dict(best["model"])
+    val_scores = task.score(model, DataLoader(val_set, batch_size=16))
+    on_val = decision_metrics(val_scores["label"] > 0.5, val_scores["score"])
+    # best.pt is the epoch with the highest AP on the validation images, and its threshold is their best-F one
+    assert on_val["ap"] == pytest.approx(max(r["val_ap"] for r in epochs))
+    assert best["extras"]["threshold"] == pytest.approx(on_val["best_threshold"])
+    assert best["extras"]["threshold"] == pytest.approx(best["metrics"]["val_best_threshold"])
+    # eval on the checkpoint scores the test fold at that threshold, and leaves it as it was
+    fresh, reloaded = load_trained("segdec", tmp_path / "run" / "best.pt")
+    metrics = evaluate(fresh, reloaded)
+    assert metrics["n"] == len(test_set) and metrics["threshold"] == pytest.approx(best["extras"]["threshold"])
+    assert fresh.threshold == pytest.approx(best["extras"]["threshold"])
+    test_scores = fresh.score(reloaded, DataLoader(test_set, batch_size=16))
+    wrong = (test_scores["score"] >= fresh.threshold) != (test_scores["label"] > 0.5)
+    assert metrics["fp"] + metrics["fn"] == wrong.sum()
+    _predict_writes_outputs(fresh, reloaded, tmp_path)
 
 
 def _predict_writes_outputs(task: SegDecTask, model: torch.nn.Module, tmp_path: Path) -> None:
@@ -162,6 +190,11 @@ def _predict_writes_outputs(task: SegDecTask, model: torch.nn.Module, tmp_path: 
     assert all(0 <= float(r["score"]) <= 1 and r["decision"] in ("0", "1") for r in rows)
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(parts)
     assert (tmp_path / "pred" / "pr_curve.png").stat().st_size > 1000
+    report = next(csv.DictReader((tmp_path / "pred" / "metrics.csv").open()))
+    assert float(report["threshold"]) == pytest.approx(task.threshold, abs=1e-5)
+    strict = task.predict(model, data, tmp_path / "strict", argparse.Namespace(threshold=1.01, no_overlays=True))
+    report = next(csv.DictReader((strict.parent / "metrics.csv").open()))  # nothing passes 1.01: every defect missed
+    assert float(report["fn"]) == sum(p.defective for p in parts) and float(report["fp"]) == 0
     (data / "kos01" / "Part0.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="Part0.png") as info:
         task.predict(model, data, tmp_path / "pred2", args)
@@ -180,8 +213,11 @@ def test_backbone_option_builds_registry_encoder() -> None:
 def test_real_kolektor_split_and_dataset() -> None:
     root = real_dataset("kolektorsdd")
     task = SegDecTask(load_config(SegDecConfig, None, [f"data.root={root}", "data.height=200", "data.width=80"]))
-    train, test = task.split()
-    assert len(train) + len(test) == 399 and {s.group for s in train}.isdisjoint({s.group for s in test})
+    train, val, test = task.split()
+    assert len(train) + len(val) + len(test) == 399
+    groups = [{DUPLICATE_ITEMS.get(s.group, s.group) for s in part} for part in (train, val, test)]
+    assert not groups[0] & groups[1] and not groups[1] & groups[2] and not groups[0] & groups[2]
+    assert sum(s.defective for s in val) >= 5 and 0.1 < len(val) / (len(train) + len(val)) < 0.3
     dataset = SegDecDataset([s for s in test if s.defective][:1], 200, 80, dilate=3, weighted=True)
     item = dataset[0]
     assert item["image"].shape == (1, 200, 80) and item["target"].shape == (1, 25, 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,14 @@ def test_code_in_a_clip_weights_file_is_not_run(tmp_path):
     with pytest.raises(CheckpointError, match="pickled Python objects"):
         build_clip("scrap-vit-tiny", weights=folder)
     assert not marker.exists()
+
+
+def test_importing_the_package_keeps_albumentations_off_the_network():
+    """albumentations 2.x checks PyPI for updates on import unless NO_ALBUMENTATIONS_UPDATE is set."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    code = "import scrapvision, albumentations, os; print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

@@ -153,5 +153,5 @@ def test_sam_segmenter_loads_local_weights_safely(monkeypatch, tmp_path):
 
 def test_sam_without_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "segment_anything", None)  # import fails
-    with pytest.raises(ScrapvisionError, match="pip install segment-anything"):
+    with pytest.raises(ScrapvisionError, match=r"segment-anything package \(pip install 'scrapvision\[sam\]'\)"):
         SamSegmenter(tmp_path / "sam_vit_b.pth")

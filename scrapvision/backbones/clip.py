@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ScrapvisionError
+from ..errors import CheckpointError, ScrapvisionError, first_line
 from ..registry import BACKBONES
 
 #: Small open_clip configs (same dict format as open_clip's ``model_configs/*.json``).
@@ -52,11 +52,6 @@ def _weights_in_folder(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 def _open_clip() -> Any:
     """open_clip is an optional dependency (``pip install scrapvision[clip]``)."""
     try:
@@ -79,7 +74,7 @@ def clip_config(name: str, weights: str = "") -> dict[str, Any]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"CLIP config {path}: unreadable ({_one_line(exc)})") from None
+            raise CheckpointError(f"CLIP config {path}: unreadable ({first_line(exc)})") from None
         return copy.deepcopy(data.get("model_cfg", data))
     if name in CLIP_CONFIGS:
         return copy.deepcopy(CLIP_CONFIGS[name])
@@ -129,10 +124,10 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
         raise
     except pickle.UnpicklingError as exc:  # weights_only refused code (or the file is not a pickle)
         reason = "it contains pickled Python objects, which are refused" if "weights_only" in str(exc) \
-            else _one_line(exc)
+            else first_line(exc)
         raise CheckpointError(f"CLIP weights {weights}: cannot be loaded: {reason}") from None
     except (RuntimeError, ValueError, KeyError, TypeError, OSError, AssertionError) as exc:
-        raise CheckpointError(f"CLIP weights {weights or name}: do not fit {name!r} ({_one_line(exc)})") from None
+        raise CheckpointError(f"CLIP weights {weights or name}: do not fit {name!r} ({first_line(exc)})") from None
     return model
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_state_dict_file
-from ..errors import CheckpointError, ScrapvisionError
+from ..errors import CheckpointError, ScrapvisionError, first_line
 from ..registry import BACKBONES
 
 _PREFIXES = ("module.", "model.", "backbone.", "encoder.", "body.")
@@ -49,8 +49,9 @@ def create_backbone(
         extra = {"out_indices": indices} if indices is not None else {}
         try:
             model = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans, **extra, **kwargs)
-        except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
-            raise ScrapvisionError(f"backbone {name!r}: {str(exc).splitlines()[0]}") from None
+        except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
+            where = f" (out_indices {indices})" if indices is not None else ""
+            raise ScrapvisionError(f"backbone {name!r}{where}: {first_line(exc)}") from None
     if weights:
         load_backbone_weights(model, weights)
     return model

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import IMAGE_SUFFIXES, read_image, sample_rng
 
 IGNORE_INDEX = 255
@@ -69,7 +69,7 @@ def read_class_mask(path: str | Path, num_classes: int, shape: tuple[int, int] |
     except FileNotFoundError:
         raise DataError(f"mask {path}: not found") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"mask {path}: cannot be read ({str(exc).splitlines()[0] if str(exc) else 'bad file'})") from None
+        raise DataError(f"mask {path}: cannot be read ({first_line(exc)})") from None
     if shape is not None and mask.shape != tuple(shape):
         raise DataError(f"mask {path}: size {mask.shape[1]}x{mask.shape[0]} differs from its image {shape[1]}x{shape[0]}")
     bad = np.setdiff1d(np.unique(mask), [*range(num_classes), IGNORE_INDEX])

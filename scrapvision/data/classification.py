@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import list_images, read_image, resolve_inside, sample_rng, seed_transforms, subfolders
 
 LOAD_RATIO = 8 / 7  # images are kept with their shorter side at image_size * 8/7 (the usual 224/256 margin)
@@ -70,7 +70,7 @@ def read_class_csv(csv_path: str | Path, root: str | Path | None = None) -> list
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"label file {csv_path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"label file {csv_path}: not a readable CSV ({first_line(exc)})") from None
     missing = {"image", "class"} - set(frame.columns)
     if missing:
         raise DataError(f"label file {csv_path}: missing column(s) {', '.join(sorted(missing))} "

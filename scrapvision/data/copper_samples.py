@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import IMAGE_SUFFIXES, list_images, read_gray_mask, read_image, sample_rng, subfolders
 
 SPLITS = ("train", "val", "test")
@@ -57,7 +57,7 @@ def read_content(folder: Path) -> float:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(meta, dict) or "copper_content" not in meta:
         raise DataError(f"{path}: no 'copper_content' key (expected {{\"copper_content\": 0.873, ...}})")
     value = meta["copper_content"]

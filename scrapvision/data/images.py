@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 if TYPE_CHECKING:
     from albumentations.core.composition import BaseCompose
@@ -41,8 +41,7 @@ def _decoded(path: Path, what: str = "image") -> Iterator[Image.Image]:
     except UnidentifiedImageError:
         raise DataError(f"{what} {path}: not an image file (unrecognised content)") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{what} {path}: cannot be decoded ({reason})") from None
+        raise DataError(f"{what} {path}: cannot be decoded ({first_line(exc)})") from None
     with img:
         yield img
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import IMAGE_SUFFIXES, list_images, read_image, resolve_inside
 
 
@@ -41,33 +41,34 @@ def input_files(inputs: str | Path, allow_outside: bool = False) -> list[Path]:
             raise DataError(f"image {inputs}: not found")
         return [inputs]
     if inputs.suffix.lower() in (".csv", ".txt"):
-        return _listed_files(inputs, allow_outside)
+        return listed_paths(inputs, allow_outside)
     raise DataError(f"input {inputs}: expected an image, a folder of images or a CSV/TXT list")
 
 
-def _listed_names(listing: Path) -> tuple[list[tuple[int, str]], str]:
+def _listed_names(listing: Path, column: str) -> tuple[list[tuple[int, str]], str]:
     """(line number, entry) pairs of a list and what the entries are called in errors."""
     if listing.suffix.lower() == ".txt":  # no header: every non-blank line that is not a # comment
         try:
             lines = listing.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{listing}: not a readable text list ({exc})") from None
+            raise DataError(f"{listing}: not a readable text list ({first_line(exc)})") from None
         return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")], "lines"
     import pandas as pd
 
     try:
         frame = pd.read_csv(listing, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{listing}: not a readable CSV list ({str(exc).strip().splitlines()[0]})") from None
-    column = "image" if "image" in frame.columns else frame.columns[0]
+        raise DataError(f"{listing}: not a readable CSV list ({first_line(exc)})") from None
+    column = column if column in frame.columns else frame.columns[0]
     return [(row, name) for row, name in enumerate(frame[column], start=2) if name], f"column {column!r}"
 
 
-def _listed_files(listing: Path, allow_outside: bool) -> list[Path]:
-    """The images a list names, each confined to the list's folder unless allowed."""
-    entries, what = _listed_names(listing)
+def listed_paths(listing: Path, allow_outside: bool = False, column: str = "image") -> list[Path]:
+    """The paths a ``.txt`` or ``.csv`` list names (a CSV's ``column``, else its first), each confined to
+    the list's folder unless allowed."""
+    entries, what = _listed_names(listing, column)
     if not entries:
-        raise DataError(f"{listing}: lists no images in its {what}")
+        raise DataError(f"{listing}: lists no {column}s in its {what}")
     files = []
     for row, name in entries:
         try:

@@ -14,13 +14,15 @@ Two items of the official zip are byte-identical copies of others (``kos01`` = `
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .images import image_size, read_gray_mask, sample_rng
+from .images import image_size, read_gray_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".bmp", ".png")
@@ -85,34 +87,31 @@ def list_kolektor(root: str | Path, require_masks: bool = True) -> list[Kolektor
     return items
 
 
-def kolektor_folds(items: list[KolektorItem], n_folds: int = 3, seed: int = 0) -> list[int]:
-    """Fold id (0..n_folds-1) for every item: a cross-validation split by ``kosNN`` item.
+def item_group(item: str) -> str:
+    """The physical commutator an item folder shows: a duplicated item is its original."""
+    return DUPLICATE_ITEMS.get(item, item)
 
-    Items are grouped (duplicate items join their original), the groups shuffled by ``seed``, then dealt
-    greedily: groups with defective images first, each to the fold with the fewest defective images, then
-    defect-free groups to the fold with the fewest images, so every fold gets about 1/n of both.
-    """
+
+def group_folds(groups: Sequence[str], labels: Sequence[bool], n_folds: int, seed: int) -> list[int]:
+    """Fold id (0..n_folds-1) of every sample from scikit-learn's ``StratifiedGroupKFold`` (shuffled by
+    ``seed``): a group never spans two folds, and each fold gets about 1/n of the positives."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
     if n_folds < 2:
-        raise DataError(f"kolektor_folds: n_folds must be >= 2, got {n_folds}")
-    groups: dict[str, list[int]] = {}
-    for index, item in enumerate(items):
-        groups.setdefault(DUPLICATE_ITEMS.get(item.item, item.item), []).append(index)
-    if len(groups) < n_folds:
-        raise DataError(f"kolektor_folds: {len(groups)} items cannot fill {n_folds} folds")
-    names = sorted(groups)
-    order = sample_rng(seed, len(names)).permutation(len(names))
-    shuffled = [names[i] for i in order]
-    n_pos = {g: sum(items[i].defective for i in groups[g]) for g in names}
-    shuffled.sort(key=lambda g: -n_pos[g])  # stable: ties keep the seeded order
-    fold_pos, fold_len = [0] * n_folds, [0] * n_folds
-    fold_of = [0] * len(items)
-    for group in shuffled:
-        if n_pos[group]:
-            fold = min(range(n_folds), key=lambda f: (fold_pos[f], fold_len[f], f))
-        else:
-            fold = min(range(n_folds), key=lambda f: (fold_len[f], fold_pos[f], f))
-        fold_pos[fold] += n_pos[group]
-        fold_len[fold] += len(groups[group])
-        for i in groups[group]:
-            fold_of[i] = fold
+        raise DataError(f"group_folds: n_folds must be >= 2, got {n_folds}")
+    if len(set(groups)) < n_folds:
+        raise DataError(f"group_folds: {len(set(groups))} items cannot fill {n_folds} folds")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold_of = [0] * len(groups)
+    with warnings.catch_warnings():  # a class with fewer members than folds is expected on small sets
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), np.asarray(labels, bool), groups)):
+            for i in held:
+                fold_of[i] = fold
     return fold_of
+
+
+def kolektor_folds(items: list[KolektorItem], n_folds: int = 3, seed: int = 0) -> list[int]:
+    """Fold id (0..n_folds-1) for every item: a cross-validation split by ``kosNN`` item (duplicate items
+    join their original), stratified by defect (:func:`group_folds`)."""
+    return group_folds([item_group(i.item) for i in items], [i.defective for i in items], n_folds, seed)

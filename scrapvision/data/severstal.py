@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
-from ..errors import DataError
+from ..errors import DataError, first_line
 from .images import image_size, list_images, read_image, sample_rng, seed_transforms
 from .rle import rle_decode, rle_encode, rle_runs
 
@@ -80,8 +80,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable CSV ({reason})") from None
+        raise DataError(f"{path}: not a readable CSV ({first_line(exc)})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.fillna("")
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..checkpoint import atomic_write, load_state_dict_file
-from ..errors import CheckpointError, DataError, ScrapvisionError
+from ..errors import CheckpointError, DataError, ScrapvisionError, first_line
 
 Instance = tuple[np.ndarray, tuple[int, int, int, int]]  # (boolean mask, (x, y, w, h))
 Segmenter = Callable[[np.ndarray], list[Instance]]
@@ -151,7 +151,7 @@ class SamSegmenter:
             from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
         except ImportError:
             raise ScrapvisionError("--sam-checkpoint needs the segment-anything package "
-                                   "(pip install segment-anything), or leave it out for the OpenCV fallback") from None
+                                   "(pip install 'scrapvision[sam]'), or leave it out for the OpenCV fallback") from None
         checkpoint = Path(checkpoint)
         if model_type == "auto":
             found = [t for t in ("vit_h", "vit_l", "vit_b") if t in checkpoint.name]
@@ -167,7 +167,7 @@ class SamSegmenter:
             sam.load_state_dict(state)
         except RuntimeError as exc:
             raise CheckpointError(f"SAM checkpoint {checkpoint}: does not fit {model_type} "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
+                                  f"({first_line(exc)})") from None
         self.generator = SamAutomaticMaskGenerator(sam.to(device).eval(), points_per_side=points_per_side)
 
     def __call__(self, rgb: np.ndarray) -> list[Instance]:

@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
-from ..errors import ScrapvisionError
+from ..errors import ScrapvisionError, first_line
 
 _loaded = False
 
@@ -25,4 +25,4 @@ def load_all() -> None:
         try:
             ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken plug-in must not break the built-in heads
-            raise ScrapvisionError(f"plug-in head {ep.name!r} ({ep.value}) failed to load: {exc}") from None
+            raise ScrapvisionError(f"plug-in head {ep.name!r} ({ep.value}) failed to load: {first_line(exc)}") from None

@@ -68,8 +68,9 @@ class ClipModelConfig:
     image_size: tuple[int, int] = (128, 128)  # (H, W) input; fixes the ViT position grid
     blocks: tuple[int, ...] = ()  # image-tower blocks giving patch tokens; () = n_scales evenly spaced (zero_shot: last)
     n_scales: int = 4
-    finetune: Literal["full", "last_k", "frozen"] = "full"
+    finetune: Literal["full", "last_k", "frozen"] = "full"  # image encoder; adapters + temperature always train
     last_k: int = 2  # blocks trained when finetune=last_k
+    # few_shot and zero_shot train nothing; zero_shot needs real CLIP weights
     mode: Literal["supervised", "few_shot", "zero_shot"] = "supervised"
     class_names: tuple[str, ...] = ()  # () = from the data (classes.txt, or the built-in set's list)
     temperature: float = 0.07  # initial softmax temperature; logits = cos / temperature (learned)

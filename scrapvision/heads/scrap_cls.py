@@ -48,8 +48,8 @@ class ScrapClsModelConfig:
     weights: str = ""  # local .safetensors / state-dict file for the backbone; "" = from scratch
     variant: Literal["baseline", "clf", "sef", "clfsef"] = "clfsef"
     stages: tuple[int, ...] = (2, 3, 4)  # backbone stages (strides 8, 16, 32) fused by CLF; last = deep
-    fuse_channels: int = 96
-    sef_groups: int = 8
+    fuse_channels: int = 96  # width of the fused (CLF) / enhanced (SEF) features
+    sef_groups: int = 8  # SEF channel groups (fuse_channels must divide by it)
     dropout: float = 0.2
 
 
@@ -58,8 +58,8 @@ class ScrapClsDataConfig:
     root: str = ""  # ImageFolder (root/<class>/...) or root/<csv> with image,class; "" = synthetic
     layout: Literal["auto", "folder", "csv"] = "auto"  # auto: the CSV if it exists, else ImageFolder
     csv: str = "labels.csv"
-    image_size: int = 96
-    augment: Literal["none", "light", "strong"] = "strong"
+    image_size: int = 96  # network input; images are kept in memory with shorter side image_size * 8/7
+    augment: Literal["none", "light", "strong"] = "strong"  # strong: crops, flips, rotation, colour, blur, cut-out
     sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: draw classes equally often
     unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: leave out (reported) or stop
     val_fraction: float = 0.2  # stratified hold-out when folds == 0

@@ -26,12 +26,15 @@ on KolektorSDD then ranked test images worse than chance (``benchmarks/results/s
 
 Data: ``data.root`` empty = synthetic cracked parts; else KolektorSDD (``kosNN/PartK``, 3-fold split by
 item) or, with ``data.dataset=severstal``, Severstal images as defect / no defect (union of the 4 classes).
+Fold ``data.fold`` is the test fold; validation (``data.val_fraction`` of the other folds' items, never an item
+of the test fold) picks ``best.pt`` and the decision threshold, and ``eval`` scores the test fold at that threshold.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,19 +47,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import create_backbone, load_backbone_weights
-from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.images import sample_rng
 from ..data.inference import input_files, input_keys
-from ..data.kolektor import KolektorItem, kolektor_folds, list_kolektor, read_kolektor_mask
+from ..data.kolektor import group_folds, item_group, list_kolektor
 from ..data.severstal import SeverstalRecord, load_records
 from ..data.synthetic.surface_defects import generate_parts
+from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
 from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, balanced_order
-from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, save_pr_curve
+from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,10 @@ class SegDecDataConfig:
     dataset: Literal["kolektor", "severstal"] = "kolektor"  # KolektorSDD layout, or Severstal as defect / no defect
     height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
     width: int = 80
-    fold: int = 0  # cross-validation: this fold is validation / test, the others train
+    fold: int = 0  # cross-validation: this fold is the test fold, the others train and validate
     n_folds: int = 3
-    split_seed: int = 0  # fold assignment and the choice of mixed-supervision positives
+    val_fraction: float = 0.2  # share of the training folds' items held out to pick best.pt and the threshold
+    split_seed: int = 0  # fold and validation assignment, and the choice of mixed-supervision positives
     supervision: Literal["full", "weak", "mixed"] = "full"
     n_positives: int = 0  # mixed: N_all defective training images used (0 = all)
     n_labelled: int = 10  # mixed: L_p of them keep their masks
@@ -171,7 +175,7 @@ class SegDecTask(Task):
                "SE + atrous network, constant / dynamic / decay loss balance.")
     smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",
                        "data.synthetic_items=6", "data.synthetic_parts=4", "data.synthetic_defect_rate=0.5",
-                       "train.batch_size=4")
+                       "data.val_fraction=0.5", "train.batch_size=4")
 
     def __init__(self, cfg: SegDecConfig) -> None:
         super().__init__(cfg)
@@ -181,7 +185,9 @@ class SegDecTask(Task):
                               f"of 8 and at least {8 * MIN_DECISION_INPUT}")
         if not 0 <= d.fold < d.n_folds:
             raise ConfigError(f"config key 'data.fold': {d.fold} is not in 0..{d.n_folds - 1}")
-        self.threshold = 0.5
+        if not 0 < d.val_fraction <= 0.5:
+            raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} is not in (0, 0.5]")
+        self.threshold = 0.5  # the decision threshold of a loaded checkpoint (load_extras); 0.5 before training
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
@@ -222,15 +228,24 @@ class SegDecTask(Task):
         items = list_kolektor(d.root)
         return [Sample(f"{i.item}/{i.part}", i.image, i.mask, i.defective, True, i.item) for i in items]
 
-    def split(self) -> tuple[list[Sample], list[Sample]]:
-        """(train, test) samples of fold ``data.fold``, grouped by item (see ``kolektor_folds``)."""
+    def split(self) -> tuple[list[Sample], list[Sample], list[Sample]]:
+        """(train, val, test) samples, grouped by item: fold ``data.fold`` is the test fold, and about
+        ``data.val_fraction`` of the other folds' items (one of ``round(1 / val_fraction)`` stratified group
+        folds, see ``group_folds``) validate, so the test fold never picks a checkpoint or a threshold."""
         d = self.cfg.data
         samples = self.all_samples()
-        folds = kolektor_folds([KolektorItem(Path(s.name), None, s.group, "", s.defective) for s in samples],
-                               d.n_folds, d.split_seed)
-        train = [s for s, f in zip(samples, folds) if f != d.fold]
+        folds = group_folds([item_group(s.group) for s in samples], [s.defective for s in samples], d.n_folds,
+                            d.split_seed)
+        rest = [s for s, f in zip(samples, folds) if f != d.fold]
         test = [s for s, f in zip(samples, folds) if f == d.fold]
-        return _choose_supervision(train, d), test
+        groups, n_inner = [item_group(s.group) for s in rest], round(1 / d.val_fraction)
+        if len(set(groups)) < n_inner:
+            raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} holds out 1 of {n_inner} item groups, "
+                              f"but the training folds have {len(set(groups))} items")
+        inner = group_folds(groups, [s.defective for s in rest], n_inner, d.split_seed)
+        train = [s for s, f in zip(rest, inner) if f]
+        val = [s for s, f in zip(rest, inner) if not f]
+        return _choose_supervision(train, d), val, test
 
     def _dataset(self, samples: list[Sample], train: bool) -> SegDecDataset:
         d, lc = self.cfg.data, self.cfg.loss
@@ -238,8 +253,12 @@ class SegDecTask(Task):
                              lc.weight_p, lc.weight_max, flip=d.flip and train, seed=self.cfg.train.seed)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        train, test = self.split()
-        return self._dataset(train, True), self._dataset(test, False)
+        train, val, _ = self.split()
+        return self._dataset(train, True), self._dataset(val, False)
+
+    def build_eval_dataset(self) -> Dataset:
+        """The test fold ``data.fold`` (validation only chooses; ``eval`` reports this fold)."""
+        return self._dataset(self.split()[2], False)
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         if not self.cfg.loss.balanced_sampling or not isinstance(dataset, SegDecDataset):
@@ -270,14 +289,21 @@ class SegDecTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """AP, AUROC, pixel AP; F1 / FP / FN at the task's threshold (a checkpoint's, 0.5 before one was
+        chosen); ``best_threshold`` / ``best_f1``, the best-F point of these scores, which training keeps as
+        the checkpoint's threshold when the loader is the validation split (:meth:`validation_extras`)."""
         r = self.score(model, loader)
-        metrics = decision_metrics(r["label"] > 0.5, r["score"])
+        metrics = decision_metrics(r["label"] > 0.5, r["score"], threshold=self.threshold)
         metrics["pixel_ap"] = pixel_ap(r["target"], r["seg"])
-        self.threshold = metrics["threshold"]
         return metrics
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"threshold": float(self.threshold)}
+
+    def validation_extras(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        """The decision threshold: the best-F threshold of this epoch's validation scores."""
+        value = metrics.get("val_best_threshold")
+        return {"threshold": float(value)} if value is not None and math.isfinite(value) else {}
 
     def load_extras(self, extras: dict[str, Any]) -> None:
         self.threshold = float(extras.get("threshold", self.threshold))
@@ -289,17 +315,21 @@ class SegDecTask(Task):
     @classmethod
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--threshold", type=float, default=None,
-                            help="decision threshold (default: the best-F threshold stored in the checkpoint)")
+                            help="decision threshold (default: the checkpoint's, the best-F threshold of its validation split)")
         parser.add_argument("--no-overlays", action="store_true", help="write only the scores CSV")
 
-    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        """Every image under ``inputs`` except ``*_label.*`` masks, gray, resized to the working resolution."""
+    @staticmethod
+    def predict_files(inputs: Path, args: argparse.Namespace) -> dict[str, Path]:
+        """``{key: file}`` of every image under ``inputs`` except ``*_label.*`` masks."""
         files = [f for f in input_files(inputs, getattr(args, "allow_outside_root", False)) if not f.stem.endswith("_label")]
         if not files:
             raise DataError(f"predict input {inputs}: holds no images besides masks")
-        d, keys = self.cfg.data, input_keys(inputs, files)
-        self._predict_paths = dict(zip(keys, files))  # for the labelled report in finish_predictions
-        return GrayFiles(files, keys, d.height, d.width)
+        return dict(zip(input_keys(inputs, files), files))
+
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
+        """Every image of :meth:`predict_files`, gray, resized to the working resolution."""
+        files = self.predict_files(inputs, args)
+        return GrayFiles(list(files.values()), list(files), self.cfg.data.height, self.cfg.data.width)
 
     def _threshold(self, args: argparse.Namespace) -> float:
         value = getattr(args, "threshold", None)
@@ -319,23 +349,10 @@ class SegDecTask(Task):
                 cv2.imwrite(str(target), overlay(gray, probs[j], float(scores[j]), threshold))
         return rows
 
-    def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
-        """When every input has a KolektorSDD-style ``_label`` mask beside it, add ``pr_curve.png`` and
-        ``metrics.csv`` (AP, AUC, F1, FP, FN) next to ``predictions.csv``."""
-        with open(predictions, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        paths = getattr(self, "_predict_paths", {})
-        files = [paths.get(r["image"], Path(r["image"])) for r in rows]
-        masks = [next((f.with_name(f"{f.stem}_label{x}") for x in (".bmp", ".png")
-                       if f.with_name(f"{f.stem}_label{x}").is_file()), None) for f in files]
-        if not rows or any(m is None for m in masks):
-            return predictions
-        labels = np.array([bool(read_kolektor_mask(m).any()) for m in masks])
-        scores = np.array([float(r["score"]) for r in rows])
-        metrics = decision_metrics(labels, scores)
-        save_pr_curve(labels, scores, out / "pr_curve.png", title=f"segdec, {len(rows)} images")
-        with atomic_write(out / "metrics.csv", "w") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(list(metrics))
-            writer.writerow([f"{v:.6g}" for v in metrics.values()])
+    def predict(self, model: nn.Module, inputs: Path, out: Path, args: argparse.Namespace) -> Path:
+        """``predictions.csv`` and overlays; then, on the main process, ``metrics.csv`` and ``pr_curve.png`` when
+        every input has a ``_label`` mask beside it (:func:`write_labelled_report`)."""
+        predictions = super().predict(model, inputs, out, args)
+        if init_distributed(torch.device("cpu")).is_main:
+            write_labelled_report(predictions, self.predict_files(inputs, args), out, self._threshold(args))
         return predictions

@@ -63,7 +63,7 @@ class SeverstalDataConfig:
     coverage: str = ""  # file listing fully-labelled ImageIds; default root/images_covered.csv if present
     image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
     val_fraction: float = 0.2
-    augment: bool = True
+    augment: bool = True  # horizontal + vertical flips
     synthetic_train: int = 256
     synthetic_val: int = 64
     synthetic_shape: tuple[int, int] = (128, 800)
@@ -91,6 +91,7 @@ class SeverstalConfig:
     loss: SeverstalLossConfig = field(default_factory=SeverstalLossConfig)
     post: SeverstalPostConfig = field(default_factory=SeverstalPostConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5))
+    # batch_size is the global batch, split across torchrun processes
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, batch_size=8))
 
     def __post_init__(self) -> None:

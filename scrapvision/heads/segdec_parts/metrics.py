@@ -1,7 +1,9 @@
-"""Image-level metrics of the mixed-segdec reference (AP two ways, AUROC, best F, FP/FN) and the plots."""
+"""Image-level metrics of the mixed-segdec reference (AP two ways, AUROC, F, FP/FN), the plots, and the report
+of a prediction run on labelled images."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import matplotlib
@@ -9,29 +11,40 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    auc,
+    average_precision_score,
+    f1_score,
+    precision_recall_curve,
+    roc_auc_score,
+)
 
 from ...checkpoint import atomic_write  # noqa: E402
+from ...data.kolektor import read_kolektor_mask  # noqa: E402
 
 
-def decision_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> dict[str, float]:
     """``ap`` (sklearn step-wise average precision), ``ap_trapz`` (trapezoidal area under the PR curve, what
-    the mixed-segdec code reports as AP), ``auroc``, ``f1`` at the best threshold, that ``threshold`` and the
-    ``fp`` / ``fn`` counts there. With one class only, the ranking metrics are NaN."""
+    the mixed-segdec code reports as AP), ``auroc``, ``best_f1`` at ``best_threshold`` (the best-F threshold of
+    these very scores, an optimistic operating point), and ``f1`` / ``fp`` / ``fn`` at ``threshold``: one
+    chosen elsewhere (on validation), or by default the best one here. With one class, ranking metrics are NaN."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
     out = {"n": float(len(labels)), "n_pos": float(labels.sum())}
     if labels.all() or not labels.any():
-        return {**out, "ap": float("nan"), "ap_trapz": float("nan"), "auroc": float("nan"), "f1": float("nan"),
-                "threshold": 0.5, "fp": float(((scores >= 0.5) & ~labels).sum()),
-                "fn": float(((scores < 0.5) & labels).sum())}
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
-    threshold = float(thresholds[best]) if len(thresholds) else 0.5
-    pred = scores >= threshold
-    return {**out, "ap": float(average_precision_score(labels, scores)), "ap_trapz": float(auc(recall, precision)),
-            "auroc": float(roc_auc_score(labels, scores)), "f1": float(f1[best]), "threshold": threshold,
+        best_f1, best = float("nan"), 0.5
+        out.update(ap=float("nan"), ap_trapz=float("nan"), auroc=float("nan"))
+    else:
+        precision, recall, thresholds = precision_recall_curve(labels, scores)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        k = int(np.argmax(f1[:-1])) if len(thresholds) else 0
+        best_f1, best = float(f1[k]), float(thresholds[k]) if len(thresholds) else 0.5
+        out.update(ap=float(average_precision_score(labels, scores)), ap_trapz=float(auc(recall, precision)),
+                   auroc=float(roc_auc_score(labels, scores)))
+    chosen = best if threshold is None else float(threshold)
+    pred = scores >= chosen
+    f1_at = best_f1 if threshold is None or np.isnan(best_f1) else float(f1_score(labels, pred, zero_division=0))
+    return {**out, "best_f1": best_f1, "best_threshold": best, "f1": f1_at, "threshold": chosen,
             "fp": float((pred & ~labels).sum()), "fn": float((~pred & labels).sum())}
 
 
@@ -58,6 +71,28 @@ def save_pr_curve(labels: np.ndarray, scores: np.ndarray, path: str | Path, titl
         fig.savefig(handle, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def write_labelled_report(predictions: Path, files: dict[str, Path], out: Path, threshold: float) -> Path | None:
+    """When every image of ``predictions.csv`` (``files``: its key -> path) has a KolektorSDD-style ``_label``
+    mask beside it, write ``pr_curve.png`` and ``metrics.csv`` (AP, AUC, F1 / FP / FN at ``threshold``, the
+    best F1) into ``out`` and return the CSV; else None."""
+    with open(predictions, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    paths = [files.get(r["image"], Path(r["image"])) for r in rows]
+    masks = [next((f.with_name(f"{f.stem}_label{x}") for x in (".bmp", ".png")
+                   if f.with_name(f"{f.stem}_label{x}").is_file()), None) for f in paths]
+    if not rows or any(m is None for m in masks):
+        return None
+    labels = np.array([bool(read_kolektor_mask(m).any()) for m in masks])
+    scores = np.array([float(r["score"]) for r in rows])
+    metrics = decision_metrics(labels, scores, threshold=threshold)
+    save_pr_curve(labels, scores, out / "pr_curve.png", title=f"segdec, {len(rows)} images")
+    with atomic_write(out / "metrics.csv", "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(metrics))
+        writer.writerow([f"{v:.6g}" for v in metrics.values()])
+    return out / "metrics.csv"
 
 
 def overlay(gray: np.ndarray, prob: np.ndarray, score: float, threshold: float) -> np.ndarray:

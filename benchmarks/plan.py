@@ -1,0 +1,64 @@
+"""Which commands regenerate which results: the plan of ``python -m benchmarks quick|full``.
+
+The plan lists the commands that produced the recorded rows, as RESULTS.md names them, so that ``full``
+reruns every row rather than only each script's default settings. ``kept`` names the recorded commands a
+mode does not rerun, so that a regeneration says which rows it leaves as they were.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
+#: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
+PLAN: list[tuple[str, list[str], list[str]]] = [
+    ("severstal.md", ["benchmarks/rle_speed.py", "benchmarks/severstal_train.py"], []),
+    ("segdec.md", [],
+     ["benchmarks/segdec_kolektor.py --modes full", "benchmarks/segdec_kolektor.py --modes weak",
+      "benchmarks/segdec_kolektor.py --modes mixed10,mixed5", "benchmarks/segdec_kolektor.py --modes full --seed 1",
+      "benchmarks/segdec_kolektor.py --modes mixed10 --seed 1",
+      "benchmarks/segdec_kolektor.py --modes full --height 704 --width 288",
+      "benchmarks/segdec_kolektor.py --report",  # inference speed, after the runs it is reported with
+      "benchmarks/segdec_ablation.py --variants all,no_se,no_decay", "benchmarks/segdec_ablation.py --variants no_atrous",
+      "benchmarks/segdec_ablation.py --variants no_stop_gradient"]),
+    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py"]),
+    ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
+     ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
+      "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
+      "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1,2,3"]),
+    ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"], ["benchmarks/clip_anomaly_kolektor.py"]),
+    ("speed.md", ["benchmarks/speed.py"], []),
+]
+
+# options that only share one run out among processes (folds of segdec_kolektor.py, parts of
+# canet_synthetic.py): each process merges into the same rows, which the command without them reproduces
+SPLIT_OPTIONS = ("--folds", "--only")
+# a benchmark command in a code span of one line, as the sections write them: `python benchmarks/x.py --a b`
+NAMED = re.compile(r"`(?:python )?(benchmarks/\w+\.py[^`\n]*)`")
+
+
+def commands(mode: str) -> list[str]:
+    """The commands ``python -m benchmarks <mode>`` runs, in order."""
+    quick = [c for _, q, _ in PLAN for c in q]
+    return quick + [c for _, _, full in PLAN for c in full] if mode == "full" else quick
+
+
+def normalise(command: str) -> str:
+    """``command`` without ``python`` and without the options that only split one run among processes."""
+    words = command.split()
+    words = words[1:] if words[:1] == ["python"] else words
+    kept = [w for i, w in enumerate(words) if w not in SPLIT_OPTIONS and (i == 0 or words[i - 1] not in SPLIT_OPTIONS)]
+    return " ".join(kept)
+
+
+def recorded(results_md: str) -> set[str]:
+    """Every benchmark command that RESULTS.md names next to its numbers, normalised."""
+    found = set()
+    for match in NAMED.finditer(results_md):
+        found |= {normalise(part) for part in match.group(1).split("; python ")}  # one span may list several
+    return found
+
+
+def kept(results_md: str, mode: str) -> list[str]:
+    """The recorded commands that ``mode`` does not rerun: their rows stay as recorded."""
+    return sorted(recorded(results_md) - {normalise(c) for c in commands(mode)})

@@ -1,0 +1,81 @@
+"""`python -m benchmarks` regenerates what RESULTS.md shows, and a quick run never replaces recorded numbers."""
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scrapvision.data.rle import rle_encode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their helpers as top-level modules
+
+from benchmarks import plan  # noqa: E402
+
+RESULTS_MD = (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+
+
+def test_full_mode_reruns_every_recorded_row():
+    recorded = plan.recorded(RESULTS_MD)
+    assert any("--seed 1" in c for c in recorded) and any("--height 704" in c for c in recorded)  # the parser sees them
+    assert plan.kept(RESULTS_MD, "full") == []
+
+
+def test_quick_mode_reruns_only_recorded_commands():
+    """A quick-mode command that RESULTS.md does not record (a smoke setting) would overwrite recorded rows."""
+    recorded = plan.recorded(RESULTS_MD)
+    assert [c for c in plan.commands("quick") if plan.normalise(c) not in recorded] == []
+
+
+def test_commands_split_across_processes_name_one_run():
+    assert plan.normalise("python benchmarks/segdec_kolektor.py --modes full --folds 0,1 --height 704") == \
+        plan.normalise("benchmarks/segdec_kolektor.py --modes full --height 704")
+    assert plan.normalise("benchmarks/canet_synthetic.py --only main --threads 1") == "benchmarks/canet_synthetic.py --threads 1"
+
+
+def test_rle_quick_run_leaves_recorded_results_alone(tmp_path, monkeypatch):
+    import rle_speed
+
+    recorded = REPO / "benchmarks" / "results"
+    for name in ("severstal.md", "severstal_rle_speed.json"):
+        shutil.copy(recorded / name, tmp_path / name)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(rle_speed, "RESULTS", tmp_path)
+    monkeypatch.setattr(rle_speed, "SHAPE", (32, 200))  # small masks: the pure-Python reference is slow
+    masks = np.zeros((30, 32, 200), dtype=np.uint8)
+    for i, mask in enumerate(masks):
+        mask[i : i + 2, 5 * i : 5 * i + 9] = 1
+    strings = [(f"img{i}", rle_encode(m)) for i, m in enumerate(masks)]
+    monkeypatch.setattr(rle_speed, "load_strings", lambda: (strings, "test masks"))
+    rle_speed.main(["--quick", "--repeat", "1"])
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert json.loads((tmp_path / "severstal_rle_speed_quick.json").read_text())["n_masks_timed"] == 20
+
+
+def test_write_section_replaces_only_its_block(tmp_path):
+    from bench_env import write_section
+
+    path = tmp_path / "head.md"
+    path.write_text("# head\n\nhand-written notes\n\n<!-- a -->\nold a\n<!-- /a -->\n\n<!-- b -->\nold b\n<!-- /b -->\n")
+    write_section(path, "a", "## new a\nrows\n")
+    write_section(path, "c", "new c")
+    assert path.read_text() == ("# head\n\nhand-written notes\n\n<!-- a -->\n## new a\nrows\n<!-- /a -->\n\n"
+                                "<!-- b -->\nold b\n<!-- /b -->\n\n<!-- c -->\nnew c\n<!-- /c -->\n")
+    assert write_section(path, "b", "smoke") == path and "smoke" in path.read_text()
+    assert write_section(path, "b", "quick smoke", quick=True).name == "head_quick.md"
+    assert "quick smoke" not in path.read_text()
+
+
+def test_readme_speed_range_is_the_recorded_one():
+    """README quotes the range of ONNX Runtime / eager throughput over the heads that speed.json recorded."""
+    engine = "onnx"
+    record = json.loads((REPO / "benchmarks" / "results" / "speed.json").read_text())
+    rate = {(r["head"], r["engine"]): r["items_per_s"] for r in record["results"]}
+    ratios = [rate[head, engine] / rate[head, "eager"] for head, e in rate if e == "eager"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(rf"`--engine {engine}`.*?measured ([\d.]+)-([\d.]+)x", readme, re.S)
+    assert quoted, "README no longer quotes the measured speed-up"
+    assert quoted.groups() == (f"{min(ratios):.2f}", f"{max(ratios):.2f}")
