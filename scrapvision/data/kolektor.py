@@ -14,8 +14,6 @@ Two items of the official zip are byte-identical copies of others (``kos01`` = `
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from .images import image_size, read_gray_mask
+from .splits import group_folds
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".bmp", ".png")
@@ -90,25 +89,6 @@ def list_kolektor(root: str | Path, require_masks: bool = True) -> list[Kolektor
 def item_group(item: str) -> str:
     """The physical commutator an item folder shows: a duplicated item is its original."""
     return DUPLICATE_ITEMS.get(item, item)
-
-
-def group_folds(groups: Sequence[str], labels: Sequence[bool], n_folds: int, seed: int) -> list[int]:
-    """Fold id (0..n_folds-1) of every sample from scikit-learn's ``StratifiedGroupKFold`` (shuffled by
-    ``seed``): a group never spans two folds, and each fold gets about 1/n of the positives."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if n_folds < 2:
-        raise DataError(f"group_folds: n_folds must be >= 2, got {n_folds}")
-    if len(set(groups)) < n_folds:
-        raise DataError(f"group_folds: {len(set(groups))} items cannot fill {n_folds} folds")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    fold_of = [0] * len(groups)
-    with warnings.catch_warnings():  # a class with fewer members than folds is expected on small sets
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), np.asarray(labels, bool), groups)):
-            for i in held:
-                fold_of[i] = fold
-    return fold_of
 
 
 def kolektor_folds(items: list[KolektorItem], n_folds: int = 3, seed: int = 0) -> list[int]:

@@ -48,10 +48,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import create_backbone, load_backbone_weights
 from ..config import OptimConfig, TrainConfig
+from ..data.folder import (
+    FolderItem,
+    is_folder_layout,
+    is_mvtec_layout,
+    read_folder_mask,
+    read_layout,
+    split_items,
+)
 from ..data.images import sample_rng
 from ..data.inference import input_files, input_keys
-from ..data.kolektor import group_folds, item_group, list_kolektor
+from ..data.kolektor import item_group, list_kolektor
 from ..data.severstal import SeverstalRecord, load_records
+from ..data.splits import fold_split
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
@@ -78,7 +87,9 @@ class SegDecModelConfig:
 @dataclass(frozen=True)
 class SegDecDataConfig:
     root: str = ""  # data folder; "" = built-in synthetic parts
-    dataset: Literal["kolektor", "severstal"] = "kolektor"  # KolektorSDD layout, or Severstal as defect / no defect
+    # KolektorSDD layout, Severstal as defect / no defect, or the generic folder layout (images/ + masks/ +
+    # labels.csv) / MVTec AD, both also picked automatically when root holds images/ or train/good/
+    dataset: Literal["kolektor", "severstal", "folder", "mvtec"] = "kolektor"
     height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
     width: int = 80
     fold: int = 0  # cross-validation: this fold is the test fold, the others train and validate
@@ -146,6 +157,12 @@ def _severstal_sample(record: SeverstalRecord) -> Sample:
     """A Severstal image as binary defect / no defect: the union of its four class masks, decoded lazily."""
     return Sample(record.image_id, lambda: cv2.cvtColor(record.load_image(), cv2.COLOR_RGB2GRAY),
                   lambda: record.masks().any(axis=0), any(record.labels), True, record.image_id)
+
+
+def _folder_sample(item: FolderItem) -> Sample:
+    """An image of the generic folder layout or MVTec AD as defect / no defect (any class > 0 is defect)."""
+    mask = (lambda: read_folder_mask(item.mask) > 0) if item.mask is not None else None
+    return Sample(item.name, item.image, mask, item.label > 0, item.pixel_labelled, item.group)
 
 
 def _choose_supervision(samples: list[Sample], cfg: SegDecDataConfig) -> list[Sample]:
@@ -225,26 +242,30 @@ class SegDecTask(Task):
             return [Sample(f"{p.item}/{p.part}", p.image, p.mask, p.defective, True, p.item) for p in parts]
         if d.dataset == "severstal":
             return [_severstal_sample(r) for r in load_records(d.root)]
+        if self._uses_layout():
+            return [_folder_sample(it) for it in read_layout(d.root).items]
         items = list_kolektor(d.root)
         return [Sample(f"{i.item}/{i.part}", i.image, i.mask, i.defective, True, i.item) for i in items]
+
+    def _uses_layout(self) -> bool:
+        d = self.cfg.data
+        return bool(d.root) and (d.dataset in ("folder", "mvtec") or is_folder_layout(d.root) or is_mvtec_layout(d.root))
 
     def split(self) -> tuple[list[Sample], list[Sample], list[Sample]]:
         """(train, val, test) samples, grouped by item: fold ``data.fold`` is the test fold, and about
         ``data.val_fraction`` of the other folds' items (one of ``round(1 / val_fraction)`` stratified group
-        folds, see ``group_folds``) validate, so the test fold never picks a checkpoint or a threshold."""
+        folds) validate, so the test fold never picks a checkpoint or a threshold. A folder layout whose
+        labels.csv has a ``split`` column uses it instead of folds."""
         d = self.cfg.data
+        if self._uses_layout():
+            items = read_layout(d.root).items
+            parts = split_items(items, d.val_fraction, d.split_seed, d.n_folds, d.fold)
+            train, val, test = ([_folder_sample(it) for it in part] for part in parts)
+            return _choose_supervision(train, d), val, test
         samples = self.all_samples()
-        folds = group_folds([item_group(s.group) for s in samples], [s.defective for s in samples], d.n_folds,
-                            d.split_seed)
-        rest = [s for s, f in zip(samples, folds) if f != d.fold]
-        test = [s for s, f in zip(samples, folds) if f == d.fold]
-        groups, n_inner = [item_group(s.group) for s in rest], round(1 / d.val_fraction)
-        if len(set(groups)) < n_inner:
-            raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} holds out 1 of {n_inner} item groups, "
-                              f"but the training folds have {len(set(groups))} items")
-        inner = group_folds(groups, [s.defective for s in rest], n_inner, d.split_seed)
-        train = [s for s, f in zip(rest, inner) if f]
-        val = [s for s, f in zip(rest, inner) if not f]
+        train_ids, val_ids, test_ids = fold_split([s.defective for s in samples], [item_group(s.group) for s in samples],
+                                                  d.n_folds, d.fold, d.val_fraction, d.split_seed)
+        train, val, test = ([samples[i] for i in ids] for ids in (train_ids, val_ids, test_ids))
         return _choose_supervision(train, d), val, test
 
     def _dataset(self, samples: list[Sample], train: bool) -> SegDecDataset:
