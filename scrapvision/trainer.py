@@ -134,7 +134,7 @@ class Trainer:
         self.info = init_distributed(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.resume_payload = load_checkpoint(resume, task=task.name) if resume else None
+        self.resume_payload = type(task).upgrade_checkpoint(load_checkpoint(resume, task=task.name)) if resume else None
         if run_dir is None and resume is not None:
             resume_path = Path(resume)
             run_dir = resume_path if resume_path.is_dir() else resume_path.parent
@@ -181,6 +181,22 @@ class Trainer:
             persistent_workers=False,
         )
 
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """AdamW over the task's parameter groups (frozen parameters left out); each group's missing
+        ``lr`` / ``weight_decay`` come from ``cfg.optim``."""
+        groups = []
+        for group in self.task.param_groups(model):
+            params = [p for p in group["params"] if p.requires_grad]
+            if params:
+                groups.append({**group, "params": params})
+        grouped = {id(p) for group in groups for p in group["params"]}
+        left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
+        if left_out:
+            raise ScrapvisionError(f"task {self.task.name}: param_groups() leaves out trainable parameters "
+                                   f"({', '.join(left_out[:3])})")
+        optim = self.cfg.optim
+        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> FitResult:
         try:
@@ -206,9 +222,7 @@ class Trainer:
         if info.enabled and self.device.type == "cuda":
             # PyTorch's SyncBatchNorm is GPU-only: on CPU ranks batch statistics stay per rank.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-        )
+        optimizer = self._optimizer(model)
         sampler = EpochSampler(self.task, train_set, tcfg.seed, info)
         sampler.set_epoch(0)
         loader = self._loader(train_set, sampler, tcfg.batch_size // info.world_size, True)
@@ -223,7 +237,11 @@ class Trainer:
         if self.resume_payload is not None:
             payload = self.resume_payload
             model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
+            try:
+                optimizer.load_state_dict(payload["optimizer"])
+            except ValueError as exc:  # parameter groups changed since the checkpoint was written
+                raise ScrapvisionError(f"--resume: the checkpoint's optimiser state does not fit this model's "
+                                       f"parameter groups ({exc}); start a new run instead") from None
             scheduler.load_state_dict(payload["scheduler"])
             if payload.get("scaler"):
                 scaler.load_state_dict(payload["scaler"])

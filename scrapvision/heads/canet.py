@@ -56,7 +56,6 @@ class CanetModelConfig:
     copper_density: float = 8.96  # g/cm^3
     # impurity densities start log-spaced here; effective (area-based) densities of thick granules exceed copper's
     init_density_range: tuple[float, float] = (0.1, 16.0)
-    density_step_scale: float = 20.0  # learning-rate multiplier of the density weights (see models/canet.py)
     decoder_width: int = 64  # direct baseline only
 
 
@@ -83,11 +82,18 @@ class CanetLossConfig:
 
 
 @dataclass(frozen=True)
+class CanetOptimConfig(OptimConfig):
+    # learning-rate multiplier of the I impurity-density weights: at the base lr they barely move in a CPU run
+    density_lr_scale: float = 20.0
+
+
+@dataclass(frozen=True)
 class CanetConfig:
     model: CanetModelConfig = field(default_factory=CanetModelConfig)
     data: CanetDataConfig = field(default_factory=CanetDataConfig)
     loss: CanetLossConfig = field(default_factory=CanetLossConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
+    optim: CanetOptimConfig = field(
+        default_factory=lambda: CanetOptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, batch_size=8, log_every=20))
 
 
@@ -146,8 +152,37 @@ class CanetTask(Task):
         channels = backbone_channels(backbone)[-1]
         if m.kind == "direct":
             return DirectRegression(backbone, channels, self.cfg.data.images_per_sample, m.decoder_width)
-        return CANet(backbone, channels, m.num_classes, m.hidden, m.copper_density, m.init_density_range,
-                     density_step_scale=m.density_step_scale)
+        return CANet(backbone, channels, m.num_classes, m.hidden, m.copper_density, m.init_density_range)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The density weights learn ``optim.density_lr_scale`` times faster; their weight decay is divided
+        by the same factor, so each step decays them by the same fraction as every other weight."""
+        if not isinstance(model, CANet):
+            return super().param_groups(model)
+        optim, densities = self.cfg.optim, model.impurity_density_param
+        rest = [p for p in model.parameters() if p is not densities]
+        return [{"params": rest},
+                {"params": [densities], "lr": optim.lr * optim.density_lr_scale,
+                 "weight_decay": optim.weight_decay / optim.density_lr_scale}]
+
+    @classmethod
+    def upgrade_checkpoint(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints from before the optimiser parameter groups kept ``model.density_step_scale`` s and the
+        weights ``impurity_density_raw`` with densities ``softplus(s * raw)``: now ``optim.density_lr_scale``
+        and ``impurity_density_param = s * raw`` (the same densities)."""
+        model_cfg = dict(payload.get("config", {}).get("model", {}))
+        if "density_step_scale" not in model_cfg:
+            return payload
+        scale = model_cfg.pop("density_step_scale")
+        config = {**payload["config"], "model": model_cfg,
+                  "optim": {**payload["config"].get("optim", {}), "density_lr_scale": scale}}
+        upgraded = {**payload, "config": config}
+        if "model" in payload:
+            state = dict(payload["model"])
+            if "impurity_density_raw" in state:
+                state["impurity_density_param"] = scale * state.pop("impurity_density_raw")
+            upgraded["model"] = state
+        return upgraded
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         size = self.cfg.model.img_size
