@@ -38,6 +38,7 @@ from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.class_masks import read_class_list
 from ..data.images import read_image
+from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
 from ..errors import ConfigError, ScrapvisionError
 from ..registry import TASKS
@@ -46,7 +47,6 @@ from .clip_anomaly_parts.data import (
     KOLEKTOR_CLASSES,
     ClipImageFiles,
     SegDataset,
-    balanced_order,
     class_mask_sets,
     kolektor_sets,
     reference_batch,
@@ -180,7 +180,7 @@ class ClipAnomalyTask(Task):
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
         if self.cfg.data.sampling == "balanced" and isinstance(dataset, SegDataset):
-            return balanced_order(dataset.anomalous(), generator)
+            return balanced_order(dataset.anomalous(), epoch, self.cfg.train.seed, generator, dataset_length=True)
         return super().epoch_indices(dataset, epoch, generator)
 
     # ----------------------------------------------------------------- model

@@ -33,6 +33,7 @@ from ..data.classification import (
     split_indices,
 )
 from ..data.inference import input_files, input_keys
+from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_grades import generate_images, grade_names
 from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
@@ -181,9 +182,8 @@ class ScrapClsTask(Task):
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         if self.cfg.data.sampling == "uniform":
             return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
-        labels = torch.tensor(dataset.labels)  # type: ignore[attr-defined]
-        weights = 1.0 / torch.bincount(labels).float()[labels]
-        return torch.multinomial(weights, len(labels), replacement=True, generator=generator).tolist()
+        return balanced_order(dataset.labels, epoch, self.cfg.train.seed, generator,  # type: ignore[attr-defined]
+                              dataset_length=True)
 
     def checkpoint_extras(self) -> dict:
         return {"class_names": list(self.class_names or self._names_from_data())}
