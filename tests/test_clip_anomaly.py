@@ -14,11 +14,12 @@ from PIL import Image
 
 from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config, read_yaml, save_config, to_dict
+from scrapvision.data.class_masks import IGNORE_INDEX
 from scrapvision.data.synthetic.scrap_anomaly import make_scene
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.data import to_tensor
-from scrapvision.heads.clip_anomaly_parts.model import IGNORE_INDEX, FocalDiceLoss, PatchAdapter
+from scrapvision.models.clip_anomaly import FocalDiceLoss, PatchAdapter
 from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

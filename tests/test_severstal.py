@@ -12,7 +12,8 @@ from scrapvision.cli import main
 from scrapvision.data.rle import rle_decode
 from scrapvision.data.synthetic.steel_strip import write_kaggle_layout
 from scrapvision.errors import ConfigError, ScrapvisionError
-from scrapvision.heads.severstal import SeverstalNet, postprocess
+from scrapvision.heads.severstal import postprocess
+from scrapvision.models.severstal import SeverstalNet
 
 TINY = [
     "model.backbone=tiny_cnn", "model.decoder_channels=[32,16,16,8,8]", "data.image_size=[32,192]",

@@ -41,6 +41,7 @@ from ..data.images import read_image
 from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
 from ..errors import ConfigError, ScrapvisionError
+from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from ..registry import TASKS
 from ..task import Task, model_device
 from .clip_anomaly_parts.data import (
@@ -53,7 +54,6 @@ from .clip_anomaly_parts.data import (
     synthetic_sets,
 )
 from .clip_anomaly_parts.metrics import SegAnomalyMeter
-from .clip_anomaly_parts.model import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from .clip_anomaly_parts.overlay import save_overlay
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
