@@ -1,12 +1,46 @@
-"""The one class-balanced epoch order, shared by every head that samples classes equally often."""
+"""Sample order of training epochs: the Trainer's sampler and the one class-balanced order of the heads.
+
+Reproducibility: the order of epoch ``k`` comes from a generator seeded with ``(seed, k)``, so a run resumed
+at epoch ``k`` continues exactly as the uninterrupted run would, and every DDP rank draws the same order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
+from torch.utils.data import Dataset, Sampler
 
+from ..distributed import DistInfo
 from .images import sample_rng
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+class EpochSampler(Sampler[int]):
+    """One shared order per epoch (from ``indices(dataset, epoch, generator)``, e.g. a task's
+    ``epoch_indices``), split into rank-interleaved shards of the global batch."""
+
+    def __init__(self, indices: Callable[[Dataset, int, torch.Generator], Sequence[int]], dataset: Dataset,
+                 seed: int, info: DistInfo) -> None:
+        self.indices, self.dataset, self.seed, self.info = indices, dataset, seed, info
+        self.epoch = 0
+        self._order: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        order = list(self.indices(self.dataset, epoch, generator))
+        usable = len(order) - len(order) % self.info.world_size
+        self._order = order[self.info.rank : usable : self.info.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
 
 
 def balanced_order(labels: Sequence[int], epoch: int, seed: int, generator: torch.Generator,

@@ -133,30 +133,34 @@ class SeverstalTask(Task):
         self.dice_loss = DiceLoss("multilabel", from_logits=True)
 
     def build_model(self) -> nn.Module:
-        m = self.cfg.model
-        return SeverstalNet(m.backbone, m.arch, m.weights, m.decoder_channels, m.fpn_channels, m.classifier,
-                            num_classes=NUM_CLASSES)
+        model_cfg = self.cfg.model
+        return SeverstalNet(model_cfg.backbone, model_cfg.arch, model_cfg.weights, model_cfg.decoder_channels,
+                            model_cfg.fpn_channels, model_cfg.classifier, num_classes=NUM_CLASSES)
 
     def _records(self):
-        d = self.cfg.data
-        if not d.root:
-            train = generate_records(d.synthetic_train, seed=d.synthetic_seed, shape=d.synthetic_shape)
-            val = generate_records(d.synthetic_val, seed=d.synthetic_seed + 1, shape=d.synthetic_shape)
+        data_cfg = self.cfg.data
+        if not data_cfg.root:
+            seed, shape = data_cfg.synthetic_seed, data_cfg.synthetic_shape
+            train = generate_records(data_cfg.synthetic_train, seed=seed, shape=shape)
+            val = generate_records(data_cfg.synthetic_val, seed=seed + 1, shape=shape)
             return train, val
-        records = load_records(d.root, coverage=d.coverage or None)
-        return split_records(records, d.val_fraction, seed=self.cfg.train.seed)
+        records = load_records(data_cfg.root, coverage=data_cfg.coverage or None)
+        return split_records(records, data_cfg.val_fraction, seed=self.cfg.train.seed)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        d, seed = self.cfg.data, self.cfg.train.seed
+        data_cfg, seed = self.cfg.data, self.cfg.train.seed
         train, val = self._records()
-        return (SeverstalDataset(train, d.image_size, augment=d.augment, seed=seed),
-                WithFullMasks(SeverstalDataset(val, d.image_size, augment=False, seed=seed)))
+        return (SeverstalDataset(train, data_cfg.image_size, augment=data_cfg.augment, seed=seed),
+                WithFullMasks(SeverstalDataset(val, data_cfg.image_size, augment=False, seed=seed)))
 
     def build_eval_dataset(self) -> Dataset:
         """``eval --data DIR`` scores every fully-labelled image of DIR; synthetic: the validation split."""
-        d = self.cfg.data
-        records = load_records(d.root, coverage=d.coverage or None) if d.root else self._records()[1]
-        return WithFullMasks(SeverstalDataset(records, d.image_size, augment=False))
+        data_cfg = self.cfg.data
+        if data_cfg.root:
+            records = load_records(data_cfg.root, coverage=data_cfg.coverage or None)
+        else:
+            records = self._records()[1]
+        return WithFullMasks(SeverstalDataset(records, data_cfg.image_size, augment=False))
 
     def compute_loss(self, model, batch, progress):
         masks, labels = model(batch["image"])
