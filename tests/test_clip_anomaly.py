@@ -27,13 +27,7 @@ TINY = ["model.image_size=[64, 64]", "data.n_train=48", "data.n_val=16", "train.
         "train.batch_size=8", "train.device=cpu", "train.log_every=1000", "optim.warmup_epochs=0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_task(*overrides: str) -> ClipAnomalyTask:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
@@ -19,14 +18,7 @@ from scrapvision.heads.clip_anomaly_parts.data import kolektor_sets, resize_pair
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter, aupro, iou_per_class
 from scrapvision.heads.clip_anomaly_parts.overlay import class_colours, save_overlay
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_synthetic_scenes_are_deterministic_and_labelled():
