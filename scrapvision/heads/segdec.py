@@ -51,6 +51,7 @@ from ..config import OptimConfig, TrainConfig
 from ..data.images import sample_rng
 from ..data.inference import input_files, input_keys
 from ..data.kolektor import group_folds, item_group, list_kolektor
+from ..data.sampling import balanced_order
 from ..data.severstal import SeverstalRecord, load_records
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
@@ -58,7 +59,7 @@ from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
-from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, balanced_order
+from .segdec_parts.data import GrayFiles, Sample, SegDecDataset
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
 
 
