@@ -23,6 +23,11 @@ def get_task_class(name: str) -> type[Task]:
     return get_task(name)
 
 
+def read_checkpoint(path: str | Path, name: str) -> dict[str, Any]:
+    """A checkpoint of task ``name``, brought to today's layout by the task's ``upgrade_checkpoint``."""
+    return get_task_class(name).upgrade_checkpoint(load_checkpoint(path, task=name))
+
+
 def _with_data_root(cfg: Any, data: str | Path | None) -> Any:
     if data is None:
         return cfg
@@ -49,7 +54,7 @@ def train(name: str, config: str | Path | None = None, overrides: Sequence[str] 
     """Train task ``name``; with ``resume`` the checkpoint's config is the base and the run folder is reused."""
     from .trainer import Trainer
 
-    base = load_checkpoint(resume, task=name)["config"] if resume else None
+    base = read_checkpoint(resume, name)["config"] if resume else None
     task = build_task(name, config, overrides, data, base=base)
     return Trainer(task, run_dir=run_dir, resume=resume).fit()
 
@@ -59,7 +64,7 @@ def load_trained(
     device: str | torch.device = "cpu",
 ) -> tuple[Task, nn.Module]:
     """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode."""
-    payload = load_checkpoint(checkpoint, task=name)
+    payload = read_checkpoint(checkpoint, name)
     base = dict(payload["config"])
     model_cfg = base.get("model")
     if isinstance(model_cfg, dict) and model_cfg.get("weights"):
@@ -104,7 +109,8 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
         meta = read_onnx_metadata(checkpoint)
         if meta["task"] != name:
             raise CheckpointError(f"ONNX model {checkpoint}: was exported for task {meta['task']!r}, not {name!r}")
-        task = build_task(name, None, overrides, data, base=meta["config"])
+        base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
+        task = build_task(name, None, overrides, data, base=base)
         task.load_extras(meta["extras"])
         return task, OnnxEngine(checkpoint)
     task, model = load_trained(name, checkpoint, overrides, data, device=device)

@@ -172,7 +172,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .api import get_task_class, train
-    from .trainer import describe_run
+    from .runlog import describe_run
 
     result = train(args.task, args.config, args.overrides, args.data, run_dir=args.out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:

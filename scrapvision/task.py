@@ -66,6 +66,20 @@ class Task:
         """Dataset that ``scrapvision eval`` scores (default: the validation split)."""
         return self.build_datasets()[1]
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: dicts with ``params`` and optionally ``lr`` / ``weight_decay``
+        (absolute values; a missing one takes ``cfg.optim``'s). Per-group learning rates of a head belong
+        here, never in scaling tricks inside its model. The schedule (warm-up, cosine) multiplies every
+        group's lr by the same factor, so the ratios between groups hold all through training. Frozen
+        parameters (``requires_grad=False``) may be listed: the Trainer leaves them out."""
+        return [{"params": list(model.parameters())}]
+
+    @classmethod
+    def upgrade_checkpoint(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint written by an older version of this head, in today's layout (default: unchanged).
+        Called with the loaded payload before its config or weights are used."""
+        return payload
+
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
         """Order of training samples for one epoch (override to balance classes or resample)."""
         return torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]

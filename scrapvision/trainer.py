@@ -8,16 +8,11 @@ ranks takes ``batch_size / W`` samples of the same permutation, so W processes s
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
 import random
-import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,17 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    atomic_copy,
-    atomic_write,
-    load_checkpoint,
-    model_payload,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from .checkpoint import atomic_copy, load_checkpoint, model_payload, save_checkpoint
 from .config import save_config
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
+from .data.sampling import EpochSampler, epoch_seed
+from .distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
 from .errors import ScrapvisionError
+from .runlog import RunLog, prepare_run_dir
 from .task import Task
 
 
@@ -67,32 +57,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
-
-
-class EpochSampler(Sampler[int]):
-    """One shared permutation per epoch, split into rank-interleaved shards of the global batch."""
-
-    def __init__(self, task: Task, dataset: Dataset, seed: int, info: DistInfo) -> None:
-        self.task, self.dataset, self.seed, self.info = task, dataset, seed, info
-        self.epoch = 0
-        self._order: list[int] = []
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        order = list(self.task.epoch_indices(self.dataset, epoch, generator))
-        usable = len(order) - len(order) % self.info.world_size
-        self._order = order[self.info.rank : usable : self.info.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._order)
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-
 def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -115,6 +79,26 @@ def cosine_lambda(total_steps: int, warmup_steps: int, min_ratio: float):
 
 
 @dataclass
+class _Run:
+    """What one fit carries from step to step."""
+
+    model: nn.Module  # wrapped in DistributedDataParallel under torchrun
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_set: Dataset
+    sampler: EpochSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    val_loader: DataLoader | None
+    best: float
+    start_epoch: int = 0
+    step: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class FitResult:
     run_dir: Path
     best_path: Path
@@ -134,40 +118,22 @@ class Trainer:
         self.info = init_distributed(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.resume_payload = load_checkpoint(resume, task=task.name) if resume else None
+        self.resume_payload = type(task).upgrade_checkpoint(load_checkpoint(resume, task=task.name)) if resume else None
         if run_dir is None and resume is not None:
             resume_path = Path(resume)
             run_dir = resume_path if resume_path.is_dir() else resume_path.parent
         self.run_dir = Path(broadcast_object(str(run_dir or self._new_run_dir()), self.info))
         self.use_amp = self.tcfg.amp and self.device.type == "cuda"
+        self.log = RunLog(self.run_dir, task.name)
         if self.info.is_main:
-            self._check_output_dir()
+            prepare_run_dir(self.run_dir, resuming=self.resume_payload is not None)
 
     # ------------------------------------------------------------------ setup
     def _new_run_dir(self) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return Path(self.tcfg.out_dir) / self.task.name / stamp
 
-    def _check_output_dir(self) -> None:
-        """Fail at start-up, not after an hour, when the run folder is unwritable or the disk is full, and
-        never train over another run: its checkpoints would be replaced and its metrics log mixed in."""
-        held = [n for n in ("last.pt", "best.pt", "metrics.jsonl") if (self.run_dir / n).exists()]
-        if held and self.resume_payload is None:
-            raise ScrapvisionError(f"output folder {self.run_dir}: already holds a run ({', '.join(held)}); "
-                                   f"continue it with --resume {self.run_dir} or choose another --out")
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_bytes(b"x" * 4096)
-            probe.unlink()
-            remove_stale_temporaries(self.run_dir)
-        except OSError as exc:
-            raise ScrapvisionError(f"output folder {self.run_dir}: not writable ({exc.strerror or exc})") from None
-        free_mb = shutil.disk_usage(self.run_dir).free / 2**20
-        if free_mb < 100:
-            raise ScrapvisionError(f"output folder {self.run_dir}: only {free_mb:.0f} MiB free on its disk")
-
-    def _loader(self, dataset: Dataset, sampler: Sampler | None, batch_size: int, shuffle_free: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler | None, batch_size: int) -> DataLoader:
         workers = self.tcfg.num_workers
         return DataLoader(
             dataset,
@@ -181,6 +147,22 @@ class Trainer:
             persistent_workers=False,
         )
 
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """AdamW over the task's parameter groups (frozen parameters left out); each group's missing
+        ``lr`` / ``weight_decay`` come from ``cfg.optim``."""
+        groups = []
+        for group in self.task.param_groups(model):
+            params = [p for p in group["params"] if p.requires_grad]
+            if params:
+                groups.append({**group, "params": params})
+        grouped = {id(p) for group in groups for p in group["params"]}
+        left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
+        if left_out:
+            raise ScrapvisionError(f"task {self.task.name}: param_groups() leaves out trainable parameters "
+                                   f"({', '.join(left_out[:3])})")
+        optim = self.cfg.optim
+        return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> FitResult:
         try:
@@ -189,168 +171,154 @@ class Trainer:
             cleanup(self.info)
 
     def _fit(self) -> FitResult:
-        cfg, tcfg, info = self.cfg, self.tcfg, self.info
+        run = self._prepare()
+        started = time.time()
+        for epoch in range(run.start_epoch, self.tcfg.epochs):
+            train_loss = self._train_epoch(run, epoch)
+            if self.info.is_main:
+                self._end_epoch(run, epoch, train_loss, round(time.time() - started, 2))
+            barrier(self.info)
+        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", run.best, run.last_metrics)
+
+    def _prepare(self) -> _Run:
+        """Data, model, optimiser, schedule and sampler; a resumed run's state restored."""
+        tcfg, info = self.tcfg, self.info
         seed_everything(tcfg.seed)
         if self.resume_payload is not None:
             self.task.load_extras(self.resume_payload.get("extras", {}))
-        train_set, val_set = self.task.build_datasets()
-        if len(train_set) == 0:
-            raise ScrapvisionError(f"task {self.task.name}: the training set is empty")
-        if tcfg.batch_size % info.world_size:
-            raise ScrapvisionError(
-                f"train.batch_size={tcfg.batch_size} is the global batch and must divide by the "
-                f"{info.world_size} processes"
-            )
+        train_set, val_set = self._datasets()
         seed_everything(tcfg.seed)
         model = self.task.build_model().to(self.device)
         if info.enabled and self.device.type == "cuda":
             # PyTorch's SyncBatchNorm is GPU-only: on CPU ranks batch statistics stay per rank.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-        )
-        sampler = EpochSampler(self.task, train_set, tcfg.seed, info)
+        optimizer = self._optimizer(model)
+        sampler = EpochSampler(self.task.epoch_indices, train_set, tcfg.seed, info)
         sampler.set_epoch(0)
-        loader = self._loader(train_set, sampler, tcfg.batch_size // info.world_size, True)
+        loader = self._loader(train_set, sampler, tcfg.batch_size // info.world_size)
         steps_per_epoch = max(1, len(loader))
-        total = steps_per_epoch * tcfg.epochs
-        warmup = int(cfg.optim.warmup_epochs * steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, warmup, cfg.optim.min_lr_ratio))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        metric_name, mode = self.task.monitor
-        best = -math.inf if mode == "max" else math.inf
-        start_epoch, step = 0, 0
+        optim = self.cfg.optim
+        schedule = cosine_lambda(steps_per_epoch * tcfg.epochs, int(optim.warmup_epochs * steps_per_epoch),
+                                 optim.min_lr_ratio)
+        _, mode = self.task.monitor
+        run = _Run(
+            model=model, raw_model=model, optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            scaler=torch.amp.GradScaler("cuda", enabled=self.use_amp),
+            train_set=train_set, sampler=sampler, loader=loader, steps_per_epoch=steps_per_epoch,
+            val_loader=self._loader(val_set, None, tcfg.eval_batch_size or tcfg.batch_size) if len(val_set) else None,
+            best=-math.inf if mode == "max" else math.inf,
+        )
         if self.resume_payload is not None:
-            payload = self.resume_payload
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            if payload.get("scaler"):
-                scaler.load_state_dict(payload["scaler"])
-            start_epoch, step = int(payload["epoch"]), int(payload["step"])
-            best = float(payload.get("best", best))
-        raw_model = model
+            self._restore(run, self.resume_payload)
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=ids)
+            run.model = DistributedDataParallel(model, device_ids=ids)
         if info.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
-        val_loader = self._loader(val_set, None, tcfg.eval_batch_size or tcfg.batch_size, False) if len(val_set) else None
-        last_metrics: dict[str, float] = {}
-        t_start = time.time()
-        for epoch in range(start_epoch, tcfg.epochs):
-            seed_everything(epoch_seed(tcfg.seed, epoch) + info.rank)
-            sampler.set_epoch(epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            model.train()
-            running, seen = 0.0, 0
-            bar = tqdm(
-                loader,
-                desc=f"{self.task.name} epoch {epoch + 1}/{tcfg.epochs}",
-                disable=not info.is_main or not sys.stderr.isatty(),
-                leave=False,
-                dynamic_ncols=True,
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        return run
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        train_set, val_set = self.task.build_datasets()
+        if len(train_set) == 0:
+            raise ScrapvisionError(f"task {self.task.name}: the training set is empty")
+        if self.tcfg.batch_size % self.info.world_size:
+            raise ScrapvisionError(
+                f"train.batch_size={self.tcfg.batch_size} is the global batch and must divide by the "
+                f"{self.info.world_size} processes"
             )
-            for batch in bar:
-                batch = to_device(batch, self.device)
-                progress = (epoch + seen / steps_per_epoch) / tcfg.epochs
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    loss, logs = self.task.compute_loss(model, batch, progress)
-                loss_value = all_reduce_mean(loss.detach().float().reshape(1), info).item()
-                if not math.isfinite(loss_value):
-                    last = self.run_dir / "last.pt"
-                    kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
-                    raise TrainingDiverged(
-                        f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; stopped; {kept}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                seen += 1
-                running += loss_value
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if info.is_main and step % tcfg.log_every == 0:
-                    self._log({"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss_value,
-                               "lr": scheduler.get_last_lr()[0], **logs})
-            bar.close()
-            record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": step,
-                                      "train_loss": running / max(1, seen), "lr": scheduler.get_last_lr()[0],
-                                      "elapsed_s": round(time.time() - t_start, 2)}
-            is_eval_epoch = (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs
-            if info.is_main:
-                if val_loader is not None and is_eval_epoch:
-                    raw_model.eval()
-                    metrics = self.task.evaluate(raw_model, val_loader)
-                    record.update({f"val_{k}" if not k.startswith("val_") else k: v for k, v in metrics.items()})
-                last_metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
-                value = record.get(metric_name, record.get(f"val_{metric_name}"))
-                if value is None and metric_name == "val_loss":
-                    value = record["train_loss"]
-                improved = value is not None and (value > best if mode == "max" else value < best)
-                if improved:
-                    best = float(value)
-                payload = {
-                    **model_payload(self.task, raw_model, last_metrics),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if self.use_amp else {}, "epoch": epoch + 1, "step": step,
-                    "best": best, "monitor": metric_name, "metrics": last_metrics,
-                }
-                save_checkpoint(payload, self.run_dir / "last.pt")
-                if improved or not (self.run_dir / "best.pt").exists():
-                    atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
-                self._log(record)
-                self._write_csv()
-                self._print_epoch(record)
-            barrier(info)
-        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", best, last_metrics)
+        return train_set, val_set
 
-    # ------------------------------------------------------------------ logs
-    def _log(self, record: dict[str, Any]) -> None:
-        path = self.run_dir / "metrics.jsonl"
+    @staticmethod
+    def _restore(run: _Run, payload: dict[str, Any]) -> None:
+        run.raw_model.load_state_dict(payload["model"])
         try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as exc:  # disk full mid-run: a clear error, like the checkpoint saves
-            raise ScrapvisionError(f"cannot write {path}: {exc.strerror or exc}") from None
+            run.optimizer.load_state_dict(payload["optimizer"])
+        except ValueError as exc:  # parameter groups changed since the checkpoint was written
+            raise ScrapvisionError(f"--resume: the checkpoint's optimiser state does not fit this model's "
+                                   f"parameter groups ({exc}); start a new run instead") from None
+        run.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler"):
+            run.scaler.load_state_dict(payload["scaler"])
+        run.start_epoch, run.step = int(payload["epoch"]), int(payload["step"])
+        run.best = float(payload.get("best", run.best))
 
-    def _write_csv(self) -> None:
-        """metrics.csv: one row per epoch, rebuilt from the JSON lines so columns stay consistent."""
-        rows = _read_records(self.run_dir / "metrics.jsonl")
-        by_epoch = {r["epoch"]: r for r in rows if r.get("kind") == "epoch"}  # a resumed epoch replaces its first try
-        rows = [by_epoch[e] for e in sorted(by_epoch)]
-        columns: list[str] = []
-        for row in rows:
-            columns += [k for k in row if k not in columns and k != "kind"]
-        with atomic_write(self.run_dir / "metrics.csv", "w") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in columns})
-
-    def _print_epoch(self, record: dict[str, Any]) -> None:
-        shown = " ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record.items()
-            if k not in ("kind", "step") and not isinstance(v, (list, dict))
+    def _train_epoch(self, run: _Run, epoch: int) -> float:
+        """One pass over the epoch's sample order; returns the mean training loss."""
+        seed_everything(epoch_seed(self.tcfg.seed, epoch) + self.info.rank)
+        run.sampler.set_epoch(epoch)
+        if hasattr(run.train_set, "set_epoch"):
+            run.train_set.set_epoch(epoch)
+        run.model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(
+            run.loader,
+            desc=f"{self.task.name} epoch {epoch + 1}/{self.tcfg.epochs}",
+            disable=not self.info.is_main or not sys.stderr.isatty(),
+            leave=False,
+            dynamic_ncols=True,
         )
-        tqdm.write(f"[{self.task.name}] {shown}", file=sys.stderr)
+        for batch in bar:
+            progress = (epoch + seen / run.steps_per_epoch) / self.tcfg.epochs
+            loss_value, logs = self._step(run, to_device(batch, self.device), progress, epoch)
+            seen += 1
+            running += loss_value
+            lr = run.scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            if self.info.is_main and run.step % self.tcfg.log_every == 0:
+                self.log.append({"kind": "step", "epoch": epoch + 1, "step": run.step, "loss": loss_value,
+                                 "lr": lr, **logs})
+        bar.close()
+        return running / max(1, seen)
 
+    def _step(self, run: _Run, batch: Any, progress: float, epoch: int) -> tuple[float, dict[str, float]]:
+        """Loss, divergence check, backward, clipping, optimiser and schedule step."""
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            loss, logs = self.task.compute_loss(run.model, batch, progress)
+        loss_value = all_reduce_mean(loss.detach().float().reshape(1), self.info).item()
+        if not math.isfinite(loss_value):
+            last = self.run_dir / "last.pt"
+            kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {run.step + 1}; stopped; {kept}")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), self.cfg.optim.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
+        return loss_value, logs
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of ``path``; a line torn by a kill or a full disk is skipped, so a resume still works."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
-    return records
+    def _end_epoch(self, run: _Run, epoch: int, train_loss: float, elapsed_s: float) -> None:
+        """Main process: validate (on eval epochs), keep the best, write the checkpoints and the logs."""
+        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": run.step, "train_loss": train_loss,
+                                  "lr": run.scheduler.get_last_lr()[0], "elapsed_s": elapsed_s}
+        if run.val_loader is not None and ((epoch + 1) % self.tcfg.eval_every == 0 or epoch + 1 == self.tcfg.epochs):
+            run.raw_model.eval()
+            metrics = self.task.evaluate(run.raw_model, run.val_loader)
+            record.update({k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()})
+        run.last_metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+        metric_name, mode = self.task.monitor
+        value = record.get(metric_name, record.get(f"val_{metric_name}"))
+        if value is None and metric_name == "val_loss":
+            value = record["train_loss"]
+        improved = value is not None and (value > run.best if mode == "max" else value < run.best)
+        if improved:
+            run.best = float(value)
+        self._save(run, epoch)
+        if improved or not (self.run_dir / "best.pt").exists():
+            atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
+        self.log.append(record)
+        self.log.write_csv()
+        self.log.print_epoch(record)
 
-
-def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv")) -> str:
-    return "\n".join(f"  {run_dir / n}" for n in names if (run_dir / n).exists())
+    def _save(self, run: _Run, epoch: int) -> None:
+        payload = {
+            **model_payload(self.task, run.raw_model, run.last_metrics),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if self.use_amp else {}, "epoch": epoch + 1, "step": run.step,
+            "best": run.best, "monitor": self.task.monitor[0], "metrics": run.last_metrics,
+        }
+        save_checkpoint(payload, self.run_dir / "last.pt")

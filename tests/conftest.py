@@ -24,6 +24,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait. Module
+    scope, so a module-scoped training fixture that a test requests after it also runs on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def real_dataset(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():
@@ -62,12 +72,3 @@ def one_line_error(capsys) -> str:
     assert len(err) == 1, err
     assert err[0].startswith("scrapvision: error:"), err[0]
     return err[0]
-
-
-@pytest.fixture()
-def one_thread():
-    """Smoke models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -12,6 +12,7 @@ import torch
 
 from scrapvision.api import load_trained
 from scrapvision.backbones import create_backbone
+from scrapvision.checkpoint import model_payload, save_checkpoint
 from scrapvision.config import from_dict, load_config, to_dict
 from scrapvision.data.synthetic.copper_granules import GeneratorSpec, write_dataset
 from scrapvision.errors import ConfigError, DataError
@@ -62,13 +63,13 @@ def test_physics_head_follows_the_formula_and_stays_valid():
     model = tiny_canet(num_classes=3)
     with torch.no_grad():  # impurity densities 2.7 and 1.2 g/cm^3
         raw = torch.log(torch.expm1(torch.tensor([[2.7, 1.2]]) - model.min_density))
-        model.impurity_density_raw.copy_(raw / model.density_step_scale)
+        model.impurity_density_param.copy_(raw)
     torch.testing.assert_close(model.impurity_densities(), torch.tensor([[2.7, 1.2]]))
     p = torch.tensor([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [0.0, 0.6, 0.4]])
     expected = 8.96 * 0.5 / (8.96 * 0.5 + 2.7 * 0.3 + 1.2 * 0.2)
     torch.testing.assert_close(model.content_from_proportions(p), torch.tensor([expected, 1.0, 0.0]))
     with torch.no_grad():  # densities pushed to the floor: still finite, positive
-        model.impurity_density_raw.fill_(-200.0)
+        model.impurity_density_param.fill_(-200.0)
     content = model.content_from_proportions(torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.4, 0.4]]))
     assert torch.isfinite(content).all() and (model.impurity_densities() > 0).all()
     with pytest.raises(ValueError):
@@ -84,6 +85,33 @@ def test_default_densities_start_on_both_sides_of_copper():
     assert float(densities.max()) > copper > float(densities.min())
     ratios = densities[1:] / densities[:-1]  # log-spaced: a constant ratio between neighbouring classes
     torch.testing.assert_close(ratios, torch.full_like(ratios, float(ratios.mean())), rtol=1e-3, atol=0)
+
+
+def test_density_weights_get_their_own_learning_rate_and_decay(tmp_path):
+    task = tiny_task(tmp_path, "optim.density_lr_scale=5")
+    model = task.build_model()
+    rest, densities = task.param_groups(model)
+    assert densities["params"] == [model.impurity_density_param]
+    assert densities["lr"] == pytest.approx(5 * task.cfg.optim.lr)
+    assert densities["weight_decay"] == pytest.approx(task.cfg.optim.weight_decay / 5)
+    assert len(rest["params"]) == len(list(model.parameters())) - 1 and "lr" not in rest
+
+
+def test_checkpoint_of_the_scaled_density_parameterisation_loads_converted(tmp_path):
+    """Before the optimiser parameter groups, the densities were softplus(s * raw) with s in the model
+    config; such a checkpoint must load with the same densities and s as the density lr multiplier."""
+    task = tiny_task(tmp_path)
+    model = task.build_model()
+    with torch.no_grad():
+        model.impurity_density_param.copy_(torch.linspace(-2.0, 3.0, model.impurity_density_param.numel()))
+    payload = model_payload(task, model)
+    payload["config"]["model"]["density_step_scale"] = 7.0
+    del payload["config"]["optim"]["density_lr_scale"]
+    payload["model"]["impurity_density_raw"] = payload["model"].pop("impurity_density_param") / 7.0
+    save_checkpoint(payload, tmp_path / "old.pt")
+    loaded_task, loaded = load_trained("canet", tmp_path / "old.pt")
+    torch.testing.assert_close(loaded.impurity_densities(), model.impurity_densities())
+    assert loaded_task.cfg.optim.density_lr_scale == 7.0
 
 
 def test_direct_regression_shapes_and_fixed_n():

@@ -14,11 +14,12 @@ from PIL import Image
 
 from scrapvision.checkpoint import load_checkpoint
 from scrapvision.config import load_config, save_config
+from scrapvision.data.class_masks import IGNORE_INDEX
 from scrapvision.data.synthetic.scrap_anomaly import make_scene
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.data import to_tensor
-from scrapvision.heads.clip_anomaly_parts.model import IGNORE_INDEX, FocalDiceLoss, PatchAdapter
+from scrapvision.models.clip_anomaly import FocalDiceLoss, PatchAdapter
 from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,13 +27,7 @@ TINY = ["model.image_size=[64, 64]", "data.n_train=48", "data.n_val=16", "train.
         "train.batch_size=8", "train.device=cpu", "train.log_every=1000", "optim.warmup_epochs=0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_task(*overrides: str) -> ClipAnomalyTask:

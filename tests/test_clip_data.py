@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
@@ -15,18 +14,11 @@ from scrapvision.data.class_masks import list_class_mask_items, read_class_list,
 from scrapvision.data.kolektor import list_kolektor
 from scrapvision.data.synthetic.scrap_anomaly import SCRAP_CLASSES, make_scene, write_scrap_anomaly
 from scrapvision.errors import DataError
-from scrapvision.heads.clip_anomaly_parts.data import balanced_order, kolektor_sets, resize_pair
+from scrapvision.heads.clip_anomaly_parts.data import kolektor_sets, resize_pair
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter, aupro, iou_per_class
 from scrapvision.heads.clip_anomaly_parts.overlay import class_colours, save_overlay
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_synthetic_scenes_are_deterministic_and_labelled():
@@ -205,13 +197,3 @@ def test_kolektor_folds_for_anomaly_segmentation():
     assert len(defective) >= 10  # about a third of the 52 defective images
     sample = val[val.names.index(defective[0])]  # the defect survives the resize to 256x96
     assert sample["image"].shape == (3, 256, 96) and set(sample["mask"].unique().tolist()) == {0, 1}
-
-
-def test_balanced_sampling_alternates_rare_anomalies():
-    flags = [True, False, False, True, False, False, False, False, False, False, False]
-    order = balanced_order(flags, torch.Generator().manual_seed(0))
-    assert len(order) == len(flags)
-    assert [flags[i] for i in order[:10]] == [True, False] * 5 and not flags[order[10]]
-    assert {0, 3} <= set(order) and len({i for i in order if not flags[i]}) >= 5  # normal ones differ
-    assert order == balanced_order(flags, torch.Generator().manual_seed(0))
-    assert sorted(balanced_order([False] * 4, torch.Generator().manual_seed(0))) == [0, 1, 2, 3]

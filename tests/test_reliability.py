@@ -16,6 +16,7 @@ import torch
 
 import toy_task  # noqa: F401
 from conftest import set_args
+from scrapvision import runlog
 from scrapvision import trainer as trainer_module
 from scrapvision.api import build_task, train
 from scrapvision.checkpoint import atomic_write, load_checkpoint
@@ -114,7 +115,7 @@ def test_kill_during_checkpoint_save_never_exposes_a_half_written_file(tmp_path)
 
 def test_full_disk_is_an_error_at_start(tmp_path, monkeypatch):
     usage = type("Usage", (), {"free": 10 * 2**20, "total": 2**30, "used": 2**30})
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda _: usage)
+    monkeypatch.setattr(runlog.shutil, "disk_usage", lambda _: usage)
     with pytest.raises(ScrapvisionError, match="only 10 MiB free"):
         Trainer(build_task("toy"), run_dir=tmp_path / "run")
 

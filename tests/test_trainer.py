@@ -44,6 +44,25 @@ def test_fit_writes_run_folder_and_learns(tmp_path):
     assert not list(result.run_dir.glob("*.tmp"))
 
 
+def test_param_groups_of_a_task_keep_their_lr_ratio_through_warmup_and_cosine(tmp_path, monkeypatch):
+    def head_ten_times_faster(self, model):
+        head = list(model.net[-1].parameters())
+        rest = [p for p in model.parameters() if all(p is not h for h in head)]
+        return [{"params": rest}, {"params": head, "lr": 10 * self.cfg.optim.lr}]
+
+    monkeypatch.setattr(toy_task.ToyTask, "param_groups", head_ten_times_faster)
+    result = train("toy", overrides=["train.epochs=3", "optim.warmup_epochs=1"], run_dir=tmp_path / "run")
+    groups = load_checkpoint(result.last_path)["optimizer"]["param_groups"]
+    assert len(groups) == 2 and 0 < groups[0]["lr"] < 1e-2  # the schedule ran
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+
+
+def test_param_groups_that_leave_out_a_trainable_parameter_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(toy_task.ToyTask, "param_groups", lambda self, model: [{"params": model.net[0].parameters()}])
+    with pytest.raises(ScrapvisionError, match="leaves out trainable parameters"):
+        train("toy", overrides=["train.epochs=1"], run_dir=tmp_path / "run")
+
+
 def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
     from scrapvision.cli import main
 

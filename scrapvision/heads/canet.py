@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from sklearn.metrics import r2_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
@@ -42,6 +40,7 @@ from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
 from ..registry import BACKBONES, TASKS
 from ..task import Task, model_device
+from .canet_parts.metrics import content_metrics
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,6 @@ class CanetModelConfig:
     copper_density: float = 8.96  # g/cm^3
     # impurity densities start log-spaced here; effective (area-based) densities of thick granules exceed copper's
     init_density_range: tuple[float, float] = (0.1, 16.0)
-    density_step_scale: float = 20.0  # lr multiplier of the density weights (else they barely move in a CPU run)
     decoder_width: int = 64  # direct baseline only
 
 
@@ -86,12 +84,19 @@ class CanetLossConfig:
 
 
 @dataclass(frozen=True)
+class CanetOptimConfig(OptimConfig):
+    # learning-rate multiplier of the I impurity-density weights: at the base lr they barely move in a CPU run
+    density_lr_scale: float = 20.0
+
+
+@dataclass(frozen=True)
 class CanetConfig:
     model: CanetModelConfig = field(default_factory=CanetModelConfig)
     data: CanetDataConfig = field(default_factory=CanetDataConfig)
     loss: CanetLossConfig = field(default_factory=CanetLossConfig)
     # lr chosen on the val split (1e-3 left the latent impurity classes undertrained)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
+    optim: CanetOptimConfig = field(
+        default_factory=lambda: CanetOptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
     # 8 bags of N photos per step; 60 epochs = 4800 steps, 9.3 min on 2 cores (benchmarks/results/canet.md)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, batch_size=8, log_every=20))
 
@@ -146,13 +151,43 @@ class CanetTask(Task):
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
-        m = self.cfg.model
-        backbone = build_canet_backbone(m)
+        model_cfg = self.cfg.model
+        backbone = build_canet_backbone(model_cfg)
         channels = backbone_channels(backbone)[-1]
-        if m.kind == "direct":
-            return DirectRegression(backbone, channels, self.cfg.data.images_per_sample, m.decoder_width)
-        return CANet(backbone, channels, m.num_classes, m.hidden, m.copper_density, m.init_density_range,
-                     density_step_scale=m.density_step_scale)
+        if model_cfg.kind == "direct":
+            return DirectRegression(backbone, channels, self.cfg.data.images_per_sample, model_cfg.decoder_width)
+        return CANet(backbone, channels, model_cfg.num_classes, model_cfg.hidden, model_cfg.copper_density,
+                     model_cfg.init_density_range)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The density weights learn ``optim.density_lr_scale`` times faster; their weight decay is divided
+        by the same factor, so each step decays them by the same fraction as every other weight."""
+        if not isinstance(model, CANet):
+            return super().param_groups(model)
+        optim, densities = self.cfg.optim, model.impurity_density_param
+        rest = [p for p in model.parameters() if p is not densities]
+        return [{"params": rest},
+                {"params": [densities], "lr": optim.lr * optim.density_lr_scale,
+                 "weight_decay": optim.weight_decay / optim.density_lr_scale}]
+
+    @classmethod
+    def upgrade_checkpoint(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints from before the optimiser parameter groups kept ``model.density_step_scale`` s and the
+        weights ``impurity_density_raw`` with densities ``softplus(s * raw)``: now ``optim.density_lr_scale``
+        and ``impurity_density_param = s * raw`` (the same densities)."""
+        model_cfg = dict(payload.get("config", {}).get("model", {}))
+        if "density_step_scale" not in model_cfg:
+            return payload
+        scale = model_cfg.pop("density_step_scale")
+        config = {**payload["config"], "model": model_cfg,
+                  "optim": {**payload["config"].get("optim", {}), "density_lr_scale": scale}}
+        upgraded = {**payload, "config": config}
+        if "model" in payload:
+            state = dict(payload["model"])
+            if "impurity_density_raw" in state:
+                state["impurity_density_param"] = scale * state.pop("impurity_density_raw")
+            upgraded["model"] = state
+        return upgraded
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         size = self.cfg.model.img_size
@@ -164,17 +199,18 @@ class CanetTask(Task):
 
     # ------------------------------------------------------------------ data
     def _spec(self) -> GeneratorSpec:
-        d = self.cfg.data
-        return GeneratorSpec(image_size=d.synthetic_render_size, field_mm=d.synthetic_field_mm, stirs=d.synthetic_stirs,
-                             impurity_types=d.synthetic_impurity_types, content_range=d.synthetic_content_range)
+        data_cfg = self.cfg.data
+        return GeneratorSpec(image_size=data_cfg.synthetic_render_size, field_mm=data_cfg.synthetic_field_mm,
+                             stirs=data_cfg.synthetic_stirs, impurity_types=data_cfg.synthetic_impurity_types,
+                             content_range=data_cfg.synthetic_content_range)
 
     def _store(self, split: str) -> SampleStore:
-        d = self.cfg.data
-        if not d.root:
-            count = d.synthetic_train if split == "train" else d.synthetic_val
-            rendered = render_split(self._spec(), d.synthetic_seed, split, count, self.cfg.model.img_size)
+        data_cfg = self.cfg.data
+        if not data_cfg.root:
+            count = data_cfg.synthetic_train if split == "train" else data_cfg.synthetic_val
+            rendered = render_split(self._spec(), data_cfg.synthetic_seed, split, count, self.cfg.model.img_size)
             return SampleStore(list(rendered.images), list(rendered.masks), list(rendered.areas), list(rendered.contents))
-        return FolderStore(list_samples(Path(d.root) / split), self.cfg.model.img_size)
+        return FolderStore(list_samples(Path(data_cfg.root) / split), self.cfg.model.img_size)
 
     def _eval_n(self) -> int:
         return self.cfg.data.eval_images_per_sample or self.cfg.data.images_per_sample
@@ -271,27 +307,6 @@ class CanetTask(Task):
 def _collate(items: list[dict]) -> Any:
     """Training batches stack as usual; prediction items stay a list, since samples differ in photo count."""
     return items if "sample" in items[0] else default_collate(items)
-
-
-def content_metrics(true_c: np.ndarray, pred_c: np.ndarray, true_a: np.ndarray, pred_a: np.ndarray | None,
-                    loss_sum: float = 0.0) -> dict[str, float]:
-    """Content errors in percentage points (pp) of mass fraction, R^2, and per-photo copper-area errors.
-    ``trivial_mae_pp`` scores the "copper area fraction of the masks = content" estimate on the same photos."""
-    err = 100 * (pred_c - true_c)
-    metrics = {
-        "loss": loss_sum / max(1, len(true_c)),
-        "content_mae_pp": float(np.abs(err).mean()),
-        "content_rmse_pp": float(np.sqrt((err**2).mean())),
-        "content_r2": float(r2_score(true_c, pred_c)) if len(true_c) > 1 else float("nan"),
-        "content_max_err_pp": float(np.abs(err).max()),
-        "within_1pp": float((np.abs(err) <= 1).mean()),
-        "trivial_mae_pp": float(100 * np.abs(true_a.mean(1) - true_c).mean()),
-    }
-    if pred_a is not None:
-        area_err = 100 * (pred_a - true_a)
-        metrics["area_mae_pp"] = float(np.abs(area_err).mean())
-        metrics["area_rmse_pp"] = float(np.sqrt((area_err**2).mean()))
-    return metrics
 
 
 def _sample_folders(inputs: Path, allow_outside: bool = False) -> list[Path]:

@@ -38,15 +38,16 @@ from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.class_masks import read_class_list
 from ..data.images import read_image
+from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
 from ..errors import ConfigError, ScrapvisionError
+from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from ..registry import TASKS
 from ..task import Task, model_device
 from .clip_anomaly_parts.data import (
     KOLEKTOR_CLASSES,
     ClipImageFiles,
     SegDataset,
-    balanced_order,
     class_mask_sets,
     folder_sets,
     kolektor_sets,
@@ -54,7 +55,6 @@ from .clip_anomaly_parts.data import (
     synthetic_sets,
 )
 from .clip_anomaly_parts.metrics import SegAnomalyMeter
-from .clip_anomaly_parts.model import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from .clip_anomaly_parts.overlay import save_overlay
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
@@ -158,26 +158,30 @@ class ClipAnomalyTask(Task):
         return self._class_names
 
     def prompts(self) -> list[list[str]]:
-        p = self.cfg.prompts
-        if not p.templates or any("{}" not in t for t in p.templates) or "{}" not in p.anomaly:
+        prompt_cfg = self.cfg.prompts
+        templates = prompt_cfg.templates
+        if not templates or any("{}" not in t for t in templates) or "{}" not in prompt_cfg.anomaly:
             raise ConfigError("config key 'prompts': every template and 'anomaly' need a {} placeholder")
         names = self.class_names()
-        texts = [p.normal] + [p.anomaly.format(n) for n in names[1:]]
-        return [[t.format(text) for t in p.templates] for text in texts]
+        texts = [prompt_cfg.normal] + [prompt_cfg.anomaly.format(n) for n in names[1:]]
+        return [[t.format(text) for t in prompt_cfg.templates] for text in texts]
 
     def _datasets(self) -> tuple[SegDataset, SegDataset, tuple[str, ...]]:
         if self._sets is None:
-            d, size, seed = self.cfg.data, self.cfg.model.image_size, self.cfg.train.seed
-            if not d.root:
-                self._sets = synthetic_sets(size, d.n_train, d.n_val, d.synthetic_seed, d.clean_fraction, seed)
-            elif d.format == "kolektor":
-                self._sets = kolektor_sets(d.root, size, d.fold, d.n_folds, d.split_seed, seed)
-            elif d.format in ("folder", "mvtec"):
-                train, val, self._test, names = folder_sets(d.root, size, d.fold, d.n_folds, d.val_fraction,
-                                                            d.split_seed, seed, self.layout_classes())
+            data_cfg, size, seed = self.cfg.data, self.cfg.model.image_size, self.cfg.train.seed
+            if not data_cfg.root:
+                self._sets = synthetic_sets(size, data_cfg.n_train, data_cfg.n_val, data_cfg.synthetic_seed,
+                                            data_cfg.clean_fraction, seed)
+            elif data_cfg.format == "kolektor":
+                self._sets = kolektor_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds, data_cfg.split_seed,
+                                           seed)
+            elif data_cfg.format in ("folder", "mvtec"):
+                train, val, self._test, names = folder_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds,
+                                                            data_cfg.val_fraction, data_cfg.split_seed, seed,
+                                                            self.layout_classes())
                 self._sets = (train, val, names)
             else:
-                self._sets = class_mask_sets(d.root, size, d.val_fraction, d.split_seed, seed)
+                self._sets = class_mask_sets(data_cfg.root, size, data_cfg.val_fraction, data_cfg.split_seed, seed)
             if len(self._sets[2]) != len(self.class_names()):
                 raise ConfigError(f"config key 'model.class_names': {len(self.class_names())} names, the data "
                                   f"has {len(self._sets[2])} classes ({', '.join(self._sets[2])})")
@@ -199,25 +203,25 @@ class ClipAnomalyTask(Task):
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
         if self.cfg.data.sampling == "balanced" and isinstance(dataset, SegDataset):
-            return balanced_order(dataset.anomalous(), generator)
+            return balanced_order(dataset.anomalous(), epoch, self.cfg.train.seed, generator, dataset_length=True)
         return super().epoch_indices(dataset, epoch, generator)
 
     # ----------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
-        m = self.cfg.model
-        clip = build_clip(m.clip_name, m.weights, m.image_size)
-        tokenizer = clip_tokenizer(m.clip_name, clip, m.weights)
+        model_cfg = self.cfg.model
+        clip = build_clip(model_cfg.clip_name, model_cfg.weights, model_cfg.image_size)
+        tokenizer = clip_tokenizer(model_cfg.clip_name, clip, model_cfg.weights)
         text = encode_prompts(clip, tokenizer, self.prompts())
         ln_post, proj = clip.visual.ln_post, clip.visual.proj
         n_layers = len(clip.visual.transformer.resblocks)
         # untrained adapters = CLIP's own projection, which only the last block's tokens are aligned with
-        default = (n_layers - 1,) if m.mode == "zero_shot" else even_blocks(n_layers, m.n_scales)
-        encoder = ClipPatchTokens(clip.visual, m.blocks or default)
-        model = ClipAnomalySegmenter(encoder, text, int(text.shape[1]), 1.0 / m.temperature, m.mode,
+        default = (n_layers - 1,) if model_cfg.mode == "zero_shot" else even_blocks(n_layers, model_cfg.n_scales)
+        encoder = ClipPatchTokens(clip.visual, model_cfg.blocks or default)
+        model = ClipAnomalySegmenter(encoder, text, int(text.shape[1]), 1.0 / model_cfg.temperature, model_cfg.mode,
                                      self.cfg.few_shot.memory_weight)
         for adapter in model.adapters:
             adapter.init_from_clip(ln_post, proj)
-        set_trainable(model, m.finetune, m.last_k)
+        set_trainable(model, model_cfg.finetune, model_cfg.last_k)
         return model
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
@@ -244,8 +248,8 @@ class ClipAnomalyTask(Task):
             return
         if not isinstance(model, ClipAnomalySegmenter):
             raise ScrapvisionError("model.mode=few_shot needs the PyTorch engine (the memory bank is not exported)")
-        fs = self.cfg.few_shot
-        images, masks = reference_batch(self._datasets()[0], fs.k, fs.references == "normal")
+        few_shot_cfg = self.cfg.few_shot
+        images, masks = reference_batch(self._datasets()[0], few_shot_cfg.k, few_shot_cfg.references == "normal")
         device = model_device(model)
         model.eval()
         model.set_memory(images.to(device), masks.to(device))

@@ -33,6 +33,7 @@ from ..data.classification import (
     split_indices,
 )
 from ..data.inference import input_files, input_keys
+from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_grades import generate_images, grade_names
 from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
@@ -121,40 +122,42 @@ class ScrapClsTask(Task):
 
     # ------------------------------------------------------------------ data
     def _names_from_data(self) -> list[str]:
-        d = self.cfg.data
-        if not d.root:
-            return grade_names(d.synthetic_classes)
-        return sorted({r.label for r in find_records(d.root, d.layout, d.csv)})
+        data_cfg = self.cfg.data
+        if not data_cfg.root:
+            return grade_names(data_cfg.synthetic_classes)
+        return sorted({r.label for r in find_records(data_cfg.root, data_cfg.layout, data_cfg.csv)})
 
     def _load(self) -> tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset]:
         """(train, val, all) datasets, decoded once; applies the unreadable-image policy."""
         if self._splits is not None:
             return self._splits
-        d, seed = self.cfg.data, self.cfg.train.seed
-        size, load_size = d.image_size, round(d.image_size * LOAD_RATIO)
-        if not d.root:
-            names = grade_names(d.synthetic_classes)
-            tr_img, tr_lab, _ = generate_images(d.synthetic_train_per_class, load_size, d.synthetic_seed, len(names))
-            va_img, va_lab, _ = generate_images(d.synthetic_val_per_class, load_size, d.synthetic_seed + 1, len(names))
+        data_cfg, seed = self.cfg.data, self.cfg.train.seed
+        size, load_size = data_cfg.image_size, round(data_cfg.image_size * LOAD_RATIO)
+        if not data_cfg.root:
+            names = grade_names(data_cfg.synthetic_classes)
+            synthetic_seed = data_cfg.synthetic_seed
+            tr_img, tr_lab, _ = generate_images(data_cfg.synthetic_train_per_class, load_size, synthetic_seed, len(names))
+            va_img, va_lab, _ = generate_images(data_cfg.synthetic_val_per_class, load_size, synthetic_seed + 1, len(names))
             self.class_names = self.class_names or names
-            train = ClassificationDataset(tr_img, tr_lab, size, d.augment, seed)
+            train = ClassificationDataset(tr_img, tr_lab, size, data_cfg.augment, seed)
             val = ClassificationDataset(va_img, va_lab, size, "none")
             self._splits = (train, val, val)
             return self._splits
-        records = find_records(d.root, d.layout, d.csv)
+        records = find_records(data_cfg.root, data_cfg.layout, data_cfg.csv)
         names = self.class_names or sorted({r.label for r in records})
         unknown = sorted({r.label for r in records} - set(names))
         if unknown:
-            raise DataError(f"data {d.root}: class {unknown[0]!r} is not one of the model's {len(names)} classes")
+            raise DataError(f"data {data_cfg.root}: class {unknown[0]!r} is not one of the model's "
+                            f"{len(names)} classes")
         self.class_names = names
         try:
-            train_idx, val_idx = split_indices([r.label for r in records], d.val_fraction, d.split_seed, d.folds,
-                                               d.fold)
+            train_idx, val_idx = split_indices([r.label for r in records], data_cfg.val_fraction,
+                                               data_cfg.split_seed, data_cfg.folds, data_cfg.fold)
         except DataError:
-            if d.eval_split != "all":  # scoring a whole test folder needs no split
+            if data_cfg.eval_split != "all":  # scoring a whole test folder needs no split
                 raise
             train_idx, val_idx = [], []
-        images, kept, self.skipped = load_images([r.path for r in records], d.unreadable, load_size)
+        images, kept, self.skipped = load_images([r.path for r in records], data_cfg.unreadable, load_size)
         if self.skipped:
             _warn(f"skipped {len(self.skipped)} unreadable image(s) (data.unreadable=skip):")
             for message in self.skipped:
@@ -167,7 +170,7 @@ class ScrapClsTask(Task):
             return ClassificationDataset([images[position[i]] for i in keep], [labels[i] for i in keep], size,
                                          augment, seed)
 
-        self._splits = (subset(train_idx, d.augment), subset(val_idx, "none"), subset(sorted(position), "none"))
+        self._splits = (subset(train_idx, data_cfg.augment), subset(val_idx, "none"), subset(sorted(position), "none"))
         return self._splits
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
@@ -181,9 +184,8 @@ class ScrapClsTask(Task):
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         if self.cfg.data.sampling == "uniform":
             return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
-        labels = torch.tensor(dataset.labels)  # type: ignore[attr-defined]
-        weights = 1.0 / torch.bincount(labels).float()[labels]
-        return torch.multinomial(weights, len(labels), replacement=True, generator=generator).tolist()
+        return balanced_order(dataset.labels, epoch, self.cfg.train.seed, generator,  # type: ignore[attr-defined]
+                              dataset_length=True)
 
     def checkpoint_extras(self) -> dict:
         return {"class_names": list(self.class_names or self._names_from_data())}
@@ -194,10 +196,11 @@ class ScrapClsTask(Task):
 
     # ------------------------------------------------------------------ model and loss
     def build_model(self) -> nn.Module:
-        m = self.cfg.model
+        model_cfg = self.cfg.model
         names = self.class_names or self._names_from_data()
-        return ScrapClassifier(len(names), m.backbone, m.variant, m.stages, m.weights or None, m.fuse_channels,
-                               m.sef_groups, m.dropout)
+        return ScrapClassifier(len(names), model_cfg.backbone, model_cfg.variant, model_cfg.stages,
+                               model_cfg.weights or None, model_cfg.fuse_channels, model_cfg.sef_groups,
+                               model_cfg.dropout)
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
         path = self.cfg.loss.teacher
@@ -221,9 +224,9 @@ class ScrapClsTask(Task):
     def compute_loss(self, model, batch, progress):
         images, target = batch["image"], batch["label"]
         logits, aux = model(images, return_aux=True)
-        lc = self.cfg.loss
-        return clfsef_loss(logits, aux, target, self._teacher_logits(images), lc.aux_weight, lc.kd_weight,
-                           lc.kd_temperature, lc.entropy_weight)
+        loss_cfg = self.cfg.loss
+        return clfsef_loss(logits, aux, target, self._teacher_logits(images), loss_cfg.aux_weight, loss_cfg.kd_weight,
+                           loss_cfg.kd_temperature, loss_cfg.entropy_weight)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:

@@ -59,6 +59,7 @@ from ..data.folder import (
 from ..data.images import sample_rng
 from ..data.inference import input_files, input_keys
 from ..data.kolektor import item_group, list_kolektor
+from ..data.sampling import balanced_order
 from ..data.severstal import SeverstalRecord, load_records
 from ..data.splits import fold_split
 from ..data.synthetic.surface_defects import generate_parts
@@ -67,7 +68,7 @@ from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
-from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, balanced_order
+from .segdec_parts.data import GrayFiles, Sample, SegDecDataset
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
 
 

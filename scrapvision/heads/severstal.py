@@ -16,15 +16,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from segmentation_models_pytorch.base.heads import ClassificationHead, SegmentationHead
-from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
-from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.folder import is_folder_layout, read_layout, split_items
@@ -40,8 +36,9 @@ from ..data.severstal import (
     split_records,
 )
 from ..data.synthetic.steel_strip import generate_records
-from ..errors import ConfigError, ScrapvisionError
+from ..errors import ConfigError
 from ..metrics import KaggleDiceMeter
+from ..models.severstal import SeverstalNet
 from ..registry import TASKS
 from ..task import Task, model_device
 
@@ -100,45 +97,6 @@ class SeverstalConfig:
                 raise ConfigError(f"config key 'post.{key}': needs {NUM_CLASSES} values, one per class")
 
 
-# ---------------------------------------------------------------------------- model
-class SeverstalNet(nn.Module):
-    """Backbone -> U-Net/FPN decoder -> 4 mask logits, plus 4 image-level logits.
-
-    ``forward`` returns ``(mask_logits [B,4,H,W], label_logits [B,4])``. Without the classifier the
-    image-level logits are the per-class maximum of the mask logits.
-    """
-
-    def __init__(self, backbone: str = "resnet18", arch: str = "unet", weights: str | None = None,
-                 decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16), fpn_channels: int = 128,
-                 classifier: bool = True, num_classes: int = NUM_CLASSES, in_chans: int = 3) -> None:
-        super().__init__()
-        self.encoder = create_backbone(backbone, weights=weights or None, in_chans=in_chans)
-        strides = backbone_strides(self.encoder)
-        if strides != [2, 4, 8, 16, 32]:
-            raise ScrapvisionError(f"severstal needs a backbone with 5 stages of strides 2..32; {backbone!r} has {strides}")
-        channels = [in_chans, *backbone_channels(self.encoder)]
-        if arch == "unet":
-            self.decoder = UnetDecoder(channels, tuple(decoder_channels), n_blocks=len(decoder_channels))
-            self.seg_head = SegmentationHead(decoder_channels[-1], num_classes, kernel_size=3)
-        elif arch == "fpn":
-            if fpn_channels % 32:
-                raise ScrapvisionError(f"model.fpn_channels={fpn_channels}: must be a multiple of 32 (GroupNorm)")
-            self.decoder = FPNDecoder(channels, encoder_depth=5, pyramid_channels=fpn_channels,
-                                      segmentation_channels=fpn_channels, dropout=0.0)
-            self.seg_head = SegmentationHead(fpn_channels, num_classes, kernel_size=1, upsampling=4)
-        else:
-            raise ScrapvisionError(f"severstal arch {arch!r}: expected 'unet' or 'fpn'")
-        self.cls_head = ClassificationHead(channels[-1], num_classes, dropout=0.2) if classifier else None
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = [x, *self.encoder(x)]
-        masks = self.seg_head(self.decoder(features))
-        if masks.shape[-2:] != x.shape[-2:]:
-            masks = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        labels = self.cls_head(features[-1]) if self.cls_head is not None else masks.amax(dim=(-2, -1))
-        return masks, labels
-
-
 def postprocess(mask_logits: torch.Tensor, label_logits: torch.Tensor, size: tuple[int, int],
                 threshold: tuple[float, ...], min_area: tuple[int, ...], cls_threshold: float) -> torch.Tensor:
     """Logits -> boolean [B,4,H,W] masks at ``size``: threshold, drop small masks, gate by the classifier."""
@@ -184,20 +142,22 @@ class SeverstalTask(Task):
         self.dice_loss = DiceLoss("multilabel", from_logits=True)
 
     def build_model(self) -> nn.Module:
-        m = self.cfg.model
-        return SeverstalNet(m.backbone, m.arch, m.weights, m.decoder_channels, m.fpn_channels, m.classifier)
+        model_cfg = self.cfg.model
+        return SeverstalNet(model_cfg.backbone, model_cfg.arch, model_cfg.weights, model_cfg.decoder_channels,
+                            model_cfg.fpn_channels, model_cfg.classifier, num_classes=NUM_CLASSES)
 
     def _records(self):
-        d = self.cfg.data
-        if not d.root:
-            train = generate_records(d.synthetic_train, seed=d.synthetic_seed, shape=d.synthetic_shape)
-            val = generate_records(d.synthetic_val, seed=d.synthetic_seed + 1, shape=d.synthetic_shape)
+        data_cfg = self.cfg.data
+        if not data_cfg.root:
+            seed, shape = data_cfg.synthetic_seed, data_cfg.synthetic_shape
+            train = generate_records(data_cfg.synthetic_train, seed=seed, shape=shape)
+            val = generate_records(data_cfg.synthetic_val, seed=seed + 1, shape=shape)
             return train, val
-        if is_folder_layout(d.root):
+        if is_folder_layout(data_cfg.root):
             train, val, _ = self._folder_parts()
             return train, val
-        records = load_records(d.root, coverage=d.coverage or None)
-        return split_records(records, d.val_fraction, seed=self.cfg.train.seed)
+        records = load_records(data_cfg.root, coverage=data_cfg.coverage or None)
+        return split_records(records, data_cfg.val_fraction, seed=self.cfg.train.seed)
 
     def _folder_parts(self) -> tuple[list[SeverstalRecord], ...]:
         """(train, validation, test) records of the generic layout (labels.csv ``split`` or a grouped,
@@ -210,20 +170,22 @@ class SeverstalTask(Task):
         return NUM_CLASSES + 1
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        d, seed = self.cfg.data, self.cfg.train.seed
+        data_cfg, seed = self.cfg.data, self.cfg.train.seed
         train, val = self._records()
-        return (SeverstalDataset(train, d.image_size, augment=d.augment, seed=seed),
-                WithFullMasks(SeverstalDataset(val, d.image_size, augment=False, seed=seed)))
+        return (SeverstalDataset(train, data_cfg.image_size, augment=data_cfg.augment, seed=seed),
+                WithFullMasks(SeverstalDataset(val, data_cfg.image_size, augment=False, seed=seed)))
 
     def build_eval_dataset(self) -> Dataset:
         """``eval --data DIR`` scores every fully-labelled image of DIR; synthetic: the validation split."""
-        d = self.cfg.data
-        if d.root and is_folder_layout(d.root):  # the test split when labels.csv has one, else every image
+        data_cfg = self.cfg.data
+        if data_cfg.root and is_folder_layout(data_cfg.root):  # the test split when labels.csv has one, else all
             train, val, test = self._folder_parts()
             records = test or train + val
+        elif data_cfg.root:
+            records = load_records(data_cfg.root, coverage=data_cfg.coverage or None)
         else:
-            records = load_records(d.root, coverage=d.coverage or None) if d.root else self._records()[1]
-        return WithFullMasks(SeverstalDataset(records, d.image_size, augment=False))
+            records = self._records()[1]
+        return WithFullMasks(SeverstalDataset(records, data_cfg.image_size, augment=False))
 
     def compute_loss(self, model, batch, progress):
         masks, labels = model(batch["image"])

@@ -62,15 +62,12 @@ class CANet(nn.Module):
         copper_density: float = 8.96,
         init_densities: Sequence[float] = (0.1, 16.0),
         min_density: float = 1e-3,
-        density_step_scale: float = 20.0,
     ) -> None:
         """``init_densities`` = (low, high): the I impurity densities start log-spaced over this range, so
-        the latent classes start different and can specialise by how heavy their material is.
-
-        ``density_step_scale``: the densities are ``softplus(scale * raw)``. Adam moves ``raw`` by about
-        the learning rate per step whatever the gradient size, so without the scale (1.0) the densities
-        crawl ~0.001 g/cm3 per step and stay at their initial values for a whole CPU run; the scale is a
-        per-parameter learning-rate multiplier for these I weights, which the one Trainer cannot set."""
+        the latent classes start different and can specialise by how heavy their material is. The
+        densities are ``softplus(impurity_density_param) + min_density``; Adam moves these I weights by
+        about the learning rate per step, ~0.001 g/cm3, so a head that wants them to move in a short run
+        gives them a larger learning rate (``canet`` does, through its optimiser parameter groups)."""
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes counts copper plus at least one impurity class, got {num_classes}")
@@ -84,14 +81,13 @@ class CANet(nn.Module):
         )
         low, high = init_densities
         start = torch.logspace(math.log10(low), math.log10(high), num_classes - 1) - min_density
-        raw = _inverse_softplus(start.clamp_min(1e-4)) / density_step_scale
-        self.impurity_density_raw = nn.Parameter(raw.view(1, -1))
+        self.impurity_density_param = nn.Parameter(_inverse_softplus(start.clamp_min(1e-4)).view(1, -1))
         self.register_buffer("copper_density", torch.tensor(float(copper_density)))
-        self.min_density, self.density_step_scale = min_density, density_step_scale
+        self.min_density = min_density
 
     def impurity_densities(self) -> torch.Tensor:
         """The FC weights as densities, [1, I], always > 0."""
-        return F.softplus(self.density_step_scale * self.impurity_density_raw) + self.min_density
+        return F.softplus(self.impurity_density_param) + self.min_density
 
     def content_from_proportions(self, proportions: torch.Tensor) -> torch.Tensor:
         """[..., I+1] area proportions (summing to one) -> copper mass fraction [...]."""

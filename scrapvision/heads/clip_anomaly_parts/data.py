@@ -196,22 +196,3 @@ class ClipImageFiles(ImageFiles):
         super().__init__(files, image_size, mode, keys)
         self.transform = A.Compose([A.Resize(*image_size, area_for_downscale="image"),
                                     A.Normalize(mean=CLIP_MEAN.tolist(), std=CLIP_STD.tolist())])
-
-
-def balanced_order(flags: Sequence[bool], generator: torch.Generator) -> list[int]:
-    """One epoch (as long as the data set) alternating samples with and without anomalies; the rarer
-    kind is repeated, each kind drawn as consecutive seeded permutations."""
-    pos = [i for i, f in enumerate(flags) if f]
-    neg = [i for i, f in enumerate(flags) if not f]
-    if not pos or not neg:
-        return torch.randperm(len(flags), generator=generator).tolist()
-
-    def draw(pool: list[int], n: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < n:
-            out += [pool[j] for j in torch.randperm(len(pool), generator=generator).tolist()]
-        return out[:n]
-
-    n_pos = len(flags) // 2
-    return [i for pair in zip(draw(pos, n_pos), draw(neg, len(flags) - n_pos)) for i in pair] + \
-        draw(neg, len(flags) - 2 * n_pos)

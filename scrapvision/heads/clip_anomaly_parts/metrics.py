@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-IGNORE_INDEX = 255
+from ...data.class_masks import IGNORE_INDEX
 
 
 def iou_per_class(confusion: np.ndarray) -> np.ndarray:

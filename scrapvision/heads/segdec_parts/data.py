@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ...data.images import read_image, sample_rng
 from ...data.kolektor import read_kolektor_mask
+from ...data.sampling import balanced_order  # noqa: F401  (tests/test_segdec.py still imports it from here)
 
 #: where pixels come from: a file, an array in memory (synthetic data) or a loader called when needed
 Source = Path | np.ndarray | Callable[[], np.ndarray]
@@ -120,22 +121,6 @@ class SegDecDataset(Dataset):
             "label": torch.tensor(float(s.defective)),
             "index": torch.tensor(index),
         }
-
-
-def balanced_order(labels: list[bool], epoch: int, seed: int, generator: torch.Generator) -> list[int]:
-    """Every positive once plus as many negatives, the negatives cycling through seeded permutations so each
-    is seen equally often over epochs (Bozic et al.'s balanced sampling). Falls back to a plain shuffle."""
-    pos = [i for i, y in enumerate(labels) if y]
-    neg = [i for i, y in enumerate(labels) if not y]
-    if not pos or not neg:
-        return torch.randperm(len(labels), generator=generator).tolist()
-    chosen = []
-    for k in range(epoch * len(pos), (epoch + 1) * len(pos)):
-        cycle, pos_in_cycle = divmod(k, len(neg))
-        perm = sample_rng(seed, cycle, 7919).permutation(len(neg))
-        chosen.append(neg[perm[pos_in_cycle]])
-    order = pos + chosen
-    return [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
 
 
 class GrayFiles(Dataset):

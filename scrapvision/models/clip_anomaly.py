@@ -1,4 +1,4 @@
-"""Pure modules of the CLIP-prompted impurity segmenter (no config objects inside).
+"""Pure modules of the ``clip_anomaly`` head, the CLIP-prompted impurity segmenter (no config objects inside).
 
 Per scale s, patch tokens go through a trainable adapter (LayerNorm + Linear, initialised from CLIP's own
 ``ln_post``/``proj`` so that with no training it is plain prompt matching) into the joint space; the
@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
 
-from ...backbones.clip import ClipPatchTokens
-
-IGNORE_INDEX = 255
+from ..backbones.clip import ClipPatchTokens
+from ..data.class_masks import IGNORE_INDEX
 
 
 class PatchAdapter(nn.Sequential):
