@@ -36,3 +36,12 @@ def test_order_depends_only_on_seed_and_epoch():
     assert order(labels, 3, seed=5) == order(labels, 3, seed=5)  # a resumed run and every DDP rank agree
     assert order(labels, 3, seed=5) != order(labels, 4, seed=5)
     assert sorted(order([1] * 6, 0)) == list(range(6))  # one class: a plain shuffle
+
+
+def test_anchor_class_is_drawn_whole_even_when_it_is_the_majority():
+    """segdec's rule: every defective image once per epoch plus as many defect-free ones (repeated when
+    they are fewer), so a small training split with more defects than not still sees all of them."""
+    labels = [True] * 7 + [False] * 3
+    order = balanced_order(labels, 0, 0, torch.Generator().manual_seed(0), anchor=1)
+    assert sorted(i for i in order if labels[i]) == list(range(7))
+    assert len(order) == 14 and sum(not labels[i] for i in order) == 7

@@ -44,12 +44,14 @@ class EpochSampler(Sampler[int]):
 
 
 def balanced_order(labels: Sequence[int], epoch: int, seed: int, generator: torch.Generator,
-                   dataset_length: bool = False) -> list[int]:
+                   dataset_length: bool = False, anchor: int | None = None) -> list[int]:
     """Indices of one epoch in which every class (a label value; bools work) is drawn equally often.
 
     By default a class is drawn as often as the rarest class has samples: every sample of the rarest
     once plus as many of each other class (Bozic et al.'s balanced sampling for defects);
-    ``dataset_length`` makes the epoch as long as the data set instead. The draws of a class walk through
+    ``dataset_length`` makes the epoch as long as the data set instead; ``anchor`` draws every class as
+    often as that class has samples (segdec: every defective image once per epoch, as many defect-free ones,
+    also when defects are the majority). The draws of a class walk through
     permutations keyed by ``(seed, cycle, 7919 + label)`` that continue from epoch to epoch, so over a run
     every member is drawn equally often; a class taken whole in an epoch is taken in index order. The
     epoch is then shuffled by ``generator``. Everything derives from ``(seed, epoch)`` and the generator,
@@ -60,9 +62,13 @@ def balanced_order(labels: Sequence[int], epoch: int, seed: int, generator: torc
         by_class.setdefault(int(label), []).append(index)
     if len(by_class) < 2:
         return torch.randperm(len(labels), generator=generator).tolist()
-    draws = len(labels) // len(by_class) if dataset_length else min(len(m) for m in by_class.values())
+    if anchor is not None and anchor in by_class:
+        draws = len(by_class[anchor])
+    else:
+        draws = len(labels) // len(by_class) if dataset_length else min(len(m) for m in by_class.values())
     order: list[int] = []
-    for label, members in sorted(by_class.items(), key=lambda item: (len(item[1]), item[0])):  # rarest first
+    rank = lambda item: (item[0] != anchor, len(item[1]), item[0])  # noqa: E731 - anchor, then rarest first
+    for label, members in sorted(by_class.items(), key=rank):
         order += _cycled(members, epoch * draws, draws, seed, 7919 + label)
     return [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
 

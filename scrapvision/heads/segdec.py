@@ -285,7 +285,7 @@ class SegDecTask(Task):
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         if not self.cfg.loss.balanced_sampling or not isinstance(dataset, SegDecDataset):
             return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
-        return balanced_order(dataset.labels, epoch, self.cfg.train.seed, generator)
+        return balanced_order(dataset.labels, epoch, self.cfg.train.seed, generator, anchor=1)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
