@@ -72,3 +72,25 @@ def one_line_error(capsys) -> str:
     assert len(err) == 1, err
     assert err[0].startswith("scrapvision: error:"), err[0]
     return err[0]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """An untrained checkpoint of each head in its smoke configuration (built once per module and head)."""
+    from scrapvision.api import build_task
+    from scrapvision.checkpoint import model_payload, save_checkpoint
+    from scrapvision.registry import TASKS
+
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            task = build_task(name, overrides=TASKS.get(name).smoke_overrides)
+            torch.manual_seed(0)
+            model = task.build_model().eval()
+            path = tmp_path_factory.mktemp(name) / "smoke.pt"
+            save_checkpoint(model_payload(task, model), path)
+            cache[name] = (task, model, path)
+        return cache[name]
+
+    return get

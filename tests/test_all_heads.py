@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import CodePayload, one_line_error, set_args, write_photos
 from scrapvision import TASKS
-from scrapvision.api import build_task, evaluate, train
-from scrapvision.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from scrapvision.api import evaluate, train
+from scrapvision.checkpoint import load_checkpoint, save_checkpoint
 from scrapvision.cli import main
 from scrapvision.export import OnnxEngine, export_onnx
 from scrapvision.heads import load_all
@@ -24,24 +24,6 @@ from scrapvision.trainer import TrainingDiverged
 
 load_all()
 HEADS = [name for name in TASKS.names() if name != "toy"]
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """An untrained checkpoint of each head in its smoke configuration (built once per head)."""
-    cache: dict[str, tuple] = {}
-
-    def get(name: str):
-        if name not in cache:
-            task = build_task(name, overrides=TASKS.get(name).smoke_overrides)
-            torch.manual_seed(0)
-            model = task.build_model().eval()
-            path = tmp_path_factory.mktemp(name) / "smoke.pt"
-            save_checkpoint(model_payload(task, model), path)
-            cache[name] = (task, model, path)
-        return cache[name]
-
-    return get
 
 
 def output_tensors(out) -> list[torch.Tensor]:

@@ -15,8 +15,6 @@ import torch
 
 from conftest import one_line_error, write_photos
 from scrapvision import TASKS
-from scrapvision.api import build_task
-from scrapvision.checkpoint import model_payload, save_checkpoint
 from scrapvision.cli import main
 from scrapvision.export import OnnxEngine, export_onnx
 from scrapvision.heads import load_all
@@ -29,24 +27,6 @@ HEADS = [name for name in TASKS.names() if name != "toy"]
 TOLERANCE = 1e-4
 SAMPLE_PHOTOS = {"a": 3, "b": 5}  # canet's smoke config trains and exports at N = 2
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """An untrained checkpoint of each head in its smoke configuration (built once per head)."""
-    cache: dict[str, tuple] = {}
-
-    def get(name: str):
-        if name not in cache:
-            task = build_task(name, overrides=TASKS.get(name).smoke_overrides)
-            torch.manual_seed(0)
-            model = task.build_model().eval()
-            path = tmp_path_factory.mktemp(name) / "smoke.pt"
-            save_checkpoint(model_payload(task, model), path)
-            cache[name] = (task, model, path)
-        return cache[name]
-
-    return get
 
 
 @pytest.fixture(scope="module")
