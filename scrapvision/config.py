@@ -48,6 +48,12 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
 
 
+
+def _quoted(key: str) -> str:
+    """A key read from a user's file, quoted for a one-line error: escaped when it holds a line break or
+    another unprintable character (a YAML key may be any string)."""
+    return f"'{key}'" if key.isprintable() else repr(key)
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -131,7 +137,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{dotted}'; known: {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown config key {_quoted(dotted)}; known: {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     try:
         return cls(**kwargs)
@@ -178,7 +184,7 @@ def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
             raise ConfigError(f"--set {'.'.join(path)}: '{dotted}' is not a config section")
         node = child
     if path[-1] not in node:
-        raise ConfigError(f"unknown config key '{'.'.join(path)}'; known: {', '.join(sorted(node))}")
+        raise ConfigError(f"unknown config key {_quoted('.'.join(path))}; known: {', '.join(sorted(node))}")
     node[path[-1]] = value
 
 
@@ -202,7 +208,7 @@ def _deep_update(base: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
     for key, value in new.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in base:
-            raise ConfigError(f"unknown config key '{dotted}'; known: {', '.join(sorted(base))}")
+            raise ConfigError(f"unknown config key {_quoted(dotted)}; known: {', '.join(sorted(base))}")
         if isinstance(base[key], dict) and isinstance(value, dict):
             _deep_update(base[key], value, dotted)
         else:
