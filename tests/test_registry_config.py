@@ -109,4 +109,4 @@ def test_unknown_key_with_a_line_break_stays_one_line():
     """A YAML key may hold any character; hypothesis once found '\\n', which split the error in two."""
     with pytest.raises(ConfigError) as info:
         from_dict(Root, {"model": {"a\nb": 1}})
-    assert "\n" not in str(info.value) and "'a\\nb'" in str(info.value)
+    assert "\n" not in str(info.value) and "'model.a\\nb'" in str(info.value)
