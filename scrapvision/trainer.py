@@ -307,6 +307,7 @@ class Trainer:
                     atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
                 self._log(record)
                 self._write_csv()
+                self.task.after_checkpoint(raw_model, self.run_dir, final=epoch + 1 == tcfg.epochs)
                 self._print_epoch(record)
             barrier(info)
         return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", best, last_metrics)
@@ -352,5 +353,6 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv")) -> str:
+def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv",
+                                                      "backbone.safetensors", "loss.png")) -> str:
     return "\n".join(f"  {run_dir / n}" for n in names if (run_dir / n).exists())
