@@ -96,9 +96,10 @@ def pretrain_fold(fold: int, args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - start
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = {r["epoch"]: r for r in rows if r.get("kind") == "epoch"}
-    steps = epochs[max(epochs)]["step"]
+    steps, loop_s = epochs[max(epochs)]["step"], epochs[max(epochs)]["elapsed_s"]  # elapsed_s: training loop only
     info = {"fold": fold, "key": key, "images": len(task.images()), "steps": steps, "seconds": round(seconds, 1),
-            "images_per_s": round(steps * args.batch / seconds, 2), "first_loss": round(epochs[1]["train_loss"], 4),
+            "loop_seconds": loop_s, "images_per_s": round(steps * args.batch / loop_s, 2),
+            "first_loss": round(epochs[1]["train_loss"], 4),
             "last_loss": round(epochs[max(epochs)]["train_loss"], 4), "backbone": str(run / BACKBONE_FILE),
             "snapshots": {e: {"file": str(run / f"backbone_epoch{e}.safetensors"), "steps": epochs[e]["step"],
                               "seconds": epochs[e]["elapsed_s"]} for e in args.snapshot_list if e in epochs}}
@@ -160,7 +161,7 @@ def plot_curve(payload: dict, table: dict, pretraining: list[dict]) -> Path | No
     """Pooled top-1 against pretraining minutes (0 = from scratch), one line per variant."""
     from matplotlib.figure import Figure
 
-    minutes = {"scratch": 0.0, "pretrained": float(np.mean([p["seconds"] for p in pretraining])) / 60}
+    minutes = {"scratch": 0.0, "pretrained": float(np.mean([p["loop_seconds"] for p in pretraining])) / 60}
     for p in pretraining:
         for e, snap in p["snapshots"].items():
             minutes.setdefault(f"pretrained@{e}ep", []).append(snap["seconds"] / 60)  # type: ignore[union-attr]
@@ -175,7 +176,7 @@ def plot_curve(payload: dict, table: dict, pretraining: list[dict]) -> Path | No
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=variant)
     if not ax.lines:
         return None
-    ax.set(xlabel="pretraining wall time per fold (min, 1 thread)", ylabel="scrap_cls top-1 % (3-fold CV)",
+    ax.set(xlabel="pretraining time per fold (min of training loop, 1 thread)", ylabel="scrap_cls top-1 % (3-fold CV)",
            title="transfer accuracy against SimCLR pretraining time")
     ax.legend()
     fig.savefig(PLOT, dpi=100, bbox_inches="tight")
@@ -199,10 +200,12 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
              f"{' plus ' + ', '.join(payload['recipe']['extra']) if payload['recipe']['extra'] else ''}): "
              f"SimCLR, `{' '.join(payload['recipe']['pretrain'])}`.", ""]
     if pretraining:
-        lines += ["| fold | images | steps | wall min | images/s (x2 views) | NT-Xent first -> last epoch |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| fold | images | steps | wall min (decode + train) | training images/s (2 views each) | "
+                  "NT-Xent first -> last epoch |", "|---|---|---|---|---|---|"]
         lines += [f"| {p['fold']} | {p['images']} | {p['steps']} | {p['seconds'] / 60:.1f} | {p['images_per_s']:.1f} | "
                   f"{p['first_loss']:.3f} -> {p['last_loss']:.3f} |" for p in pretraining]
+        lines += ["", "A resumed pretraining counts only the time of its last process. Wall times depend on the "
+                  "machine's load (given with each command).", ""]
         lines.append("")
     lines += ["| arm | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | top-1 per seed |",
               "|---|---|---|---|---|---|---|"]
