@@ -143,6 +143,14 @@ def is_image_tower_file(weights: str | Path) -> bool:
 
     if not weights or Path(weights).is_dir():
         return False
+    if str(weights).endswith(".safetensors") and Path(weights).is_file():
+        from safetensors import safe_open
+
+        try:  # the header alone: a multi-GB CLIP file is not read twice
+            with safe_open(str(weights), framework="pt") as handle:
+                return all(key.startswith("visual.") for key in handle.keys())
+        except Exception:  # noqa: BLE001 - unreadable: let the loader raise its one-line error
+            pass
     return all(key.startswith("visual.") for key in load_state_dict_file(weights))
 
 
