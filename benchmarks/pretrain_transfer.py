@@ -21,6 +21,7 @@ a seed is summarised once all its folds are in.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +125,21 @@ def load_results(recipe_now: dict) -> dict:
     return {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
 
 
-def record(payload: dict, entry: dict) -> None:
-    """Add one fold result (replacing an earlier one of the same arm, variant, seed and fold) and save."""
+def update(recipe_now: dict, change: Callable[[dict], None]) -> dict:
+    """Read, change and write the results under a file lock: processes side by side never lose a result."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / "pretrain_transfer.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = load_results(recipe_now)
+        change(payload)
+        JSON.write_text(json.dumps(payload, indent=1))
+    return payload
+
+
+def add_fold(payload: dict, entry: dict) -> None:
+    """One fold result, replacing an earlier one of the same arm, variant, seed and fold."""
     same = ("arm", "variant", "seed", "fold")
     payload["folds"] = [f for f in payload["folds"] if any(f[k] != entry[k] for k in same)] + [entry]
-    JSON.write_text(json.dumps(payload, indent=1))
 
 
 def summaries(payload: dict, n_folds: int) -> dict[tuple[str, str], dict]:
@@ -259,6 +271,8 @@ def main() -> None:
     recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs)),
                   "pretrain": pretrain_recipe(args), "extra": args.extra, "folds": args.folds}
     if args.report:
+        if not JSON.exists():
+            sys.exit(f"{JSON}: no recorded run yet")
         payload = json.loads(JSON.read_text())
         MD.write_text(markdown(payload, args))
         print(MD.read_text())
@@ -269,23 +283,20 @@ def main() -> None:
     start, started, where = time.perf_counter(), now(), machine()
     for fold in folds:
         info = pretrain_fold(fold, args)
-        payload = load_results(recipe_now)
-        payload["pretraining"][str(fold)] = info
-        JSON.write_text(json.dumps(payload, indent=1))
+        update(recipe_now, lambda p, fold=fold, info=info: p["pretraining"].__setitem__(str(fold), info))
         for seed in seeds:
             for variant in args.variants.split(","):
                 for arm, extra in arms(info, args):
                     with tempfile.TemporaryDirectory(prefix="pretrain_transfer_") as tmp:
                         result = run_fold(variant, fold, seed, args, Path(tmp), extra)
-                    payload = load_results(recipe_now)  # another process may have added results meanwhile
-                    record(payload, {"arm": arm, "variant": variant, "seed": seed, **result})
+                    entry = {"arm": arm, "variant": variant, "seed": seed, **result}
+                    update(recipe_now, lambda p, entry=entry: add_fold(p, entry))
                     acc = np.mean(np.array(result["y_true"]) == np.array(result["y_pred"]))
                     print(f"fold {fold} seed {seed} {variant} {arm}: top-1 {100 * acc:.1f} %", flush=True)
-    payload = load_results(recipe_now)
     command = "python benchmarks/pretrain_transfer.py " + " ".join(sys.argv[1:])
-    payload["runs"].append({"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
-                            "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())})
-    JSON.write_text(json.dumps(payload, indent=1))
+    run = {"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
+           "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
+    payload = update(recipe_now, lambda p: p["runs"].append(run))
     MD.write_text(markdown(payload, args))
     print(MD.read_text())
 
