@@ -263,6 +263,7 @@ def main() -> None:
                         help="extra pretrain overrides (part of the pretraining recipe)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pretrain-only", action="store_true", help="only pretrain (and cache) the folds")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     args.quick = False
@@ -284,7 +285,7 @@ def main() -> None:
     for fold in folds:
         info = pretrain_fold(fold, args)
         update(recipe_now, lambda p, fold=fold, info=info: p["pretraining"].__setitem__(str(fold), info))
-        for seed in seeds:
+        for seed in [] if args.pretrain_only else seeds:
             for variant in args.variants.split(","):
                 for arm, extra in arms(info, args):
                     with tempfile.TemporaryDirectory(prefix="pretrain_transfer_") as tmp:
