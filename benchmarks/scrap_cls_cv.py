@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,13 @@ from scrapvision.models.clfsef import VARIANTS  # noqa: E402
 from scrapvision.trainer import Trainer  # noqa: E402
 
 
-def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs: Path) -> dict:
+def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs: Path,
+             extra: Sequence[str] = ()) -> dict:
+    """One variant trained on the other folds and scored on ``fold``; ``extra`` overrides (e.g. model.weights)."""
     overrides = recipe(args.quick, args.data, variant, str(runs), args.image_size, args.epochs, seed)
     if not args.quick:
         overrides += [f"data.folds={args.folds}", f"data.fold={fold}"]
+    overrides += list(extra)
     task = ScrapClsTask(load_config(ScrapClsConfig, overrides=overrides))
     start = time.perf_counter()
     result = Trainer(task, run_dir=runs / f"{variant}_{seed}_{fold}").fit()

@@ -1,4 +1,4 @@
-"""``scrapvision``: list | config | train | eval | predict | export | prepare | data. Errors are one line and exit code 2."""
+"""``scrapvision``: list | config | train | pretrain | eval | predict | export | prepare | data. Errors are one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -72,6 +72,20 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,best.pt,last.pt}.")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/<task>/<time>)")
+    p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images "
+                       "(= train --task pretrain)", formatter_class=fmt,
+                       epilog="examples:\n  scrapvision pretrain --data /plant/photos --set model.backbone=tinynet_e\n"
+                       "  scrapvision train --task scrap_cls --data DIR "
+                       "--set model.weights=runs/pretrain/<time>/backbone.safetensors\n\n"
+                       "Writes runs/pretrain/<time>/{backbone.safetensors,loss.png,best.pt,last.pt,...}.")
+    p.add_argument("--data", metavar="DIR[,DIR2]", help="folder(s) of unlabeled images, read recursively "
+                   "(default: built-in synthetic scrap images)")
+    p.add_argument("--config", metavar="YAML", help="recipe file (default: tasks/pretrain.yaml = built-in)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set model.backbone=resnet18 (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/pretrain/<time>)")
     p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")
 
     p = sub.add_parser("eval", help="score a checkpoint on a dataset", formatter_class=fmt,
@@ -180,6 +194,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"done: best {monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    args.task = "pretrain"
+    cmd_train(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("fine-tune any head from it: --set model.weights=<the backbone.safetensors above>")
+
+
 def _load(args: argparse.Namespace):
     from .api import load_engine
 
@@ -246,7 +267,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     print("usable: yes")
 
 
-COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "eval": cmd_eval,
+COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "pretrain": cmd_pretrain, "eval": cmd_eval,
             "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data}
 
 

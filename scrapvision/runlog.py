@@ -84,5 +84,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv")) -> str:
+def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv",
+                                                      "backbone.safetensors", "loss.png")) -> str:
     return "\n".join(f"  {run_dir / n}" for n in names if (run_dir / n).exists())

@@ -106,6 +106,10 @@ class Task:
         (a binary head reads every non-zero pixel as defect). ``scrapvision data check`` uses it."""
         return None
 
+    def after_checkpoint(self, model: nn.Module, run_dir: Path, final: bool) -> None:
+        """Write the head's own files into the run folder, on rank 0 right after each ``last.pt``
+        (``final``: after the last epoch), e.g. the pretrained backbone alone."""
+
     def example_input(self, batch_size: int = 1) -> Any:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")

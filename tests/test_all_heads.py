@@ -126,7 +126,7 @@ def test_missing_and_empty_data_folders(name, smoke, tmp_path, capsys):
 
 #: heads whose documented policy is to skip an unreadable image and name it (``data.unreadable=skip``);
 #: every other head stops at the first one with a one-line error naming it
-SKIPS_UNREADABLE = {"scrap_cls"}
+SKIPS_UNREADABLE = {"scrap_cls", "pretrain"}
 
 
 def bad_image_bytes() -> dict[str, bytes]:

@@ -131,6 +131,24 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
     return model
 
 
+def is_image_tower_file(weights: str | Path) -> bool:
+    """A weights file that holds only an image tower (``visual.*`` keys), such as the
+    ``backbone.safetensors`` that ``scrapvision train --task pretrain`` writes for a CLIP backbone."""
+    from ..checkpoint import load_state_dict_file
+
+    if not weights or Path(weights).is_dir():
+        return False
+    if str(weights).endswith(".safetensors") and Path(weights).is_file():
+        from safetensors import safe_open
+
+        try:  # the header alone: a multi-GB CLIP file is not read twice
+            with safe_open(str(weights), framework="pt") as handle:
+                return all(key.startswith("visual.") for key in handle.keys())
+        except Exception:  # noqa: BLE001 - unreadable: let the loader raise its one-line error
+            pass
+    return all(key.startswith("visual.") for key in load_state_dict_file(weights))
+
+
 def clip_tokenizer(name: str, model: nn.Module, weights: str | Path = "") -> Any:
     """open_clip's BPE tokenizer (vocabulary shipped in the package) at the model's context length."""
     open_clip = _open_clip()

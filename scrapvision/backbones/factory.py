@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,7 +99,12 @@ def _adapt(name: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor
                 n_prefix = n
                 break
         new_side = int(round((target.shape[1] - n_prefix) ** 0.5))
+        if new_side * new_side != target.shape[1] - n_prefix:
+            return None  # a non-square grid: the source layout is ambiguous
         return resample_abs_pos_embed(value, (new_side, new_side), num_prefix_tokens=n_prefix)
+    if name.endswith("positional_embedding") and value.ndim == 2 and target.ndim == 2:  # open_clip: no batch axis
+        fitted = _adapt("pos_embed", value[None], target[None])
+        return None if fitted is None else fitted[0]
     return None
 
 
@@ -126,8 +132,27 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
             )
         loaded[full] = fitted
     missing = [k for k in target if k not in loaded and not k.endswith("num_batches_tracked")]
+    unused = sorted(set(state) - set(by_stripped))
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise CheckpointError(f"weights file {path}: does not fit this backbone, missing {shown}")
+        extra = f"; the file has {_some(unused)} that it lacks" if unused else ""
+        raise CheckpointError(f"weights file {path}: does not fit this backbone ({type(model).__name__}), "
+                              f"missing {_some(missing)}{extra} (a file of another backbone?)")
     model.load_state_dict(loaded, strict=False)
-    return sorted(set(state) - set(by_stripped))
+    print(f"weights file {path}: loaded {len(loaded)} of the backbone's {len(target)} tensors"
+          + (f"; {len(unused)} tensors of the file unused (layers this model does not have)" if unused else ""),
+          file=sys.stderr)
+    return unused
+
+
+def _some(keys: Sequence[str], shown: int = 4) -> str:
+    """The first few keys and how many more: an error line stays one line."""
+    head = ", ".join(keys[:shown])
+    return head + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def is_timm_vit(name: str) -> bool:
+    """A timm ViT family model (built for a given ``img_size``, ``patch_size`` and ``depth``)."""
+    import timm
+
+    return name not in BACKBONES and timm.is_model(name) and timm.models.is_model_in_modules(
+        name, ["vision_transformer", "deit", "eva", "beit", "vision_transformer_relpos"])

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..backbones import backbone_channels, create_backbone
+from ..backbones.factory import is_timm_vit
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.copper_samples import (
@@ -38,7 +39,7 @@ from ..data.inference import listed_paths
 from ..data.synthetic.copper_granules import GeneratorSpec, render_split
 from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
-from ..registry import BACKBONES, TASKS
+from ..registry import TASKS
 from ..task import Task, model_device
 from .canet_parts.metrics import content_metrics
 
@@ -101,18 +102,11 @@ class CanetConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, batch_size=8, log_every=20))
 
 
-def _is_vit(name: str) -> bool:
-    import timm
-
-    return name not in BACKBONES and timm.is_model(name) and timm.models.is_model_in_modules(
-        name, ["vision_transformer", "deit", "eva", "beit", "vision_transformer_relpos"])
-
-
 def build_canet_backbone(cfg: CanetModelConfig) -> nn.Module:
     """The registry backbone; ViTs are built for ``img_size`` (and ``patch_size``/``vit_depth``, so a
     smaller CPU variant of a named ViT can be trained from scratch)."""
     kwargs = {}
-    if _is_vit(cfg.backbone):
+    if is_timm_vit(cfg.backbone):
         # only the last block feeds the neck; timm's default (the last 3) fails for ViTs shallower than 3
         kwargs["out_indices"] = (-1,)
         kwargs["img_size"] = cfg.img_size

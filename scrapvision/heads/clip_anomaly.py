@@ -33,7 +33,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..backbones.clip import ClipPatchTokens, build_clip, clip_tokenizer, even_blocks
+from ..backbones import load_backbone_weights
+from ..backbones.clip import ClipPatchTokens, build_clip, clip_tokenizer, even_blocks, is_image_tower_file
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.class_masks import read_class_list
@@ -64,7 +65,7 @@ TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {
 @dataclass(frozen=True)
 class ClipModelConfig:
     clip_name: str = "scrap-vit-tiny"  # open_clip name (ViT-B-16, ViT-L-14-336...) or scrapvision's small one
-    weights: str = ""  # local open_clip weights file or model folder; "" = random init (train from scratch)
+    weights: str = ""  # local open_clip weights file or folder, or an image tower (pretrain's backbone.safetensors)
     image_size: tuple[int, int] = (128, 128)  # (H, W) input; fixes the ViT position grid
     blocks: tuple[int, ...] = ()  # image-tower blocks giving patch tokens; () = n_scales evenly spaced (zero_shot: last)
     n_scales: int = 4
@@ -209,7 +210,8 @@ class ClipAnomalyTask(Task):
     # ----------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
-        clip = build_clip(model_cfg.clip_name, model_cfg.weights, model_cfg.image_size)
+        tower = model_cfg.weights if is_image_tower_file(model_cfg.weights) else ""  # e.g. a pretrain run's image tower
+        clip = build_clip(model_cfg.clip_name, "" if tower else model_cfg.weights, model_cfg.image_size)
         tokenizer = clip_tokenizer(model_cfg.clip_name, clip, model_cfg.weights)
         text = encode_prompts(clip, tokenizer, self.prompts())
         ln_post, proj = clip.visual.ln_post, clip.visual.proj
@@ -217,6 +219,8 @@ class ClipAnomalyTask(Task):
         # untrained adapters = CLIP's own projection, which only the last block's tokens are aligned with
         default = (n_layers - 1,) if model_cfg.mode == "zero_shot" else even_blocks(n_layers, model_cfg.n_scales)
         encoder = ClipPatchTokens(clip.visual, model_cfg.blocks or default)
+        if tower:
+            load_backbone_weights(encoder, tower)
         model = ClipAnomalySegmenter(encoder, text, int(text.shape[1]), 1.0 / model_cfg.temperature, model_cfg.mode,
                                      self.cfg.few_shot.memory_weight)
         for adapter in model.adapters:

@@ -1,0 +1,306 @@
+"""scrap_cls from scratch against scrap_cls from a SimCLR-pretrained backbone, same folds and same seeds.
+
+The folds, the fine-tuning recipe and the scoring are those of benchmarks/scrap_cls_cv.py (stratified
+3-fold CV of the real scrap photos, tinynet_e, 112 px, 20 epochs, last epoch scored). For each fold the
+backbone is pretrained (``pretrain`` task, labels ignored) on the photos of the two TRAINING folds only,
+so no scored photo is ever seen in pretraining; one pretraining per fold serves every seed and variant.
+``--snapshots`` also fine-tunes from the backbone as it was after those pretraining epochs: transfer
+accuracy against pretraining time from one pretraining run (its cosine schedule is that of the full run).
+
+    python benchmarks/pretrain_transfer.py --seeds 0 --fold-list 0,1      # two processes side by side,
+    python benchmarks/pretrain_transfer.py --seeds 0 --fold-list 2        # one thread each
+    python benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef   # full scale
+    python benchmarks/pretrain_transfer.py --report                       # rebuild the markdown
+
+Pretrained backbones are kept in ``--work`` (default /tmp/pretrain_transfer), keyed by fold and pretraining
+recipe, so later processes (more seeds, other variants) reuse them; an interrupted pretraining resumes.
+Results of separate processes merge by (arm, variant, seed, fold) in benchmarks/results/pretrain_transfer.json;
+a seed is summarised once all its folds are in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_env import machine, now  # noqa: E402
+from benchmarks.scrap_cls_ablation import recipe, shared_recipe  # noqa: E402
+from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
+from benchmarks.scrap_cls_cv import paired_gain, run_fold, summary  # noqa: E402
+from scrapvision.config import load_config  # noqa: E402
+from scrapvision.data.classification import find_records, split_indices  # noqa: E402
+from scrapvision.heads.pretrain import BACKBONE_FILE, PretrainConfig, PretrainTask  # noqa: E402
+from scrapvision.heads.scrap_cls_parts.report import classification_metrics  # noqa: E402
+from scrapvision.trainer import Trainer  # noqa: E402
+
+JSON, MD, PLOT = RESULTS / "pretrain_transfer.json", RESULTS / "pretrain_transfer.md", RESULTS / "pretrain_transfer.png"
+
+
+def pretrain_recipe(args: argparse.Namespace) -> list[str]:
+    return ["model.backbone=tinynet_e", f"data.crop_size={args.crop}", "data.val_fraction=0", "data.unreadable=skip",
+            f"train.epochs={args.pretrain_epochs}", f"train.batch_size={args.batch}", "train.seed=0",
+            "train.device=cpu", *args.pretrain_set]
+
+
+def training_photos(data: Path, folds: int, fold: int) -> list[Path]:
+    """The photos scrap_cls trains on for ``fold`` (its own split: data.split_seed=0, records incl. unreadable)."""
+    records = find_records(data)
+    train, _ = split_indices([r.label for r in records], seed=0, folds=folds, fold=fold)
+    return [records[i].path for i in train]
+
+
+class SnapshotPretrain(PretrainTask):
+    """Also keeps a copy of the backbone after each epoch listed in ``snapshots``."""
+
+    snapshots: tuple[int, ...] = ()
+
+    def after_checkpoint(self, model, run_dir, final):
+        super().after_checkpoint(model, run_dir, final)
+        epoch = int(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"])
+        if epoch in self.snapshots:
+            shutil.copyfile(run_dir / BACKBONE_FILE, run_dir / f"backbone_epoch{epoch}.safetensors")
+
+
+def pretrain_fold(fold: int, args: argparse.Namespace) -> dict:
+    """Pretrain on the training folds of ``fold`` (cached in --work; resumed when interrupted)."""
+    overrides = pretrain_recipe(args)
+    key = hashlib.sha1(json.dumps([overrides, args.folds, str(args.data), args.extra]).encode()).hexdigest()[:10]
+    work = args.work / f"{key}_fold{fold}"
+    done = work / "pretrain.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    photos = work / "photos"  # links to the training-fold photos: the pretraining task reads folders
+    shutil.rmtree(photos, ignore_errors=True)
+    photos.mkdir(parents=True)
+    for i, path in enumerate(training_photos(args.data, args.folds, fold)):
+        (photos / f"{i:04d}{path.suffix}").symlink_to(path)
+    roots = ",".join([str(photos), *args.extra])
+    task = SnapshotPretrain(load_config(PretrainConfig, overrides=[*overrides, f"data.root={roots}"]))
+    task.snapshots = tuple(args.snapshot_list)
+    run = work / "run"
+    start = time.perf_counter()
+    Trainer(task, run_dir=run, resume=run if (run / "last.pt").exists() else None).fit()
+    seconds = time.perf_counter() - start
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = {r["epoch"]: r for r in rows if r.get("kind") == "epoch"}
+    steps, loop_s = epochs[max(epochs)]["step"], epochs[max(epochs)]["elapsed_s"]  # elapsed_s: training loop only
+    info = {"fold": fold, "key": key, "images": len(task.images()), "steps": steps, "seconds": round(seconds, 1),
+            "loop_seconds": loop_s, "images_per_s": round(steps * args.batch / loop_s, 2),
+            "first_loss": round(epochs[1]["train_loss"], 4),
+            "last_loss": round(epochs[max(epochs)]["train_loss"], 4), "backbone": str(run / BACKBONE_FILE),
+            "snapshots": {e: {"file": str(run / f"backbone_epoch{e}.safetensors"), "steps": epochs[e]["step"],
+                              "seconds": epochs[e]["elapsed_s"]} for e in args.snapshot_list if e in epochs}}
+    done.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def arms(info: dict, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(arm name, extra scrap_cls overrides): scratch, every snapshot, the full pretraining."""
+    out = [("scratch", [])]
+    out += [(f"pretrained@{e}ep", [f"model.weights={s['file']}"]) for e, s in sorted(info["snapshots"].items(),
+                                                                                      key=lambda kv: int(kv[0]))]
+    return out + [("pretrained", [f"model.weights={info['backbone']}"])]
+
+
+def load_results(recipe_now: dict) -> dict:
+    """Earlier results of the same recipe (fine-tuning, pretraining, folds), else a fresh record."""
+    earlier = json.loads(JSON.read_text()) if JSON.exists() else {}
+    if earlier.get("recipe") == recipe_now:
+        return earlier
+    return {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
+
+
+def update(recipe_now: dict, change: Callable[[dict], None]) -> dict:
+    """Read, change and write the results under a file lock: processes side by side never lose a result."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / "pretrain_transfer.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = load_results(recipe_now)
+        change(payload)
+        JSON.write_text(json.dumps(payload, indent=1))
+    return payload
+
+
+def add_fold(payload: dict, entry: dict) -> None:
+    """One fold result, replacing an earlier one of the same arm, variant, seed and fold."""
+    same = ("arm", "variant", "seed", "fold")
+    payload["folds"] = [f for f in payload["folds"] if any(f[k] != entry[k] for k in same)] + [entry]
+
+
+def summaries(payload: dict, n_folds: int) -> dict[tuple[str, str], dict]:
+    """(arm, variant) -> scrap_cls_cv's summary over the seeds whose folds are all in."""
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for f in payload["folds"]:
+        groups.setdefault((f["arm"], f["variant"], f["seed"]), []).append(f)
+    per: dict[tuple[str, str], list[dict]] = {}
+    for (arm, variant, seed), folds in groups.items():
+        if len(folds) != n_folds:
+            continue
+        folds = sorted(folds, key=lambda f: f["fold"])
+        pooled = classification_metrics(np.concatenate([f["y_true"] for f in folds]),
+                                        np.concatenate([f["y_pred"] for f in folds]))
+        per.setdefault((arm, variant), []).append({
+            "seed": seed, "images": sum(len(f["y_true"]) for f in folds),
+            "accuracy": round(100 * pooled["accuracy"], 2), "macro_f1": round(100 * pooled["macro_f1"], 2),
+            "fold_accuracy": [round(100 * float(np.mean(np.array(f["y_true"]) == np.array(f["y_pred"]))), 2)
+                              for f in folds],
+            "train_s": round(sum(f["train_s"] for f in folds), 1)})
+    return {k: summary(k[1], v) for k, v in per.items()}
+
+
+def arm_order(arm: str) -> tuple[int, int]:
+    if arm == "scratch":
+        return (0, 0)
+    return (1, int(arm.split("@")[1].removesuffix("ep"))) if "@" in arm else (2, 0)
+
+
+def plot_curve(payload: dict, table: dict, pretraining: list[dict]) -> Path | None:
+    """Pooled top-1 against pretraining minutes (0 = from scratch), one line per variant."""
+    from matplotlib.figure import Figure
+
+    minutes = {"scratch": 0.0, "pretrained": float(np.mean([p["loop_seconds"] for p in pretraining])) / 60}
+    for p in pretraining:
+        for e, snap in p["snapshots"].items():
+            minutes.setdefault(f"pretrained@{e}ep", []).append(snap["seconds"] / 60)  # type: ignore[union-attr]
+    minutes = {k: float(np.mean(v)) for k, v in minutes.items()}
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for variant in sorted({v for _, v in table}):
+        points = sorted((minutes[a], r["accuracy"], r["accuracy_sd"]) for (a, v), r in table.items()
+                        if v == variant and a in minutes)
+        if len(points) >= 2:
+            x, y, e = zip(*points)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=variant)
+    if not ax.lines:
+        return None
+    ax.set(xlabel="pretraining time per fold (min of training loop, 1 thread)", ylabel="scrap_cls top-1 % (3-fold CV)",
+           title="transfer accuracy against SimCLR pretraining time")
+    ax.legend()
+    fig.savefig(PLOT, dpi=100, bbox_inches="tight")
+    return PLOT
+
+
+def _se(value: float) -> str:
+    return "n/a (1 seed)" if np.isnan(value) else f"{value:.2f}"
+
+
+def markdown(payload: dict, args: argparse.Namespace) -> str:
+    table = summaries(payload, args.folds)
+    pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
+    runs = payload["runs"]
+    lines = ["## scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", "",
+             "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
+                                       f"{r['machine']})" for r in runs),
+             f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(payload['recipe']['finetune'])}`; "
+             "last epoch scored; folds from StratifiedKFold (seed 0), the same for every seed and arm.",
+             f"- Pretraining (one per fold, seed 0, labels ignored, only the photos of that fold's training folds"
+             f"{' plus ' + ', '.join(payload['recipe']['extra']) if payload['recipe']['extra'] else ''}): "
+             f"SimCLR, `{' '.join(payload['recipe']['pretrain'])}`.", ""]
+    if pretraining:
+        lines += ["| fold | images | steps | wall min (decode + train) | training images/s (2 views each) | "
+                  "NT-Xent first -> last epoch |", "|---|---|---|---|---|---|"]
+        lines += [f"| {p['fold']} | {p['images']} | {p['steps']} | {p['seconds'] / 60:.1f} | {p['images_per_s']:.1f} | "
+                  f"{p['first_loss']:.3f} -> {p['last_loss']:.3f} |" for p in pretraining]
+        lines += ["", "A resumed pretraining counts only the time of its last process. Wall times depend on the "
+                  "machine's load (given with each command).", ""]
+        lines.append("")
+    lines += ["| arm | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | top-1 per seed |",
+              "|---|---|---|---|---|---|---|"]
+    for (arm, variant), r in sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0]))):
+        per_seed = " / ".join(f"{s['accuracy']:.1f}" for s in r["per_seed"])
+        lines.append(f"| {arm} | {variant} | {len(r['per_seed'])} | {r['images']} | {r['accuracy']:.2f} +- "
+                     f"{r['accuracy_sd']:.2f} | {r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | {per_seed} |")
+    gains = []
+    for (arm, variant), r in sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0]))):
+        if arm != "scratch" and ("scratch", variant) in table:
+            acc, acc_se, n = paired_gain(table[("scratch", variant)], r)
+            f1, f1_se, _ = paired_gain(table[("scratch", variant)], r, "macro_f1")
+            gains.append(f"- {variant}, {arm} - scratch: {acc:+.2f} +- {_se(acc_se)} top-1 points, {f1:+.2f} +- "
+                         f"{_se(f1_se)} macro-F1 points ({n} seed(s), paired by seed)")
+    if gains:
+        lines += ["", "Gain from pretraining, paired by seed (mean +- standard error of the per-seed differences):",
+                  "", *gains]
+    incomplete = sorted({(f["arm"], f["variant"], f["seed"]) for f in payload["folds"]}
+                        - {(a, v, s["seed"]) for (a, v), r in table.items() for s in r["per_seed"]})
+    if incomplete:
+        lines += ["", "Not summarised yet (folds missing): " + ", ".join(f"{a}/{v}/seed {s}" for a, v, s in incomplete)]
+    if plot_curve(payload, table, pretraining):
+        lines += ["", f"![transfer accuracy against pretraining time]({PLOT.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=data / "scrap_grades")
+    parser.add_argument("--extra", default="", help="comma-separated unlabeled folders added to every pretraining")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--fold-list", default="", help="folds this process runs (default: all)")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default="baseline")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--epochs", type=int, default=20, help="scrap_cls fine-tuning epochs")
+    parser.add_argument("--crop", type=int, default=112)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--pretrain-epochs", type=int, default=150)
+    parser.add_argument("--snapshots", default="", help="pretraining epochs to fine-tune from as well, e.g. 25,75")
+    parser.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra pretrain overrides (part of the pretraining recipe)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--pretrain-only", action="store_true", help="only pretrain (and cache) the folds")
+    parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
+    args = parser.parse_args()
+    args.quick = False
+    args.extra = [e for e in args.extra.split(",") if e]
+    args.snapshot_list = sorted(int(e) for e in args.snapshots.split(",") if e)
+    recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs)),
+                  "pretrain": pretrain_recipe(args), "extra": args.extra, "folds": args.folds}
+    if args.report:
+        if not JSON.exists():
+            sys.exit(f"{JSON}: no recorded run yet")
+        payload = json.loads(JSON.read_text())
+        MD.write_text(markdown(payload, args))
+        print(MD.read_text())
+        return
+    torch.set_num_threads(args.threads)
+    folds = [int(k) for k in args.fold_list.split(",")] if args.fold_list else list(range(args.folds))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start, started, where = time.perf_counter(), now(), machine()
+    for fold in folds:
+        info = pretrain_fold(fold, args)
+        update(recipe_now, lambda p, fold=fold, info=info: p["pretraining"].__setitem__(str(fold), info))
+        for seed in [] if args.pretrain_only else seeds:
+            for variant in args.variants.split(","):
+                for arm, extra in arms(info, args):
+                    with tempfile.TemporaryDirectory(prefix="pretrain_transfer_") as tmp:
+                        result = run_fold(variant, fold, seed, args, Path(tmp), extra)
+                    entry = {"arm": arm, "variant": variant, "seed": seed, **result}
+                    update(recipe_now, lambda p, entry=entry: add_fold(p, entry))
+                    acc = np.mean(np.array(result["y_true"]) == np.array(result["y_pred"]))
+                    print(f"fold {fold} seed {seed} {variant} {arm}: top-1 {100 * acc:.1f} %", flush=True)
+    command = "python benchmarks/pretrain_transfer.py " + " ".join(sys.argv[1:])
+    run = {"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
+           "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
+    payload = update(recipe_now, lambda p: p["runs"].append(run))
+    MD.write_text(markdown(payload, args))
+    print(MD.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""``pretrain``: self-supervised pretraining (SimCLR) of any registered backbone on unlabeled images.
+
+A plant has thousands of unlabeled photos from its own cameras and no internet to fetch ImageNet or CLIP
+weights. This head learns the backbone from those photos: two random resized crops of each image are
+pulled together and pushed away from the other images of the batch (NT-Xent, Chen et al. 2020). The
+run folder gets ``backbone.safetensors`` beside the checkpoints, rewritten with every ``last.pt``; every
+head loads it through its ``model.weights`` key. ``data.root`` takes several folders, comma-separated;
+``""`` uses the synthetic scrap images.
+
+Losses and the projection head come from lightly (the ``[pretrain]`` extra); the augmentations are
+albumentations seeded per sample and view, like every other head's, so a resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..backbones import create_backbone
+from ..backbones.factory import is_timm_vit
+from ..checkpoint import atomic_write
+from ..config import OptimConfig, TrainConfig
+from ..data.classification import PredictImages
+from ..data.inference import input_files, input_keys
+from ..data.synthetic.scrap_grades import generate_images
+from ..data.unlabeled import TwoViews, load_unlabeled
+from ..errors import ConfigError, DataError
+from ..registry import BACKBONES, TASKS
+from ..task import Task, model_device
+
+BACKBONE_FILE = "backbone.safetensors"
+
+
+@dataclass(frozen=True)
+class PretrainModelConfig:
+    backbone: str = "tinynet_e"  # any registered or timm backbone; tinynet_e = scrap_cls's default
+    weights: str = ""  # start from these backbone weights (e.g. an earlier pretraining); "" = random init
+    method: Literal["simclr"] = "simclr"
+    proj_hidden: int = 512  # projection head (dropped after pretraining)
+    proj_dim: int = 128
+    temperature: float = 0.2  # NT-Xent temperature
+    patch_size: int = 0  # timm ViTs only: patch size (0 = the model's own)
+    vit_depth: int = 0  # timm ViTs only: number of blocks (0 = the model's own)
+
+
+@dataclass(frozen=True)
+class PretrainDataConfig:
+    root: str = ""  # unlabeled image folder(s), comma-separated, read recursively; "" = synthetic scrap
+    crop_size: int = 112  # side of the random resized crops (the network input)
+    min_scale: float = 0.2  # crops cover min_scale..1 of the image area
+    keep_size: int = 256  # images are kept in memory with their shorter side at keep_size (never enlarged)
+    unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: skip (counted) | fail
+    val_fraction: float = 0.1  # images held out to score the loss on fixed views (0 = none)
+    split_seed: int = 0
+    synthetic_images: int = 96
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=1e-4, warmup_epochs=2.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, log_every=10))
+
+
+def build_pretrain_backbone(m: PretrainModelConfig, crop_size: int) -> nn.Module:
+    """The backbone as the heads build it, sized for ``crop_size`` where the architecture fixes a size."""
+    kwargs: dict[str, Any] = {}
+    if is_timm_vit(m.backbone):
+        kwargs = {"out_indices": (-1,), "img_size": crop_size}
+        kwargs.update({"patch_size": m.patch_size} if m.patch_size else {})
+        kwargs.update({"depth": m.vit_depth} if m.vit_depth else {})
+    elif m.patch_size or m.vit_depth:
+        raise ConfigError(f"model.patch_size / model.vit_depth only apply to timm ViTs, not {m.backbone!r}; set them to 0")
+    elif m.backbone in BACKBONES and "image_size" in inspect.signature(BACKBONES.get(m.backbone)).parameters:
+        kwargs["image_size"] = crop_size  # CLIP image towers: position embeddings for this size
+    return create_backbone(m.backbone, weights=m.weights or None, **kwargs)
+
+
+def save_backbone(backbone: nn.Module, path: Path, name: str) -> Path:
+    """The backbone's own state dict (the keys ``create_backbone(name)`` has), written atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.state_dict().items()}
+    with atomic_write(path) as handle:
+        handle.write(save(tensors, metadata={"backbone": name, "format": "scrapvision-backbone/1"}))
+    return path
+
+
+def plot_loss(metrics_csv: Path, out: Path) -> Path:
+    """The SSL loss per epoch (train, and validation on fixed views when there is a validation split)."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    frame = pd.read_csv(metrics_csv)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(frame["epoch"], frame["train_loss"], label="train (random views)")
+    if "val_loss" in frame:
+        val = frame.dropna(subset=["val_loss"])
+        ax.plot(val["epoch"], val["val_loss"], label="validation (fixed views)")
+    ax.set(xlabel="epoch", ylabel="NT-Xent loss", title="self-supervised pretraining")
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    with atomic_write(out) as handle:
+        handle.write(buffer.getvalue())
+    return out
+
+
+@TASKS.register("pretrain")
+class PretrainTask(Task):
+    name = "pretrain"
+    Config = PretrainConfig
+    summary = ("Self-supervised pretraining (SimCLR) of any backbone on unlabeled images; writes "
+               "backbone.safetensors for every head's model.weights.")
+    smoke_overrides = ("model.backbone=tiny_cnn", "model.proj_hidden=16", "model.proj_dim=8", "data.crop_size=32",
+                       "data.keep_size=40", "data.synthetic_images=10", "data.val_fraction=0.2", "train.batch_size=4")
+    predict_columns = ("file", "features", "error")
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        super().__init__(cfg)
+        self._images: list | None = None
+        self._loss: nn.Module | None = None
+
+    # ------------------------------------------------------------------ data
+    def images(self) -> list:
+        if self._images is None:
+            d = self.cfg.data
+            if d.root:
+                self._images = load_unlabeled(d.root, d.unreadable, d.keep_size)
+            else:
+                per_class = math.ceil(d.synthetic_images / 6)
+                self._images = generate_images(per_class, d.keep_size, d.synthetic_seed, 6)[0][: d.synthetic_images]
+        return self._images
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        d, seed = self.cfg.data, self.cfg.train.seed
+        if not 0 <= d.val_fraction < 1:
+            raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} is not in [0, 1)")
+        images = self.images()
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(d.split_seed)).tolist()
+        n_val = int(round(d.val_fraction * len(images)))
+        if len(images) - n_val < 2:
+            raise DataError(f"pretraining needs at least 2 training images (each needs another as a negative); "
+                            f"{len(images)} readable, {n_val} held out by data.val_fraction")
+        train = [images[i] for i in sorted(order[n_val:])]
+        val = [images[i] for i in sorted(order[:n_val])]
+        return (TwoViews(train, d.crop_size, d.min_scale, seed),
+                TwoViews(val, d.crop_size, d.min_scale, seed + 1, fixed=True))
+
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
+        """Whole batches only: a last batch of one image has no negative and breaks BatchNorm."""
+        order = torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        batch = self.cfg.train.batch_size
+        return order[: len(order) - len(order) % batch] if len(order) >= batch else order
+
+    # ------------------------------------------------------------------ model and loss
+    def build_model(self) -> nn.Module:
+        from ..models.ssl import ContrastiveNet
+
+        m = self.cfg.model
+        return ContrastiveNet(build_pretrain_backbone(m, self.cfg.data.crop_size), m.proj_hidden, m.proj_dim)
+
+    def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        from ..models.ssl import nt_xent_loss
+
+        if self._loss is None:
+            self._loss = nt_xent_loss(self.cfg.model.temperature)
+        # one forward over both views: DDP allows a single forward per backward
+        z1, z2 = model(torch.cat([batch["view1"], batch["view2"]]))["projection"].chunk(2)
+        return self._loss(z1, z2), {}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """NT-Xent over fixed views (rank 0 alone: no gathering across ranks)."""
+        from ..models.ssl import lightly
+
+        loss_fn = lightly().loss.NTXentLoss(temperature=self.cfg.model.temperature)
+        device = model_device(model)
+        total, count = 0.0, 0
+        for batch in loader:
+            z1 = model(batch["view1"].to(device))["projection"].float().cpu()
+            z2 = model(batch["view2"].to(device))["projection"].float().cpu()
+            total += float(loss_fn(z1, z2)) * len(z1)
+            count += len(z1)
+        return {"loss": total / max(1, count), "images": float(count)}
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        size = self.cfg.data.crop_size
+        return torch.randn(batch_size, 3, size, size)
+
+    def after_checkpoint(self, model: nn.Module, run_dir: Path, final: bool) -> None:
+        save_backbone(model.backbone, run_dir / BACKBONE_FILE, self.cfg.model.backbone)
+        if final:
+            plot_loss(run_dir / "metrics.csv", run_dir / "loss.png")
+
+    # ------------------------------------------------------------------ predict: one embedding per image
+    @classmethod
+    def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--unreadable", choices=("skip", "fail"), default=None,
+                            help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
+
+    def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
+        files = input_files(inputs, getattr(args, "allow_outside_root", False))
+        policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
+        return PredictImages(files, input_keys(inputs, files), self.cfg.data.crop_size, policy)
+
+    def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
+        """The pooled backbone features of each image (space-separated), for retrieval or clustering."""
+        import sys
+
+        features = model(batch["image"].to(model_device(model)))["features"].float().cpu()
+        rows = []
+        for key, error, vector in zip(batch["file"], batch["error"], features):
+            if error:
+                print(f"pretrain: skipped {error}", file=sys.stderr)
+            text = "" if error else " ".join(f"{v:.5g}" for v in vector.tolist())
+            rows.append({"file": key, "features": text, "error": error})
+        return rows
+
+
+__all__ = ["BACKBONE_FILE", "PretrainConfig", "PretrainTask", "build_pretrain_backbone", "save_backbone"]
