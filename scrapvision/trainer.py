@@ -310,9 +310,9 @@ class Trainer:
         self._save(run, epoch)
         if improved or not (self.run_dir / "best.pt").exists():
             atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
-        self.task.after_checkpoint(run.raw_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
         self.log.append(record)
         self.log.write_csv()
+        self.task.after_checkpoint(run.raw_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
         self.log.print_epoch(record)
 
     def _save(self, run: _Run, epoch: int) -> None:
