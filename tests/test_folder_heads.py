@@ -39,7 +39,7 @@ def make_defect_folder(root: Path, n: int = 16, size: tuple[int, int] = (96, 48)
 
 
 def _overrides(name: str) -> list[str]:
-    extra = {"clip_anomaly": ["data.format=folder", "data.n_folds=2", "data.val_fraction=0.34"],
+    extra = {"clip_anomaly": ["data.n_folds=2", "data.val_fraction=0.34"],  # the format is picked by itself
              "segdec": ["data.n_folds=2", "data.val_fraction=0.34"],
              "severstal": ["data.val_fraction=0.34"]}[name]
     return [arg for o in (*get_task_class(name).smoke_overrides, "train.epochs=1", *extra) for arg in ("--set", o)]

@@ -40,6 +40,7 @@ def test_folder_layout_reads_classes_groups_and_weak_labels(tmp_path):
     scan = read_layout(make_folder(tmp_path), num_classes=3)
     by_name = {it.name: it for it in scan.items}
     assert sorted(by_name) == ["a", "c", "d", "line2/b"]
+    assert [it.name for it in scan.items] == ["a", "c", "d", "line2/b"]
     assert by_name["a"].label == 1 and by_name["a"].pixel_labelled and by_name["a"].group == "coil1"
     assert by_name["line2/b"].mask == tmp_path / "masks" / "line2" / "b.png"
     assert by_name["c"].label == 0 and by_name["c"].mask is None and by_name["c"].pixel_labelled
@@ -109,3 +110,9 @@ def test_mvtec_missing_mask_names_the_image(tmp_path):
     (tmp_path / "ground_truth" / "crack" / "000_mask.png").unlink()
     with pytest.raises(DataError, match=r"crack/000.png: no mask"):
         read_layout(tmp_path)
+
+
+def test_images_are_listed_in_natural_order(tmp_path):
+    for name in ["img10", "img2", "img1"]:
+        _image(tmp_path / "images" / f"{name}.png")
+    assert [it.name for it in read_layout(tmp_path).items] == ["img1", "img2", "img10"]

@@ -19,6 +19,7 @@ them; the readers the heads use raise the first one as a one-line ``DataError``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class FolderScan:
             more = f" (and {len(self.problems) - 1} more problems; run scrapvision data check)" \
                 if len(self.problems) > 1 else ""
             raise DataError(self.problems[0] + more)
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders ``img2`` before ``img10`` (and ``kos01/Part3`` as KolektorSDD's own reader does)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.as_posix())]
 
 
 def is_folder_layout(root: str | Path) -> bool:
@@ -146,7 +152,8 @@ def scan_folder(root: str | Path, num_classes: int | None = None, decode: bool =
     if not images_dir.is_dir():
         raise DataError(f"folder layout {root}: no images/ folder (expected images/, masks/, labels.csv)")
     names = _class_names(root, num_classes)
-    files = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted((p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: natural_key(p.relative_to(images_dir)))
     if not files:
         raise DataError(f"folder layout {root}: images/ holds no images ({', '.join(IMAGE_SUFFIXES)})")
     problems: list[str] = []

@@ -38,6 +38,7 @@ from ..backbones.clip import ClipPatchTokens, build_clip, clip_tokenizer, even_b
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.class_masks import read_class_list
+from ..data.folder import is_folder_layout, is_mvtec_layout
 from ..data.images import read_image
 from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
@@ -150,9 +151,9 @@ class ClipAnomalyTask(Task):
             data = self.cfg.data
             if not data.root:
                 self._class_names = SCRAP_CLASSES
-            elif data.format == "kolektor":
+            elif self.data_format() == "kolektor":
                 self._class_names = KOLEKTOR_CLASSES
-            elif data.format in ("folder", "mvtec"):
+            elif self.data_format() in ("folder", "mvtec"):
                 self._class_names = self._datasets()[2]
             else:
                 self._class_names = read_class_list(data.root)
@@ -173,10 +174,10 @@ class ClipAnomalyTask(Task):
             if not data_cfg.root:
                 self._sets = synthetic_sets(size, data_cfg.n_train, data_cfg.n_val, data_cfg.synthetic_seed,
                                             data_cfg.clean_fraction, seed)
-            elif data_cfg.format == "kolektor":
+            elif self.data_format() == "kolektor":
                 self._sets = kolektor_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds, data_cfg.split_seed,
                                            seed)
-            elif data_cfg.format in ("folder", "mvtec"):
+            elif self.data_format() in ("folder", "mvtec"):
                 train, val, self._test, names = folder_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds,
                                                             data_cfg.val_fraction, data_cfg.split_seed, seed,
                                                             self.layout_classes())
@@ -197,6 +198,18 @@ class ClipAnomalyTask(Task):
         validation split of the other formats."""
         train, val, _ = self._datasets()
         return self._test if self._test is not None and len(self._test) else val
+
+    def data_format(self) -> str:
+        """``data.format``, except that the default ``class_masks`` gives way to MVTec AD when ``root`` holds
+        train/good/, and to the generic folder layout when it holds images/ but no classes.txt."""
+        data_cfg = self.cfg.data
+        root = Path(data_cfg.root) if data_cfg.root else None
+        if data_cfg.format == "class_masks" and root is not None:
+            if is_mvtec_layout(root):
+                return "mvtec"
+            if is_folder_layout(root) and not (root / "classes.txt").is_file():
+                return "folder"
+        return data_cfg.format
 
     def layout_classes(self) -> int | None:
         names = self.cfg.model.class_names
