@@ -76,7 +76,7 @@ def main() -> None:
                      f"{r['max_abs_score_diff']:.2e} | {100 * r['native']['ap']:.1f} | {100 * r['folder']['ap']:.1f} | "
                      f"{100 * r['native']['auroc']:.1f} | {100 * r['folder']['auroc']:.1f} |")
     path = write_section(RESULTS / "folder_layout_kolektor.md", "folder_layout:kolektor", "\n".join(lines),
-                         header="## folder layout benchmarks\n")
+                         header="# folder layout benchmarks\n")
     print(f"wrote {path}")
 
 
