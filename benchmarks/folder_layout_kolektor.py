@@ -65,7 +65,7 @@ def main() -> None:
                "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "folder_layout_kolektor.json").write_text(json.dumps(payload, indent=1))
-    lines = ["### KolektorSDD through the generic folder layout (`benchmarks/folder_layout_kolektor.py`)", "",
+    lines = ["### KolektorSDD through the generic folder layout", "",
              f"- Command: `{payload['command'].strip()}`; {started}; wall {wall / 60:.1f} min; {payload['machine']}",
              f"- Recipe: segdec defaults at {args.height}x{args.width}, {args.epochs} epochs, last epoch scored, "
              "3 folds by item (duplicates joined), validation carved from the training folds", "",

@@ -25,7 +25,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
-      "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1,2,3"]),
+      "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"], ["benchmarks/clip_anomaly_kolektor.py"]),
     ("folder_layout_kolektor.md", [], ["benchmarks/folder_layout_kolektor.py --folds 0 --epochs 6"]),
     ("speed.md", ["benchmarks/speed.py"], []),
