@@ -187,7 +187,8 @@ def _predict_writes_outputs(task: SegDecTask, model: torch.nn.Module, tmp_path: 
     out = task.predict(model, data, tmp_path / "pred", args)
     rows = list(csv.DictReader(out.open()))
     assert sorted(r["image"] for r in rows) == sorted(f"{p.item}/{p.part}.png" for p in parts)
-    assert all(0 <= float(r["score"]) <= 1 and r["decision"] in ("0", "1") for r in rows)
+    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert all(r["decision"] == str(int(float(r["score"]) >= task.threshold)) for r in rows), rows
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(parts)
     assert (tmp_path / "pred" / "pr_curve.png").stat().st_size > 1000
     report = next(csv.DictReader((tmp_path / "pred" / "metrics.csv").open()))
