@@ -319,6 +319,8 @@ class Trainer:
         self.log.append(record)
         self.log.write_csv()
         self.log.print_epoch(record)
+        for message in self.task.epoch_end(record):
+            self.log.warn(epoch + 1, message)
 
     def _save(self, run: _Run, epoch: int) -> None:
         payload = {

@@ -254,3 +254,15 @@ def test_paper_encoder_loads_local_weights_and_refuses_a_file_that_does_not_fit(
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="partial.pt: does not fit"):
         build_task("segdec", overrides=[*smoke, f"model.weights={tmp_path / 'partial.pt'}"]).build_model()
+
+
+def test_warning_when_the_decision_loss_stays_at_chance_after_the_balance_moved_to_it() -> None:
+    task = SegDecTask(SegDecConfig())
+    early = {"epoch": 2, "train_loss_dec": 0.69, "train_w_seg": 0.72}  # balance still on segmentation
+    learning = {"epoch": 6, "train_loss_dec": 0.21, "train_w_seg": 0.38}
+    stuck = {"epoch": 7, "train_loss_dec": 0.66, "train_w_seg": 0.32}
+    assert task.epoch_end(early) == [] and task.epoch_end(learning) == []
+    (message,) = task.epoch_end(stuck)
+    assert "epoch 7" in message and "0.660" in message and "chance" in message and "\n" not in message
+    assert task.epoch_end({**stuck, "epoch": 8}) == []  # once per run
+    assert task.epoch_end({"epoch": 1, "train_loss": 0.3}) == []  # a record without the terms

@@ -161,3 +161,14 @@ def test_every_number_a_head_logs_is_averaged_per_epoch_into_metrics_csv(tmp_pat
         terms = [s["term"] for s in steps if s["epoch"] == int(row["epoch"])]
         assert terms and float(row["train_term"]) == pytest.approx(sum(terms) / len(terms))
     assert "train_note" not in rows[0] and "train_flag" not in rows[0]
+
+
+def test_warnings_of_a_head_go_to_stderr_and_metrics_jsonl_once_each(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(toy_task.ToyTask, "epoch_end",
+                        lambda self, record: [f"odd epoch {record['epoch']}"] if record["epoch"] % 2 else [],
+                        raising=False)
+    result = train("toy", overrides=["train.epochs=3"], run_dir=tmp_path / "run")
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["message"]) for r in records if r["kind"] == "warning"] == [(1, "odd epoch 1"), (3, "odd epoch 3")]
+    assert capsys.readouterr().err.count("[toy] warning: odd epoch") == 2
+    assert "message" not in open(result.run_dir / "metrics.csv").readline()

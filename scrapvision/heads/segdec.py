@@ -141,6 +141,28 @@ def seg_weight(schedule: str, progress: float, epochs: int, constant: float = 0.
     raise ConfigError(f"config key 'loss.schedule': unknown schedule {schedule!r}")
 
 
+#: the decision loss counts as "at chance" above ln 2 - this: with balanced batches (half defective) a head
+#: that ignores its input scores ln 2 = 0.693; 0.15 below it, the geometric mean of the probability given to
+#: the true label is still only exp(-0.54) = 0.58, while a decision head that learns reaches ~0.1 within a few
+#: epochs on KolektorSDD (benchmarks/results/segdec_transfer.md)
+CHANCE_TOLERANCE = 0.15
+#: ... and the warning waits until the decision term carries more weight than the segmentation term
+WARN_BELOW_W_SEG = 0.5
+
+
+def decision_at_chance(record: Mapping[str, Any], chance: float = math.log(2)) -> str | None:
+    """The warning for an epoch whose decision loss (``train_loss_dec``) stayed at chance although the loss
+    balance already gives it most of the weight (``train_w_seg`` < 0.5), else None. This is how segdec fails
+    on data the recipe does not fit: the schedule hands the loss to a decision head that has nothing to
+    learn from, and the logged total rises while nothing improves."""
+    l_dec, w_seg = record.get("train_loss_dec"), record.get("train_w_seg")
+    if l_dec is None or w_seg is None or w_seg >= WARN_BELOW_W_SEG or l_dec < chance - CHANCE_TOLERANCE:
+        return None
+    return (f"epoch {record.get('epoch', '?')}: the decision loss {l_dec:.3f} is still at chance ({chance:.3f}) "
+            f"while the loss balance gives it {1 - w_seg:.0%} of the weight (w_seg {w_seg:.2f}); the decision "
+            f"head is not learning (benchmarks/results/segdec_transfer.md)")
+
+
 def segdec_loss(decision: torch.Tensor, seg: torch.Tensor, batch: dict[str, torch.Tensor], w_seg: float,
                 delta: float, seg_loss: str = "bce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, L_seg, L_dec): per-image weighted pixel loss masked by gamma, BCE on the decision logit."""
@@ -206,6 +228,7 @@ class SegDecTask(Task):
         if not 0 < d.val_fraction <= 0.5:
             raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} is not in (0, 0.5]")
         self.threshold = 0.5  # the decision threshold of a loaded checkpoint (load_extras); 0.5 before training
+        self.warned_chance = False  # epoch_end's warning is given once per run
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
@@ -294,6 +317,14 @@ class SegDecTask(Task):
         w = seg_weight(lc.schedule, progress, self.cfg.train.epochs, lc.seg_weight, lc.decay_beta)
         loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, lc.delta, lc.seg_loss)
         return loss, {"loss_seg": float(l_seg.detach()), "loss_dec": float(l_dec.detach()), "w_seg": w}
+
+    def epoch_end(self, record: Mapping[str, Any]) -> list[str]:
+        """The decision-at-chance warning (:func:`decision_at_chance`), once per run."""
+        if self.warned_chance or not self.cfg.loss.balanced_sampling:
+            return []  # without balanced batches chance is the prior's entropy, not ln 2
+        message = decision_at_chance(record)
+        self.warned_chance = message is not None
+        return [message] if message else []
 
     @torch.no_grad()
     def score(self, model: nn.Module, loader: DataLoader) -> dict[str, np.ndarray]:
