@@ -121,11 +121,20 @@ class SegDecLossConfig:
 
 
 @dataclass(frozen=True)
+class SegDecOptimConfig(OptimConfig):
+    # learning-rate multiplier of the decision head (its convolutions and FC). Under AdamW every weight moves
+    # about lr per step, and the FC inputs the per-image feature normalisation leaves vary little between
+    # images, so at the base lr the decision logit grows slowly and its loss sits near chance for hundreds of
+    # steps even when the segmentation already separates the images (benchmarks/results/segdec_transfer.md)
+    decision_lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class SegDecConfig:
     model: SegDecModelConfig = field(default_factory=SegDecModelConfig)
     data: SegDecDataConfig = field(default_factory=SegDecDataConfig)
     loss: SegDecLossConfig = field(default_factory=SegDecLossConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-4, grad_clip=5.0))
+    optim: SegDecOptimConfig = field(default_factory=lambda: SegDecOptimConfig(lr=1e-3, weight_decay=1e-4, grad_clip=5.0))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=2, eval_batch_size=16))
 
 
@@ -247,6 +256,17 @@ class SegDecTask(Task):
                                                       out_indices=(strides.index(8),), in_chans=m.in_chans))
         detach = m.stop_gradient and self.cfg.data.supervision == "full"
         return SegDecNet(encoder, m.decision_widths, m.atrous, m.norm, stop_gradient=detach)
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The decision head at ``optim.decision_lr_scale`` times the lr (one group when the scale is 1, as
+        before, so older runs resume), its weight decay divided by the same factor."""
+        optim = self.cfg.optim
+        if optim.decision_lr_scale == 1 or not isinstance(model, SegDecNet):
+            return super().param_groups(model)
+        head = list(model.decision.parameters())
+        rest = [p for p in model.parameters() if all(p is not h for h in head)]
+        return [{"params": rest}, {"params": head, "lr": optim.lr * optim.decision_lr_scale,
+                                   "weight_decay": optim.weight_decay / optim.decision_lr_scale}]
 
     def channels(self, x: torch.Tensor) -> torch.Tensor:
         """Grayscale batches (Bx1xHxW) repeated to ``model.in_chans`` (3 for most timm backbones)."""
