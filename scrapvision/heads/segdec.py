@@ -81,7 +81,9 @@ class SegDecModelConfig:
     decision_widths: tuple[int, ...] = (8, 16, 32)
     attention: bool = True  # SE after conv3..conv10 (Bi et al.)
     atrous: bool = True  # 3x3 dilated convs instead of 5x5 / 15x15 (Bi et al.)
-    norm: Literal["instance", "batch"] = "instance"  # instance = the reference's per-image FeatureNorm
+    # per-image normalisation: instance divides by the std (the default the recorded KolektorSDD figures used);
+    # feature is the reference code's FeatureNorm (divides by sqrt(std), keeps some response strength)
+    norm: Literal["instance", "feature", "batch"] = "instance"
     stop_gradient: bool = True  # full supervision: no decision-loss gradient into the segmentation net (never in weak / mixed)
 
 
