@@ -246,7 +246,8 @@ class Trainer:
     def _train_epoch(self, run: _Run, epoch: int) -> dict[str, float]:
         """One pass over the epoch's sample order; returns the epoch means of the loss (``train_loss``) and
         of every number the head's ``compute_loss`` logs (``train_<name>``), so a head's loss terms reach
-        ``metrics.csv`` without the head asking."""
+        ``metrics.csv`` without the head asking (under torchrun the loss is averaged over every process, the
+        logged terms over the main process's batches)."""
         seed_everything(epoch_seed(self.tcfg.seed, epoch) + self.info.rank)
         run.sampler.set_epoch(epoch)
         if hasattr(run.train_set, "set_epoch"):
