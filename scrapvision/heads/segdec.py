@@ -82,7 +82,8 @@ class SegDecModelConfig:
     attention: bool = True  # SE after conv3..conv10 (Bi et al.)
     atrous: bool = True  # 3x3 dilated convs instead of 5x5 / 15x15 (Bi et al.)
     # per-image normalisation: instance divides by the std (the default the recorded KolektorSDD figures used);
-    # feature is the reference code's FeatureNorm (divides by sqrt(std), keeps some response strength)
+    # feature is the reference code's FeatureNorm (divides by sqrt(std)); with this recipe's AdamW its activations
+    # shrink and the decision stays at chance (benchmarks/results/segdec_transfer.md): kept to compare, not to use
     norm: Literal["instance", "feature", "batch"] = "instance"
     stop_gradient: bool = True  # full supervision: no decision-loss gradient into the segmentation net (never in weak / mixed)
 
