@@ -253,8 +253,8 @@ class Trainer:
         if hasattr(run.train_set, "set_epoch"):
             run.train_set.set_epoch(epoch)
         run.model.train()
-        sums: dict[str, float] = {"loss": 0.0}
-        seen = 0
+        running, seen = 0.0, 0
+        sums: dict[str, float] = {}
         bar = tqdm(
             run.loader,
             desc=f"{self.task.name} epoch {epoch + 1}/{self.tcfg.epochs}",
@@ -266,9 +266,9 @@ class Trainer:
             progress = (epoch + seen / run.steps_per_epoch) / self.tcfg.epochs
             loss_value, logs = self._step(run, to_device(batch, self.device), progress, epoch)
             seen += 1
-            sums["loss"] += loss_value
+            running += loss_value
             for key, value in logs.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if key != "loss" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     sums[key] = sums.get(key, 0.0) + float(value)
             lr = run.scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
@@ -276,7 +276,8 @@ class Trainer:
                 self.log.append({"kind": "step", "epoch": epoch + 1, "step": run.step, "loss": loss_value,
                                  "lr": lr, **logs})
         bar.close()
-        return {f"train_{key}": total / max(1, seen) for key, total in sums.items()}
+        # train_loss is the optimised loss, even if a head also logs a term called "loss"
+        return {"train_loss": running / max(1, seen), **{f"train_{k}": v / max(1, seen) for k, v in sums.items()}}
 
     def _step(self, run: _Run, batch: Any, progress: float, epoch: int) -> tuple[float, dict[str, float]]:
         """Loss, divergence check, backward, clipping, optimiser and schedule step."""
