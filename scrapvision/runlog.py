@@ -74,6 +74,11 @@ class RunLog:
         )
         tqdm.write(f"[{self.task_name}] {shown}", file=sys.stderr)
 
+    def warn(self, epoch: int, message: str) -> None:
+        """One warning line on stderr, kept in metrics.jsonl beside the epoch it concerns."""
+        self.append({"kind": "warning", "epoch": epoch, "message": message})
+        tqdm.write(f"[{self.task_name}] warning: {message}", file=sys.stderr)
+
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path``; a line torn by a kill or a full disk is skipped, so a resume still works."""

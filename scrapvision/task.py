@@ -98,6 +98,13 @@ class Task:
         validation). They override :meth:`checkpoint_extras`, so :meth:`evaluate` never has to change the task."""
         return {}
 
+    def epoch_end(self, record: Mapping[str, Any]) -> list[str]:
+        """Warnings about a training epoch, from its log record (``train_<name>`` epoch means of what
+        :meth:`compute_loss` logs, ``val_*`` metrics on validation epochs). The Trainer prints each one
+        on stderr and records it in ``metrics.jsonl`` (``kind: warning``); a head that wants a warning once
+        per run keeps track itself. Default: none."""
+        return []
+
     def load_extras(self, extras: dict[str, Any]) -> None:
         """Restore what :meth:`checkpoint_extras` and :meth:`validation_extras` stored."""
 

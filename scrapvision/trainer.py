@@ -174,9 +174,9 @@ class Trainer:
         run = self._prepare()
         started = time.time()
         for epoch in range(run.start_epoch, self.tcfg.epochs):
-            train_loss = self._train_epoch(run, epoch)
+            train_logs = self._train_epoch(run, epoch)
             if self.info.is_main:
-                self._end_epoch(run, epoch, train_loss, round(time.time() - started, 2))
+                self._end_epoch(run, epoch, train_logs, round(time.time() - started, 2))
             barrier(self.info)
         return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", run.best, run.last_metrics)
 
@@ -243,14 +243,18 @@ class Trainer:
         run.start_epoch, run.step = int(payload["epoch"]), int(payload["step"])
         run.best = float(payload.get("best", run.best))
 
-    def _train_epoch(self, run: _Run, epoch: int) -> float:
-        """One pass over the epoch's sample order; returns the mean training loss."""
+    def _train_epoch(self, run: _Run, epoch: int) -> dict[str, float]:
+        """One pass over the epoch's sample order; returns the epoch means of the loss (``train_loss``) and
+        of every number the head's ``compute_loss`` logs (``train_<name>``), so a head's loss terms reach
+        ``metrics.csv`` without the head asking (under torchrun the loss is averaged over every process, the
+        logged terms over the main process's batches)."""
         seed_everything(epoch_seed(self.tcfg.seed, epoch) + self.info.rank)
         run.sampler.set_epoch(epoch)
         if hasattr(run.train_set, "set_epoch"):
             run.train_set.set_epoch(epoch)
         run.model.train()
         running, seen = 0.0, 0
+        sums: dict[str, float] = {}
         bar = tqdm(
             run.loader,
             desc=f"{self.task.name} epoch {epoch + 1}/{self.tcfg.epochs}",
@@ -263,13 +267,17 @@ class Trainer:
             loss_value, logs = self._step(run, to_device(batch, self.device), progress, epoch)
             seen += 1
             running += loss_value
+            for key, value in logs.items():
+                if key != "loss" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    sums[key] = sums.get(key, 0.0) + float(value)
             lr = run.scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             if self.info.is_main and run.step % self.tcfg.log_every == 0:
                 self.log.append({"kind": "step", "epoch": epoch + 1, "step": run.step, "loss": loss_value,
                                  "lr": lr, **logs})
         bar.close()
-        return running / max(1, seen)
+        # train_loss is the optimised loss, even if a head also logs a term called "loss"
+        return {"train_loss": running / max(1, seen), **{f"train_{k}": v / max(1, seen) for k, v in sums.items()}}
 
     def _step(self, run: _Run, batch: Any, progress: float, epoch: int) -> tuple[float, dict[str, float]]:
         """Loss, divergence check, backward, clipping, optimiser and schedule step."""
@@ -291,9 +299,9 @@ class Trainer:
         run.step += 1
         return loss_value, logs
 
-    def _end_epoch(self, run: _Run, epoch: int, train_loss: float, elapsed_s: float) -> None:
+    def _end_epoch(self, run: _Run, epoch: int, train_logs: dict[str, float], elapsed_s: float) -> None:
         """Main process: validate (on eval epochs), keep the best, write the checkpoints and the logs."""
-        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": run.step, "train_loss": train_loss,
+        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": run.step, **train_logs,
                                   "lr": run.scheduler.get_last_lr()[0], "elapsed_s": elapsed_s}
         if run.val_loader is not None and ((epoch + 1) % self.tcfg.eval_every == 0 or epoch + 1 == self.tcfg.epochs):
             run.raw_model.eval()
@@ -314,6 +322,8 @@ class Trainer:
         self.log.write_csv()
         self.task.after_checkpoint(run.raw_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
         self.log.print_epoch(record)
+        for message in self.task.epoch_end(record):
+            self.log.warn(epoch + 1, message)
 
     def _save(self, run: _Run, epoch: int) -> None:
         payload = {

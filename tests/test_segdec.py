@@ -187,7 +187,8 @@ def _predict_writes_outputs(task: SegDecTask, model: torch.nn.Module, tmp_path: 
     out = task.predict(model, data, tmp_path / "pred", args)
     rows = list(csv.DictReader(out.open()))
     assert sorted(r["image"] for r in rows) == sorted(f"{p.item}/{p.part}.png" for p in parts)
-    assert all(0 <= float(r["score"]) <= 1 and r["decision"] in ("0", "1") for r in rows)
+    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert all(r["decision"] == str(int(float(r["score"]) >= task.threshold)) for r in rows), rows
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == len(parts)
     assert (tmp_path / "pred" / "pr_curve.png").stat().st_size > 1000
     report = next(csv.DictReader((tmp_path / "pred" / "metrics.csv").open()))
@@ -254,3 +255,27 @@ def test_paper_encoder_loads_local_weights_and_refuses_a_file_that_does_not_fit(
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="partial.pt: does not fit"):
         build_task("segdec", overrides=[*smoke, f"model.weights={tmp_path / 'partial.pt'}"]).build_model()
+
+
+def test_warning_when_the_decision_loss_stays_at_chance_after_the_balance_moved_to_it() -> None:
+    task = SegDecTask(SegDecConfig())
+    early = {"epoch": 2, "train_loss_dec": 0.69, "train_w_seg": 0.72}  # balance still on segmentation
+    learning = {"epoch": 6, "train_loss_dec": 0.21, "train_w_seg": 0.38}
+    stuck = {"epoch": 7, "train_loss_dec": 0.66, "train_w_seg": 0.32}
+    assert task.epoch_end(early) == [] and task.epoch_end(learning) == []
+    (message,) = task.epoch_end(stuck)
+    assert "epoch 7" in message and "0.660" in message and "chance" in message and "\n" not in message
+    assert task.epoch_end({**stuck, "epoch": 8}) == []  # once per run
+    assert task.epoch_end({"epoch": 1, "train_loss": 0.3}) == []  # a record without the terms
+
+
+def test_decision_head_learning_rate_scale_makes_its_own_parameter_group() -> None:
+    cfg = from_dict(SegDecConfig, {"optim": {"decision_lr_scale": 10.0}, "model": {"widths": [4] * 9 + [16]}})
+    task = SegDecTask(cfg)
+    model = task.build_model()
+    rest, head = task.param_groups(model)
+    assert head["lr"] == pytest.approx(10 * cfg.optim.lr) and "lr" not in rest
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.decision.parameters()}
+    assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
+    default = SegDecTask(replace(cfg, optim=replace(cfg.optim, decision_lr_scale=1.0)))
+    assert len(default.param_groups(model)) == 1  # unchanged recipe: one group, old runs still resume

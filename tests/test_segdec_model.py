@@ -95,3 +95,24 @@ def test_backbone_encoder_swaps_in(name: str) -> None:
     net = SegDecNet(encoder).eval()
     decision, seg = net(torch.rand(2, 1, 72, 72))
     assert decision.shape == (2,) and seg.shape == (2, 1, 9, 9) and net.stride == 8
+
+
+def test_feature_norm_is_the_reference_normalisation_that_keeps_response_strength() -> None:
+    """FeatureNorm divides by sqrt(std): a response k times stronger comes out sqrt(k) times wider,
+    where InstanceNorm2d makes both the same (the reference code's formula, checked against a plain loop)."""
+    from scrapvision.models.segdec import FeatureNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 7)
+    norm, instance = FeatureNorm(3), torch.nn.InstanceNorm2d(3, affine=True, eps=1e-3)
+    out = norm(x)
+    for b in range(2):
+        for c in range(3):
+            values = x[b, c].flatten().tolist()
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            expected = (x[b, c] - mean) / (std + 1e-3) ** 0.5
+            torch.testing.assert_close(out[b, c], expected, rtol=1e-5, atol=1e-5)
+    ratio = norm(16 * x).std(dim=(2, 3)) / out.std(dim=(2, 3))
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 4.0), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(instance(16 * x), instance(x), rtol=1e-3, atol=1e-3)

@@ -143,3 +143,32 @@ def test_torchrun_two_processes_train_the_same_model_as_one(tmp_path):
     assert one["step"] == two["step"] == 2 * (64 // 8)
     assert_same_weights(one["model"], two["model"], atol=1e-5)
     assert one["metrics"]["val_mse"] == pytest.approx(two["metrics"]["val_mse"], rel=1e-4)
+
+
+def test_every_number_a_head_logs_is_averaged_per_epoch_into_metrics_csv(tmp_path, monkeypatch):
+    """A head's loss terms (segdec's loss_seg / loss_dec) reach metrics.csv as train_<name> epoch means."""
+    original = toy_task.ToyTask.compute_loss
+
+    def with_terms(self, model, batch, progress):
+        loss, logs = original(self, model, batch, progress)
+        return loss, {**logs, "term": float(loss.detach()) * 2 + progress, "note": "text", "flag": True}
+
+    monkeypatch.setattr(toy_task.ToyTask, "compute_loss", with_terms)
+    result = train("toy", overrides=["train.epochs=2", "train.log_every=1"], run_dir=tmp_path / "run")
+    rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
+    steps = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    for row in rows:
+        terms = [s["term"] for s in steps if s["epoch"] == int(row["epoch"])]
+        assert terms and float(row["train_term"]) == pytest.approx(sum(terms) / len(terms))
+    assert "train_note" not in rows[0] and "train_flag" not in rows[0]
+
+
+def test_warnings_of_a_head_go_to_stderr_and_metrics_jsonl_once_each(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(toy_task.ToyTask, "epoch_end",
+                        lambda self, record: [f"odd epoch {record['epoch']}"] if record["epoch"] % 2 else [],
+                        raising=False)
+    result = train("toy", overrides=["train.epochs=3"], run_dir=tmp_path / "run")
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["message"]) for r in records if r["kind"] == "warning"] == [(1, "odd epoch 1"), (3, "odd epoch 3")]
+    assert capsys.readouterr().err.count("[toy] warning: odd epoch") == 2
+    assert "message" not in open(result.run_dir / "metrics.csv").readline()

@@ -9,8 +9,9 @@ numbering the convolutions 1..11 of the segmentation subnetwork::
   with dilation 7 (15x15 field). ``atrous=False``: the original 5x5 and 15x15 kernels.
 * ``attention=True``: an SE block follows conv3..conv9 and conv10.
 * conv1..conv10 are each followed by feature normalisation (per-image, per-channel over space, with a learned
-  scale and bias: ``InstanceNorm2d(affine=True)``, the reference code's "FeatureNorm") and ReLU; conv11 is the
-  bare segmentation logit.
+  scale and bias) and ReLU; conv11 is the bare segmentation logit. ``norm="instance"`` is
+  ``InstanceNorm2d(affine=True)`` (divides by the standard deviation); ``norm="feature"`` is the reference
+  code's "FeatureNorm", which divides by its square root (:class:`FeatureNorm`); ``"batch"`` is BatchNorm.
 
 The decision subnetwork takes the 1024 features and the 1-channel segmentation logit (1025 channels), applies
 three rounds of max-pool + conv (8, 16, 32 channels; 3x3 dilation 2 when atrous, else 5x5), then global max
@@ -42,12 +43,32 @@ SE_AFTER = (3, 4, 5, 6, 7, 8, 9, 10)
 MIN_DECISION_INPUT = 9
 
 
+class FeatureNorm(nn.Module):
+    """The reference code's per-image normalisation: ``scale * (x - mean) / sqrt(std + eps) + bias`` over each
+    channel's spatial map. Dividing by the square root of the standard deviation, not by the deviation as
+    ``InstanceNorm2d`` does, keeps part of each image's response strength (the output spread is
+    ``sqrt(std)``), which the decision head's global max / mean pooling can read; full instance norm leaves
+    every image's channels with the same spread."""
+
+    def __init__(self, channels: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std, mean = torch.std_mean(x, dim=(2, 3), keepdim=True)
+        return self.scale * (x - mean) / (std + self.eps).sqrt() + self.bias
+
+
 def _norm(channels: int, norm: str) -> nn.Module:
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=True, eps=1e-3)
+    if norm == "feature":
+        return FeatureNorm(channels)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
-    raise ValueError(f"unknown norm {norm!r} (instance | batch)")
+    raise ValueError(f"unknown norm {norm!r} (instance | feature | batch)")
 
 
 def conv_block(cin: int, cout: int, kernel: int, dilation: int, norm: str) -> nn.Sequential:

@@ -1,0 +1,99 @@
+"""Rewrite DAGM 2007 (``ClassN/Train|Test/NNNN.PNG``, ``Label/Labels.txt``, ``Label/NNNN_label.PNG``) into
+the generic folder layout.
+
+    python benchmarks/dagm_to_folder.py /data/DAGM /data/dagm_folder [--classes 1 2] [--no-split]
+
+``Labels.txt`` (tab-separated, one header line) has a row per image: index, defect flag 0/1, image file,
+an unused 0, and the label file (0 when defect-free). Images go to ``images/ClassN/Train/NNNN.PNG`` byte for
+byte; a defective image's ellipse label becomes ``masks/ClassN/Train/NNNN.png`` (0/255). ``labels.csv``
+keeps the official Train / Test split as its ``split`` column (``--no-split``: cross-validate instead) and
+makes each image its own group (DAGM images are separate renderings; numbers repeat across classes and
+across Train / Test, so the names keep both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.layout_writer import LayoutWriter, read_mask  # noqa: E402
+from scrapvision.errors import DataError  # noqa: E402
+
+SPLITS = {"Train": "train", "Test": "test"}
+
+
+def read_labels_txt(path: Path) -> list[tuple[str, bool, str]]:
+    """(image file, defective, label file) per row of a DAGM ``Labels.txt``; a malformed row is a DataError."""
+    if not path.is_file():
+        raise DataError(f"DAGM labels {path}: missing (each ClassN/Train|Test needs Label/Labels.txt)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines()[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 5 or fields[1] not in ("0", "1"):
+            raise DataError(f"DAGM labels {path}, line {number}: expected 5 fields 'index flag image 0 label' "
+                            f"with flag 0/1, got {line.strip()!r}")
+        rows.append((fields[2], fields[1] == "1", fields[4]))
+    return rows
+
+
+def class_folders(source: Path, classes: list[int] | None) -> list[Path]:
+    found = sorted((p for p in source.iterdir() if re.fullmatch(r"Class\d+", p.name) and p.is_dir()),
+                   key=lambda p: int(p.name[5:]))
+    if classes:
+        missing = sorted(set(classes) - {int(p.name[5:]) for p in found})
+        if missing:
+            raise DataError(f"DAGM {source}: no folder Class{missing[0]}")
+        found = [p for p in found if int(p.name[5:]) in classes]
+    if not found:
+        raise DataError(f"DAGM {source}: no ClassN folders")
+    return found
+
+
+def convert(source: Path, target: Path, classes: list[int] | None = None, split: bool = True) -> Path:
+    """Write the folder layout of DAGM ``source`` (its ClassN folders, or only ``classes``) into ``target``."""
+    writer = LayoutWriter(target, with_split=split)
+    for class_dir in class_folders(Path(source), classes):
+        for part, split_name in SPLITS.items():
+            folder = class_dir / part
+            if not folder.is_dir():
+                raise DataError(f"DAGM {class_dir}: missing folder {part}/")
+            for image_name, defective, label_name in read_labels_txt(folder / "Label" / "Labels.txt"):
+                image = folder / image_name
+                if not image.is_file():
+                    raise DataError(f"DAGM labels {folder / 'Label' / 'Labels.txt'}: image {image} does not exist")
+                mask = None
+                if defective:
+                    label = folder / "Label" / label_name
+                    if not label.is_file():
+                        raise DataError(f"DAGM labels {folder / 'Label' / 'Labels.txt'}: defective {image_name} "
+                                        f"has no label file {label}")
+                    mask = read_mask(label)
+                    if not mask.any():
+                        raise DataError(f"DAGM label {label}: marks no defect pixel, but Labels.txt says defective")
+                name = f"{class_dir.name}/{part}/{Path(image_name).stem}"
+                writer.add(name, image, mask, group=name, split=split_name)
+    return writer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="DAGM folder holding Class1 ... Class10")
+    parser.add_argument("target", type=Path, help="new folder for images/, masks/, labels.csv")
+    parser.add_argument("--classes", type=int, nargs="+", help="only these class numbers (default: all)")
+    parser.add_argument("--no-split", action="store_true", help="drop the official Train/Test split (cross-validate)")
+    args = parser.parse_args()
+    try:
+        print(f"wrote {convert(args.source, args.target, args.classes, not args.no_split)}")
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
