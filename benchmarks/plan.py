@@ -28,12 +28,16 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"], ["benchmarks/clip_anomaly_kolektor.py"]),
     ("folder_layout_kolektor.md", [], ["benchmarks/folder_layout_kolektor.py --folds 0 --epochs 6"]),
+    ("pretrain_transfer.md", [], ["benchmarks/pretrain_transfer.py --seeds 0 --variants baseline --pretrain-epochs 60",
+                                  "benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 60"]),
     ("speed.md", ["benchmarks/speed.py"], []),
 ]
 
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of
 # canet_synthetic.py): each process merges into the same rows, which the command without them reproduces
-SPLIT_OPTIONS = ("--folds", "--only")
+SPLIT_OPTIONS = ("--folds", "--only", "--fold-list")
+# the same, for options without a value (pretrain_transfer.py's --pretrain-only runs a share of the pretrainings)
+SPLIT_FLAGS = ("--pretrain-only",)
 # a benchmark command in a code span of one line, as the sections write them: `python benchmarks/x.py --a b`
 NAMED = re.compile(r"`(?:python )?(benchmarks/\w+\.py[^`\n]*)`")
 
@@ -48,7 +52,8 @@ def normalise(command: str) -> str:
     """``command`` without ``python`` and without the options that only split one run among processes."""
     words = command.split()
     words = words[1:] if words[:1] == ["python"] else words
-    kept = [w for i, w in enumerate(words) if w not in SPLIT_OPTIONS and (i == 0 or words[i - 1] not in SPLIT_OPTIONS)]
+    kept = [w for i, w in enumerate(words)
+            if w not in SPLIT_OPTIONS + SPLIT_FLAGS and (i == 0 or words[i - 1] not in SPLIT_OPTIONS)]
     return " ".join(kept)
 
 
