@@ -73,18 +73,18 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, log_every=10))
 
 
-def build_pretrain_backbone(m: PretrainModelConfig, crop_size: int) -> nn.Module:
+def build_pretrain_backbone(model_cfg: PretrainModelConfig, crop_size: int) -> nn.Module:
     """The backbone as the heads build it, sized for ``crop_size`` where the architecture fixes a size."""
     kwargs: dict[str, Any] = {}
-    if is_timm_vit(m.backbone):
+    if is_timm_vit(model_cfg.backbone):
         kwargs = {"out_indices": (-1,), "img_size": crop_size}
-        kwargs.update({"patch_size": m.patch_size} if m.patch_size else {})
-        kwargs.update({"depth": m.vit_depth} if m.vit_depth else {})
-    elif m.patch_size or m.vit_depth:
-        raise ConfigError(f"model.patch_size / model.vit_depth only apply to timm ViTs, not {m.backbone!r}; set them to 0")
-    elif m.backbone in BACKBONES and "image_size" in inspect.signature(BACKBONES.get(m.backbone)).parameters:
+        kwargs.update({"patch_size": model_cfg.patch_size} if model_cfg.patch_size else {})
+        kwargs.update({"depth": model_cfg.vit_depth} if model_cfg.vit_depth else {})
+    elif model_cfg.patch_size or model_cfg.vit_depth:
+        raise ConfigError(f"model.patch_size / model.vit_depth only apply to timm ViTs, not {model_cfg.backbone!r}; set them to 0")
+    elif model_cfg.backbone in BACKBONES and "image_size" in inspect.signature(BACKBONES.get(model_cfg.backbone)).parameters:
         kwargs["image_size"] = crop_size  # CLIP image towers: position embeddings for this size
-    return create_backbone(m.backbone, weights=m.weights or None, **kwargs)
+    return create_backbone(model_cfg.backbone, weights=model_cfg.weights or None, **kwargs)
 
 
 def save_backbone(backbone: nn.Module, path: Path, name: str) -> Path:
@@ -136,28 +136,28 @@ class PretrainTask(Task):
     # ------------------------------------------------------------------ data
     def images(self) -> list:
         if self._images is None:
-            d = self.cfg.data
-            if d.root:
-                self._images = load_unlabeled(d.root, d.unreadable, d.keep_size)
+            data_cfg = self.cfg.data
+            if data_cfg.root:
+                self._images = load_unlabeled(data_cfg.root, data_cfg.unreadable, data_cfg.keep_size)
             else:
-                per_class = math.ceil(d.synthetic_images / 6)
-                self._images = generate_images(per_class, d.keep_size, d.synthetic_seed, 6)[0][: d.synthetic_images]
+                per_class = math.ceil(data_cfg.synthetic_images / 6)
+                self._images = generate_images(per_class, data_cfg.keep_size, data_cfg.synthetic_seed, 6)[0][: data_cfg.synthetic_images]
         return self._images
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        d, seed = self.cfg.data, self.cfg.train.seed
-        if not 0 <= d.val_fraction < 1:
-            raise ConfigError(f"config key 'data.val_fraction': {d.val_fraction} is not in [0, 1)")
+        data_cfg, seed = self.cfg.data, self.cfg.train.seed
+        if not 0 <= data_cfg.val_fraction < 1:
+            raise ConfigError(f"config key 'data.val_fraction': {data_cfg.val_fraction} is not in [0, 1)")
         images = self.images()
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(d.split_seed)).tolist()
-        n_val = int(round(d.val_fraction * len(images)))
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(data_cfg.split_seed)).tolist()
+        n_val = int(round(data_cfg.val_fraction * len(images)))
         if len(images) - n_val < 2:
             raise DataError(f"pretraining needs at least 2 training images (each needs another as a negative); "
                             f"{len(images)} readable, {n_val} held out by data.val_fraction")
         train = [images[i] for i in sorted(order[n_val:])]
         val = [images[i] for i in sorted(order[:n_val])]
-        return (TwoViews(train, d.crop_size, d.min_scale, seed),
-                TwoViews(val, d.crop_size, d.min_scale, seed + 1, fixed=True))
+        return (TwoViews(train, data_cfg.crop_size, data_cfg.min_scale, seed),
+                TwoViews(val, data_cfg.crop_size, data_cfg.min_scale, seed + 1, fixed=True))
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         """Whole batches only: a last batch of one image has no negative and breaks BatchNorm."""
@@ -169,8 +169,8 @@ class PretrainTask(Task):
     def build_model(self) -> nn.Module:
         from ..models.ssl import ContrastiveNet
 
-        m = self.cfg.model
-        return ContrastiveNet(build_pretrain_backbone(m, self.cfg.data.crop_size), m.proj_hidden, m.proj_dim)
+        model_cfg = self.cfg.model
+        return ContrastiveNet(build_pretrain_backbone(model_cfg, self.cfg.data.crop_size), model_cfg.proj_hidden, model_cfg.proj_dim)
 
     def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         from ..models.ssl import nt_xent_loss
