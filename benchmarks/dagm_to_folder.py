@@ -13,7 +13,6 @@ across Train / Test, so the names keep both).
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.layout_writer import LayoutWriter, read_mask  # noqa: E402
+from benchmarks.layout_writer import LayoutWriter, converter_parser, read_mask, run_converter  # noqa: E402
 from scrapvision.errors import DataError  # noqa: E402
 
 SPLITS = {"Train": "train", "Test": "test"}
@@ -83,16 +82,10 @@ def convert(source: Path, target: Path, classes: list[int] | None = None, split:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path, help="DAGM folder holding Class1 ... Class10")
-    parser.add_argument("target", type=Path, help="new folder for images/, masks/, labels.csv")
+    parser = converter_parser(__doc__, "DAGM folder holding Class1 ... Class10",
+                              "drop the official Train/Test split (cross-validate)")
     parser.add_argument("--classes", type=int, nargs="+", help="only these class numbers (default: all)")
-    parser.add_argument("--no-split", action="store_true", help="drop the official Train/Test split (cross-validate)")
-    args = parser.parse_args()
-    try:
-        print(f"wrote {convert(args.source, args.target, args.classes, not args.no_split)}")
-    except DataError as exc:
-        sys.exit(f"error: {exc}")
+    run_converter(parser, lambda args: convert(args.source, args.target, args.classes, not args.no_split))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ cross-validate instead); each image is its own group (the release names no physi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.layout_writer import LayoutWriter, read_mask  # noqa: E402
+from benchmarks.layout_writer import LayoutWriter, converter_parser, read_mask, run_converter  # noqa: E402
 from scrapvision.errors import DataError  # noqa: E402
 
 GT_SUFFIX = "_GT"
@@ -57,15 +56,9 @@ def convert(source: Path, target: Path, split: bool = True) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path, help="KolektorSDD2 folder holding train/ and test/")
-    parser.add_argument("target", type=Path, help="new folder for images/, masks/, labels.csv")
-    parser.add_argument("--no-split", action="store_true", help="drop the official train/test split (cross-validate)")
-    args = parser.parse_args()
-    try:
-        print(f"wrote {convert(args.source, args.target, not args.no_split)}")
-    except DataError as exc:
-        sys.exit(f"error: {exc}")
+    parser = converter_parser(__doc__, "KolektorSDD2 folder holding train/ and test/",
+                              "drop the official train/test split (cross-validate)")
+    run_converter(parser, lambda args: convert(args.source, args.target, not args.no_split))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ datasets/folder_layout.md for the layout itself.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +52,24 @@ def read_mask(path: Path) -> np.ndarray:
     from scrapvision.data.images import read_gray_mask
 
     return read_gray_mask(path) > 0
+
+
+def converter_parser(doc: str, source_help: str, split_help: str = "") -> argparse.ArgumentParser:
+    """The command line every converter shares: SOURCE TARGET [--no-split]."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help=source_help)
+    parser.add_argument("target", type=Path, help="new folder for images/, masks/, labels.csv")
+    if split_help:
+        parser.add_argument("--no-split", action="store_true", help=split_help)
+    return parser
+
+
+def run_converter(parser: argparse.ArgumentParser, convert: Callable[[argparse.Namespace], Path]) -> None:
+    """Parse, convert, print the target; a bad source is one line and exit 1, never a traceback."""
+    from scrapvision.errors import DataError
+
+    args = parser.parse_args()
+    try:
+        print(f"wrote {convert(args)}")
+    except DataError as exc:
+        sys.exit(f"error: {exc}")

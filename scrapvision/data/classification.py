@@ -215,6 +215,16 @@ class PredictImages(Dataset):
         return {"image": to_tensor(self.transform(image=image)["image"]), "file": self.keys[index], "error": ""}
 
 
+def predict_images(inputs: Path, args, image_size: int, default_policy: str) -> PredictImages:
+    """``predict --input`` (folder, file or list) as :class:`PredictImages`; ``--unreadable`` overrides the
+    config's policy. Shared by every head that predicts one row per image file."""
+    from .inference import input_files, input_keys
+
+    files = input_files(inputs, getattr(args, "allow_outside_root", False))
+    policy = getattr(args, "unreadable", None) or default_policy
+    return PredictImages(files, input_keys(inputs, files), image_size, policy)
+
+
 class ClassificationDataset(Dataset):
     """In-memory RGB images + integer labels; augmentation seeded by (seed, epoch, index)."""
 

@@ -29,8 +29,7 @@ from ..backbones import create_backbone
 from ..backbones.factory import is_timm_vit
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
-from ..data.classification import PredictImages
-from ..data.inference import input_files, input_keys
+from ..data.classification import predict_images
 from ..data.synthetic.scrap_grades import generate_images
 from ..data.unlabeled import TwoViews, load_unlabeled
 from ..errors import ConfigError, DataError
@@ -212,9 +211,7 @@ class PretrainTask(Task):
                             help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        files = input_files(inputs, getattr(args, "allow_outside_root", False))
-        policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
-        return PredictImages(files, input_keys(inputs, files), self.cfg.data.crop_size, policy)
+        return predict_images(inputs, args, self.cfg.data.crop_size, self.cfg.data.unreadable)
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """The pooled backbone features of each image (space-separated), for retrieval or clustering."""

@@ -27,12 +27,11 @@ from ..config import OptimConfig, TrainConfig, from_dict
 from ..data.classification import (
     LOAD_RATIO,
     ClassificationDataset,
-    PredictImages,
     find_records,
     load_images,
+    predict_images,
     split_indices,
 )
-from ..data.inference import input_files, input_keys
 from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_grades import generate_images, grade_names
 from ..errors import CheckpointError, DataError
@@ -255,9 +254,7 @@ class ScrapClsTask(Task):
                             help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        files = input_files(inputs, getattr(args, "allow_outside_root", False))
-        policy = getattr(args, "unreadable", None) or self.cfg.data.unreadable
-        return PredictImages(files, input_keys(inputs, files), self.cfg.data.image_size, policy)
+        return predict_images(inputs, args, self.cfg.data.image_size, self.cfg.data.unreadable)
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """One row per image: file, class, probability (+ the k best with --top-k), error."""
