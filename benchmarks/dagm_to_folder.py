@@ -43,6 +43,8 @@ def read_labels_txt(path: Path) -> list[tuple[str, bool, str]]:
 
 
 def class_folders(source: Path, classes: list[int] | None) -> list[Path]:
+    if not source.is_dir():
+        raise DataError(f"DAGM {source}: folder not found")
     found = sorted((p for p in source.iterdir() if re.fullmatch(r"Class\d+", p.name) and p.is_dir()),
                    key=lambda p: int(p.name[5:]))
     if classes:

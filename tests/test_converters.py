@@ -101,3 +101,10 @@ def test_ksdd2_image_without_ground_truth_is_a_one_line_error_naming_it(tmp_path
     with pytest.raises(DataError, match=r"test/20000\.png: no ground truth 20000_GT\.png") as info:
         ksdd2_to_folder.convert(tmp_path / "ksdd2", tmp_path / "out")
     assert "\n" not in str(info.value)
+
+
+def test_dagm_source_that_does_not_exist_is_one_line(tmp_path):
+    from benchmarks.dagm_to_folder import convert
+
+    with pytest.raises(DataError, match="folder not found"):
+        convert(tmp_path / "missing", tmp_path / "out")
