@@ -14,7 +14,8 @@ accuracy against pretraining time from one pretraining run (its cosine schedule 
 
 Pretrained backbones are kept in ``--work`` (default /tmp/pretrain_transfer), keyed by fold and pretraining
 recipe, so later processes (more seeds, other variants) reuse them; an interrupted pretraining resumes.
-Results of separate processes merge by (arm, variant, seed, fold) in benchmarks/results/pretrain_transfer.json;
+Results of separate processes merge by (recipe, arm, variant, seed, fold) in results/pretrain_transfer.json (a
+longer pretraining is another recipe beside the first, not a replacement);
 a seed is summarised once all its folds are in.
 """
 
@@ -38,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import machine, now  # noqa: E402
+from benchmarks.bench_env import machine, now, write_section  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
 from benchmarks.scrap_cls_cv import paired_gain, run_fold, summary  # noqa: E402
@@ -117,23 +118,28 @@ def arms(info: dict, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return out + [("pretrained", [f"model.weights={info['backbone']}"])]
 
 
-def load_results(recipe_now: dict) -> dict:
-    """Earlier results of the same recipe (fine-tuning, pretraining, folds), else a fresh record."""
-    earlier = json.loads(JSON.read_text()) if JSON.exists() else {}
-    if earlier.get("recipe") == recipe_now:
-        return earlier
-    return {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
+def load_all() -> list[dict]:
+    """Every recorded recipe (fine-tuning, pretraining, folds), each with its own runs and fold results."""
+    if not JSON.exists():
+        return []
+    data = json.loads(JSON.read_text())
+    return data["recipes"] if "recipes" in data else [data]  # before 2026-12-01 the file held one recipe
 
 
-def update(recipe_now: dict, change: Callable[[dict], None]) -> dict:
-    """Read, change and write the results under a file lock: processes side by side never lose a result."""
+def update(recipe_now: dict, change: Callable[[dict], None]) -> list[dict]:
+    """Read, change (the record of ``recipe_now``) and write the results under a file lock: processes side by
+    side never lose a result, and a run of another recipe (say, a longer pretraining) keeps the others."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(Path(tempfile.gettempdir()) / "pretrain_transfer.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        payload = load_results(recipe_now)
+        every = load_all()
+        payload = next((p for p in every if p["recipe"] == recipe_now), None)
+        if payload is None:
+            payload = {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
+            every.append(payload)
         change(payload)
-        JSON.write_text(json.dumps(payload, indent=1))
-    return payload
+        JSON.write_text(json.dumps({"recipes": every}, indent=1))
+    return every
 
 
 def add_fold(payload: dict, entry: dict) -> None:
@@ -169,28 +175,40 @@ def arm_order(arm: str) -> tuple[int, int]:
     return (1, int(arm.split("@")[1].removesuffix("ep"))) if "@" in arm else (2, 0)
 
 
-def plot_curve(payload: dict, table: dict, pretraining: list[dict]) -> Path | None:
-    """Pooled top-1 against pretraining minutes (0 = from scratch), one line per variant."""
-    from matplotlib.figure import Figure
+def pretrain_epochs(payload: dict) -> int:
+    return int(next(o for o in payload["recipe"]["pretrain"] if o.startswith("train.epochs=")).split("=")[1])
 
-    minutes = {"scratch": 0.0, "pretrained": float(np.mean([p["loop_seconds"] for p in pretraining])) / 60}
+
+def arm_minutes(payload: dict) -> dict[str, float]:
+    """Pretraining minutes (training loop, mean over folds) behind each arm; 0 for scratch."""
+    pretraining = list(payload["pretraining"].values())
+    minutes: dict[str, list[float]] = {"scratch": [0.0], "pretrained": [p["loop_seconds"] / 60 for p in pretraining]}
     for p in pretraining:
         for e, snap in p["snapshots"].items():
-            minutes.setdefault(f"pretrained@{e}ep", []).append(snap["seconds"] / 60)  # type: ignore[union-attr]
-    minutes = {k: float(np.mean(v)) for k, v in minutes.items()}
-    fig = Figure(figsize=(6, 4))
+            minutes.setdefault(f"pretrained@{e}ep", []).append(snap["seconds"] / 60)
+    return {k: float(np.mean(v)) for k, v in minutes.items()}
+
+
+def plot_curve(every: list[dict], n_folds: int) -> Path | None:
+    """Pooled top-1 against pretraining minutes (0 = from scratch): one line per recipe and variant."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4))
     ax = fig.add_subplot()
-    for variant in sorted({v for _, v in table}):
-        points = sorted((minutes[a], r["accuracy"], r["accuracy_sd"]) for (a, v), r in table.items()
-                        if v == variant and a in minutes)
-        if len(points) >= 2:
-            x, y, e = zip(*points)
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=variant)
+    for payload in sorted(every, key=pretrain_epochs):
+        table, minutes = summaries(payload, n_folds), arm_minutes(payload)
+        for variant in sorted({v for _, v in table}):
+            points = sorted((minutes[a], r["accuracy"], r["accuracy_sd"], len(r["per_seed"]))
+                            for (a, v), r in table.items() if v == variant and a in minutes)
+            if len(points) >= 2:
+                x, y, e, n = zip(*points)
+                ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
+                            label=f"{variant}, {pretrain_epochs(payload)}-epoch pretraining ({max(n)} seed(s))")
     if not ax.lines:
         return None
     ax.set(xlabel="pretraining time per fold (min of training loop, 1 thread)", ylabel="scrap_cls top-1 % (3-fold CV)",
            title="transfer accuracy against SimCLR pretraining time")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.savefig(PLOT, dpi=100, bbox_inches="tight")
     return PLOT
 
@@ -199,18 +217,19 @@ def _se(value: float) -> str:
     return "n/a (1 seed)" if np.isnan(value) else f"{value:.2f}"
 
 
-def markdown(payload: dict, args: argparse.Namespace) -> str:
-    table = summaries(payload, args.folds)
+def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
+    """Commands, recipe, pretraining table, accuracy table and paired gains of one recipe."""
+    table, minutes = summaries(payload, n_folds), arm_minutes(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
-    runs = payload["runs"]
-    lines = ["## scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", "",
+    recipe = payload["recipe"]
+    lines = [f"#### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold", "",
              "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
-                                       f"{r['machine']})" for r in runs),
-             f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(payload['recipe']['finetune'])}`; "
+                                       f"{r['machine']})" for r in payload["runs"]),
+             f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(recipe['finetune'])}`; "
              "last epoch scored; folds from StratifiedKFold (seed 0), the same for every seed and arm.",
              f"- Pretraining (one per fold, seed 0, labels ignored, only the photos of that fold's training folds"
-             f"{' plus ' + ', '.join(payload['recipe']['extra']) if payload['recipe']['extra'] else ''}): "
-             f"SimCLR, `{' '.join(payload['recipe']['pretrain'])}`.", ""]
+             f"{' plus ' + ', '.join(recipe['extra']) if recipe['extra'] else ''}): "
+             f"SimCLR, `{' '.join(recipe['pretrain'])}`.", ""]
     if pretraining:
         lines += ["| fold | images | steps | wall min (decode + train) | training images/s (2 views each) | "
                   "NT-Xent first -> last epoch |", "|---|---|---|---|---|---|"]
@@ -218,15 +237,16 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
                   f"{p['first_loss']:.3f} -> {p['last_loss']:.3f} |" for p in pretraining]
         lines += ["", "A resumed pretraining counts only the time of its last process. Wall times depend on the "
                   "machine's load (given with each command).", ""]
-        lines.append("")
-    lines += ["| arm | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | top-1 per seed |",
-              "|---|---|---|---|---|---|---|"]
-    for (arm, variant), r in sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0]))):
+    lines += ["| arm | pretraining min per fold | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | "
+              "top-1 per seed |", "|---|---|---|---|---|---|---|---|"]
+    ordered = sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0])))
+    for (arm, variant), r in ordered:
         per_seed = " / ".join(f"{s['accuracy']:.1f}" for s in r["per_seed"])
-        lines.append(f"| {arm} | {variant} | {len(r['per_seed'])} | {r['images']} | {r['accuracy']:.2f} +- "
-                     f"{r['accuracy_sd']:.2f} | {r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | {per_seed} |")
+        lines.append(f"| {arm} | {minutes.get(arm, float('nan')):.1f} | {variant} | {len(r['per_seed'])} | {r['images']} | "
+                     f"{r['accuracy']:.2f} +- {r['accuracy_sd']:.2f} | {r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | "
+                     f"{per_seed} |")
     gains = []
-    for (arm, variant), r in sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0]))):
+    for (arm, variant), r in ordered:
         if arm != "scratch" and ("scratch", variant) in table:
             acc, acc_se, n = paired_gain(table[("scratch", variant)], r)
             f1, f1_se, _ = paired_gain(table[("scratch", variant)], r, "macro_f1")
@@ -239,9 +259,23 @@ def markdown(payload: dict, args: argparse.Namespace) -> str:
                         - {(a, v, s["seed"]) for (a, v), r in table.items() for s in r["per_seed"]})
     if incomplete:
         lines += ["", "Not summarised yet (folds missing): " + ", ".join(f"{a}/{v}/seed {s}" for a, v, s in incomplete)]
-    if plot_curve(payload, table, pretraining):
-        lines += ["", f"![transfer accuracy against pretraining time]({PLOT.name})"]
+    return lines + [""]
+
+
+def markdown(every: list[dict], n_folds: int, image_dir: str = "") -> str:
+    """Every recipe's section, shortest pretraining first, then the transfer curve over all of them."""
+    lines = ["### scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", ""]
+    for payload in sorted(every, key=pretrain_epochs):
+        lines += recipe_markdown(payload, n_folds)
+    if plot_curve(every, n_folds):
+        lines += [f"![transfer accuracy against pretraining time]({image_dir}{PLOT.name})"]
     return "\n".join(lines) + "\n"
+
+
+def write_reports(every: list[dict], n_folds: int) -> None:
+    """results/pretrain_transfer.md and the same section in RESULTS.md (its image path from there)."""
+    MD.write_text(markdown(every, n_folds))
+    write_section(RESULTS.parent / "RESULTS.md", "pretrain_transfer:scrap_cls", markdown(every, n_folds, "results/"))
 
 
 def main() -> None:
@@ -274,8 +308,7 @@ def main() -> None:
     if args.report:
         if not JSON.exists():
             sys.exit(f"{JSON}: no recorded run yet")
-        payload = json.loads(JSON.read_text())
-        MD.write_text(markdown(payload, args))
+        write_reports(load_all(), args.folds)
         print(MD.read_text())
         return
     torch.set_num_threads(args.threads)
@@ -297,8 +330,7 @@ def main() -> None:
     command = "python benchmarks/pretrain_transfer.py " + " ".join(sys.argv[1:])
     run = {"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
            "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
-    payload = update(recipe_now, lambda p: p["runs"].append(run))
-    MD.write_text(markdown(payload, args))
+    write_reports(update(recipe_now, lambda p: p["runs"].append(run)), args.folds)
     print(MD.read_text())
 
 
