@@ -39,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import machine, now, write_section  # noqa: E402
+from benchmarks.bench_env import machine, now  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
 from benchmarks.scrap_cls_cv import paired_gain, run_fold, summary  # noqa: E402
@@ -222,7 +222,7 @@ def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
     table, minutes = summaries(payload, n_folds), arm_minutes(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
     recipe = payload["recipe"]
-    lines = [f"#### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold", "",
+    lines = [f"### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold", "",
              "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
                                        f"{r['machine']})" for r in payload["runs"]),
              f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(recipe['finetune'])}`; "
@@ -262,20 +262,15 @@ def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
     return lines + [""]
 
 
-def markdown(every: list[dict], n_folds: int, image_dir: str = "") -> str:
-    """Every recipe's section, shortest pretraining first, then the transfer curve over all of them."""
-    lines = ["### scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", ""]
+def markdown(every: list[dict], n_folds: int) -> str:
+    """Every recipe's section, shortest pretraining first, then the transfer curve over all of them (image path
+    as seen from RESULTS.md, which ``python -m benchmarks assemble`` builds from this file)."""
+    lines = ["## scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", ""]
     for payload in sorted(every, key=pretrain_epochs):
         lines += recipe_markdown(payload, n_folds)
     if plot_curve(every, n_folds):
-        lines += [f"![transfer accuracy against pretraining time]({image_dir}{PLOT.name})"]
+        lines += [f"![transfer accuracy against pretraining time](results/{PLOT.name})"]
     return "\n".join(lines) + "\n"
-
-
-def write_reports(every: list[dict], n_folds: int) -> None:
-    """results/pretrain_transfer.md and the same section in RESULTS.md (its image path from there)."""
-    MD.write_text(markdown(every, n_folds))
-    write_section(RESULTS.parent / "RESULTS.md", "pretrain_transfer:scrap_cls", markdown(every, n_folds, "results/"))
 
 
 def main() -> None:
@@ -308,7 +303,7 @@ def main() -> None:
     if args.report:
         if not JSON.exists():
             sys.exit(f"{JSON}: no recorded run yet")
-        write_reports(load_all(), args.folds)
+        MD.write_text(markdown(load_all(), args.folds))
         print(MD.read_text())
         return
     torch.set_num_threads(args.threads)
@@ -330,7 +325,7 @@ def main() -> None:
     command = "python benchmarks/pretrain_transfer.py " + " ".join(sys.argv[1:])
     run = {"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
            "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
-    write_reports(update(recipe_now, lambda p: p["runs"].append(run)), args.folds)
+    MD.write_text(markdown(update(recipe_now, lambda p: p["runs"].append(run)), args.folds))
     print(MD.read_text())
 
 

@@ -93,7 +93,14 @@ MALFORMED = [
     (f"{H * W} 2", "past the image"),
     (f"{H * W + 1} 1", "past the image"),
     ("1" * 30 + " 1", "past the image"),
+    ("9" * 19 + " 1", "past the image"),  # saturates NumPy's parser at the int64 maximum
+    ("+3 4", "non-integer"),  # NumPy's parser alone would accept a sign
 ]
+
+
+@pytest.mark.parametrize("text", ["", " ", "\t\n ", "1\v2\f5 3\r\n20 1", "  7 2  "])
+def test_blank_and_any_ascii_whitespace_decode_as_the_reference(text):
+    np.testing.assert_array_equal(rle_decode(text, (H, W)), rle_decode_reference(text, (H, W)))
 
 
 @pytest.mark.parametrize("text,problem", MALFORMED)

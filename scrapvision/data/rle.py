@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
 
 from ..errors import DataError
@@ -17,6 +18,32 @@ from ..errors import DataError
 # token non-numeric, so the one tokeniser both validates and parses
 _TOKEN = re.compile(r"[^ \t\n\r\f\v]+")
 _MAX_DIGITS = 15  # larger numbers cannot address any image and would overflow int64 arithmetic
+# digits and ASCII whitespace only: such a string takes the fast path (one regex scan, NumPy's C parser)
+_WELL_FORMED = re.compile(r"[0-9 \t\n\r\f\v]*")
+
+
+def _transpose(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous transpose of a 2-D bool/uint8 array: OpenCV's blocked copy is ~10x NumPy's here,
+    and this copy, not the parsing, dominated decoding 256x1600 masks."""
+    return cv2.transpose(array.view(np.uint8)).view(array.dtype)
+
+
+def _tokens(rle: str, image_id: str) -> np.ndarray:
+    """The numbers of ``rle``. Fast path for well-formed strings (C-level checks and parsing); anything
+    else takes the token-by-token path that names the offending value."""
+    if _WELL_FORMED.fullmatch(rle):
+        if not rle.strip():
+            return np.zeros(0, dtype=np.int64)  # np.fromstring reads a blank string as [0]
+        values = np.fromstring(rle, dtype=np.int64, sep=" ")  # text mode: parses in C, not deprecated
+        if values.max() < 10**_MAX_DIGITS:  # larger values saturate at the int64 maximum: slow path names them
+            return values
+    tokens = _TOKEN.findall(rle)
+    bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
+    if bad is not None:
+        raise _fail(image_id, f"non-integer value {bad[:20]!r}")
+    if any(len(t) > _MAX_DIGITS for t in tokens):
+        raise _fail(image_id, f"value with more than {_MAX_DIGITS} digits runs past the image")
+    return np.array(tokens, dtype=np.int64)
 
 
 def _fail(image_id: str, problem: str) -> DataError:
@@ -31,15 +58,10 @@ def rle_runs(rle: str, shape: tuple[int, int], image_id: str = "") -> tuple[np.n
     """
     if not isinstance(rle, str):
         raise _fail(image_id, f"expected a string, got {type(rle).__name__}")
-    tokens = _TOKEN.findall(rle)
-    bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
-    if bad is not None:
-        raise _fail(image_id, f"non-integer value {bad[:20]!r}")
-    if len(tokens) % 2:
-        raise _fail(image_id, f"odd number of values ({len(tokens)}); expected start/length pairs")
-    if any(len(t) > _MAX_DIGITS for t in tokens):
-        raise _fail(image_id, f"value with more than {_MAX_DIGITS} digits runs past the image")
-    values = np.array(tokens, dtype=np.int64).reshape(-1, 2)
+    values = _tokens(rle, image_id)
+    if values.size % 2:
+        raise _fail(image_id, f"odd number of values ({values.size}); expected start/length pairs")
+    values = values.reshape(-1, 2)
     starts, lengths = values[:, 0] - 1, values[:, 1]
     _check_runs(starts, lengths, int(shape[0]) * int(shape[1]), image_id)
     return starts, lengths
@@ -48,6 +70,13 @@ def rle_runs(rle: str, shape: tuple[int, int], image_id: str = "") -> tuple[np.n
 def _check_runs(starts: np.ndarray, lengths: np.ndarray, n_pixels: int, image_id: str) -> None:
     def first(bad: np.ndarray) -> int:
         return int(np.flatnonzero(bad)[0])
+
+    ends = starts + lengths
+    # one pass for the common, valid case: each run starts at or after the previous end (so starts and ends
+    # increase), the first start is >= 0 and the last end inside the image
+    if not starts.size or (starts[0] >= 0 and ends[-1] <= n_pixels and lengths.min() >= 1
+                           and bool(np.all(starts[1:] >= ends[:-1]))):
+        return
 
     if np.any(starts < 0):
         i = first(starts < 0)
@@ -80,7 +109,7 @@ def rle_decode(rle: str, shape: tuple[int, int], image_id: str = "") -> np.ndarr
     values = np.zeros(counts.size, dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, counts)
-    return np.ascontiguousarray(flat.reshape(width, height).T)
+    return _transpose(flat.reshape(width, height))
 
 
 def rle_encode(mask: np.ndarray) -> str:
@@ -88,7 +117,7 @@ def rle_encode(mask: np.ndarray) -> str:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode needs a 2-D mask, got shape {mask.shape}")
-    flat = mask.astype(bool, copy=False).ravel(order="F")
+    flat = _transpose(mask.astype(bool, copy=False)).ravel()  # Fortran order, via the fast transpose
     padded = np.concatenate(([False], flat, [False]))
     edges = np.flatnonzero(padded[1:] != padded[:-1])  # alternating run starts and ends (0-based)
     if edges.size == 0:
