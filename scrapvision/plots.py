@@ -67,7 +67,7 @@ def plot_curves(metrics_csv: Path, out: Path, monitor: str = "val_loss", mode: s
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{metrics_csv.parent.name}: best {monitor} at epoch {best_epoch}", fontsize=10)
+    fig.suptitle(f"{metrics_csv.parent.name}: best {monitor} at epoch {best_epoch}", fontsize=10, y=1.01)
     fig.tight_layout()
     return save_png(fig, out)
 
@@ -86,20 +86,27 @@ def to_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def save_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: str | Path,
-              columns: Sequence[str] = (), suptitle: str = "") -> Path:
-    """One row per item (its panels side by side, e.g. input | truth | prediction), titled per row."""
-    n_rows, n_cols = max(1, len(rows)), max(1, max((len(r) for r in rows), default=1))
-    height, width = rows[0][0].shape[:2] if rows and rows[0] else (1, 1)
+              columns: Sequence[str] = (), suptitle: str = "", wrap: int = 4) -> Path:
+    """One row per item (its panels side by side, e.g. input | truth | prediction) titled by its first
+    panel; items of a single panel each are laid out ``wrap`` to a row instead, each titled."""
+    cells = [[(panel, titles[i] if j == 0 else "") for j, panel in enumerate(row)] for i, row in enumerate(rows)]
+    if cells and all(len(row) == 1 for row in cells):
+        flat = [row[0] for row in cells]
+        cells = [flat[k:k + wrap] for k in range(0, len(flat), wrap)]
+        columns = ()
+    n_rows, n_cols = max(1, len(cells)), max(1, max((len(r) for r in cells), default=1))
+    height, width = cells[0][0][0].shape[:2] if cells else (1, 1)
     panel_w = min(4.5, 2.4 * width / height)
-    fig = Figure(figsize=(panel_w * n_cols, panel_w * height / width * n_rows + 0.5 * n_rows + 0.4))
+    fig = Figure(figsize=(panel_w * n_cols, (panel_w * height / width + 0.5) * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, ax_row in enumerate(axes):
         for j, ax in enumerate(ax_row):
             ax.set_axis_off()
-            if i < len(rows) and j < len(rows[i]):
-                ax.imshow(rows[i][j], cmap="gray" if rows[i][j].ndim == 2 else None)
+            if i < len(cells) and j < len(cells[i]):
+                panel, title = cells[i][j]
+                ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
                 heading = columns[j] if i == 0 and j < len(columns) else ""
-                ax.set_title("\n".join(t for t in (heading, titles[i] if j == 0 else "") if t), fontsize=8)
+                ax.set_title("\n".join(t for t in (heading, title) if t), fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
