@@ -70,7 +70,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        epilog=f"examples:\n  scrapvision train --task {t}\n"
                        f"  scrapvision train --task {t} --data /data/{t} --set train.epochs=30\n"
                        f"  scrapvision train --task {t} --resume runs/{t}/20260101-120000\n\n"
-                       "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,best.pt,last.pt}.")
+                       "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,curves.png,run.json,best.pt,last.pt}.")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/<task>/<time>)")
     p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")

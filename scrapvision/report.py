@@ -20,6 +20,7 @@ from torch import nn
 
 from .checkpoint import atomic_write
 from .errors import ScrapvisionError
+from .plots import plot_curves
 from .runlog import best_row, read_run_info
 from .task import Task
 
@@ -85,7 +86,10 @@ def _metrics_section(run_dir: Path, monitor: Sequence[str]) -> str:
 
 
 def _eval_section(manifest_path: Path) -> str:
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ScrapvisionError(f"report: {manifest_path}: not readable ({exc})") from None
     folder = manifest_path.parent
     parts = [f"<h3>{html.escape(str(folder))}</h3>",
              f"<p>checkpoint {html.escape(str(manifest.get('checkpoint')))}, data {html.escape(str(manifest.get('data')))}, "
@@ -116,6 +120,8 @@ def write_html_report(run_dir: Path, eval_dirs: Sequence[Path] = (), out: Path |
         manifests.append(Path(folder) / EVAL_MANIFEST)
     info = read_run_info(run_dir)
     task = info.get("task") or run_dir.parent.name
+    if not (run_dir / "curves.png").is_file() and (run_dir / "metrics.csv").is_file():  # a run from before curves.png
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", *(info.get("monitor") or ("val_loss", "min")))
     commands = info.get("commands") or [{"time": "?", "command": "(not recorded: run made before run.json existed)"}]
     body = [f"<h1>{html.escape(task)}: {html.escape(run_dir.name)}</h1>",
             "<h2>Command</h2>",

@@ -103,6 +103,18 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a run folder" in one_line_error(capsys)
     assert main(["report", str(tmp_path / "absent")]) == 2
     assert "folder not found" in one_line_error(capsys)
+    assert main(["runs", str(tmp_path / "absent")]) == 2
+    assert "folder not found" in one_line_error(capsys)
+
+
+def test_report_of_a_run_older_than_curves_and_run_json(runs, tmp_path):
+    old = tmp_path / "segdec" / "20250101-000000"
+    shutil.copytree(runs("segdec"), old, ignore=shutil.ignore_patterns("curves.png", "run.json", "eval", "report.html"))
+    assert main(["report", str(old)]) == 0
+    parser = Images()
+    parser.feed((old / "report.html").read_text(encoding="utf-8"))
+    assert len(parser.sources) == 1 and (old / "curves.png").is_file()  # the curves, drawn now from metrics.csv
+    assert "not recorded" in (old / "report.html").read_text(encoding="utf-8")
 
 
 def test_report_opens_in_a_headless_browser(runs, tmp_path):
