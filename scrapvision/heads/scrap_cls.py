@@ -84,7 +84,9 @@ class ScrapClsLossConfig:
 
 @dataclass(frozen=True)
 class ScrapClsEvalConfig:
-    report_dir: str = ""  # if set, every evaluation writes per_class.csv and confusion_matrix.png here
+    # if set, every evaluation (each validation epoch too) rewrites per_class.csv / .png and confusion_matrix.png
+    # here; `scrapvision eval --report DIR` writes the same once, with the worst-classified images
+    report_dir: str = ""
 
 
 @dataclass(frozen=True)
