@@ -50,7 +50,7 @@ from segdec_common import (
 
 from scrapvision.config import load_config
 from scrapvision.heads.segdec import SegDecConfig, SegDecTask
-from scrapvision.heads.segdec_parts.metrics import save_pr_curve
+from scrapvision.plots import save_pr_curve
 
 MODES = {
     "full": ["data.supervision=full"],

@@ -50,13 +50,15 @@ def build_task(
 
 
 def train(name: str, config: str | Path | None = None, overrides: Sequence[str] = (),
-          data: str | Path | None = None, run_dir: str | Path | None = None, resume: str | Path | None = None):
-    """Train task ``name``; with ``resume`` the checkpoint's config is the base and the run folder is reused."""
+          data: str | Path | None = None, run_dir: str | Path | None = None, resume: str | Path | None = None,
+          command: str | None = None):
+    """Train task ``name``; with ``resume`` the checkpoint's config is the base and the run folder is reused.
+    ``command`` is recorded in the run folder (default: this process's command line)."""
     from .trainer import Trainer
 
     base = read_checkpoint(resume, name)["config"] if resume else None
     task = build_task(name, config, overrides, data, base=base)
-    return Trainer(task, run_dir=run_dir, resume=resume).fit()
+    return Trainer(task, run_dir=run_dir, resume=resume, command=command).fit()
 
 
 def load_trained(
@@ -123,16 +125,21 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
     return task, OnnxEngine(onnx_path)
 
 
-def evaluate(task: Task, model: nn.Module, batch_size: int | None = None) -> dict[str, float]:
+def eval_loader(task: Task, batch_size: int | None = None) -> DataLoader:
+    """The task's evaluation set in a fixed order (what ``eval`` scores and ``eval --report`` pictures)."""
     dataset = task.build_eval_dataset()
     if len(dataset) == 0:
         raise ScrapvisionError(f"task {task.name}: the evaluation set is empty")
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size or task.cfg.train.eval_batch_size or task.cfg.train.batch_size,
         shuffle=False,
         num_workers=task.cfg.train.num_workers,
         collate_fn=task.collate_fn(),
     )
+
+
+def evaluate(task: Task, model: nn.Module, batch_size: int | None = None) -> dict[str, float]:
+    loader = eval_loader(task, batch_size)
     model.eval()
     return task.evaluate(model, loader)

@@ -1,10 +1,11 @@
-"""``scrapvision``: list | config | train | pretrain | eval | predict | export | prepare | data. Errors are one line and exit code 2."""
+"""``scrapvision``: list | config | train | pretrain | eval | predict | export | prepare | data | report | runs. Errors are one line and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        epilog=f"examples:\n  scrapvision train --task {t}\n"
                        f"  scrapvision train --task {t} --data /data/{t} --set train.epochs=30\n"
                        f"  scrapvision train --task {t} --resume runs/{t}/20260101-120000\n\n"
-                       "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,best.pt,last.pt}.")
+                       "Writes runs/<task>/<time>/{config.yaml,metrics.jsonl,metrics.csv,curves.png,run.json,best.pt,last.pt}.")
     _common(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default: <train.out_dir>/<task>/<time>)")
     p.add_argument("--resume", metavar="CKPT|RUN_DIR", help="continue from last.pt of a run (same config)")
@@ -79,7 +80,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        epilog="examples:\n  scrapvision pretrain --data /plant/photos --set model.backbone=tinynet_e\n"
                        "  scrapvision train --task scrap_cls --data DIR "
                        "--set model.weights=runs/pretrain/<time>/backbone.safetensors\n\n"
-                       "Writes runs/pretrain/<time>/{backbone.safetensors,loss.png,best.pt,last.pt,...}.")
+                       "Writes runs/pretrain/<time>/{backbone.safetensors,curves.png,best.pt,last.pt,...}.")
     p.add_argument("--data", metavar="DIR[,DIR2]", help="folder(s) of unlabeled images, read recursively "
                    "(default: built-in synthetic scrap images)")
     p.add_argument("--config", metavar="YAML", help="recipe file (default: tasks/pretrain.yaml = built-in)")
@@ -92,6 +93,8 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        epilog=f"example:\n  scrapvision eval --task {t} --checkpoint best.pt --data DIR")
     _common(p, checkpoint=True)
     p.add_argument("--out", metavar="JSON", help="also write the metrics to this JSON file")
+    p.add_argument("--report", metavar="DIR", help="also write the head's pictures (worst items, overlays, curves) "
+                   "to DIR; put DIR inside the run folder and `scrapvision report` shows them")
     _engine(p)
 
     p = sub.add_parser("predict", help="run a checkpoint on new images and write results", formatter_class=fmt,
@@ -134,6 +137,20 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("action", choices=("check",), help="check: read and validate everything")
     _common(p)
     p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet of images with masks overlaid")
+
+    p = sub.add_parser("report", help="write one self-contained report.html of a run folder", formatter_class=fmt,
+                       epilog="example:\n  scrapvision eval --task segdec --checkpoint runs/segdec/<time>/best.pt "
+                       "--report runs/segdec/<time>/eval\n  scrapvision report runs/segdec/<time>\n\n"
+                       "The page holds the command, the curves, the final metrics, every eval --report folder\n"
+                       "inside the run folder, and the config; images are inlined, so it opens with no server.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `scrapvision train`")
+    p.add_argument("--eval", dest="eval_dirs", action="append", default=[], metavar="DIR",
+                   help="also show an `eval --report` folder kept outside the run folder (repeatable)")
+    p.add_argument("--out", metavar="HTML", help="where to write the page (default: RUN_DIR/report.html)")
+
+    p = sub.add_parser("runs", help="list the runs under a folder, newest first", formatter_class=fmt,
+                       epilog="example:\n  scrapvision runs\n  scrapvision runs /data/experiments")
+    p.add_argument("root", nargs="?", default="runs", metavar="DIR", help="folder of runs (default: runs)")
 
     if task_name:
         from .api import get_task_class
@@ -188,7 +205,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .api import get_task_class, train
     from .runlog import describe_run
 
-    result = train(args.task, args.config, args.overrides, args.data, run_dir=args.out, resume=args.resume)
+    result = train(args.task, args.config, args.overrides, args.data, run_dir=args.out, resume=args.resume,
+                   command=getattr(args, "command_line", None))
     if int(os.environ.get("RANK", "0")) == 0:
         monitor = get_task_class(args.task).monitor[0]
         print(f"done: best {monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
@@ -227,6 +245,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.out:
         with atomic_write(args.out, "w") as handle:
             json.dump(metrics, handle, indent=2)
+    if args.report:
+        from .report import write_eval_report
+
+        print(f"wrote {write_eval_report(task, model, metrics, Path(args.report), args.checkpoint)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -267,8 +289,29 @@ def cmd_data(args: argparse.Namespace) -> None:
     print("usable: yes")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_html_report
+
+    print(f"wrote {write_html_report(Path(args.run_dir), [Path(d) for d in args.eval_dirs], args.out)}")
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from .runs import format_table, list_runs
+
+    print(format_table(list_runs(Path(args.root))))
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command as a user would type it again (under torchrun: the torchrun line)."""
+    prefix = ["scrapvision"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        prefix = ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", "?"), "-m", "scrapvision"]
+    return shlex.join([*prefix, *argv])
+
+
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "pretrain": cmd_pretrain, "eval": cmd_eval,
-            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data}
+            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data,
+            "report": cmd_report, "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(_task_from_argv(argv))
         args = parser.parse_args(argv)
+        args.command_line = command_line(argv)
         COMMANDS[args.command](args)
         return 0
     except ScrapvisionError as exc:

@@ -46,6 +46,7 @@ class TrainConfig:
     out_dir: str = "runs"
     eval_every: int = 1  # epochs between validations
     log_every: int = 10  # steps between metric lines
+    logger: Literal["csv", "tensorboard", "mlflow"] = "csv"  # also log epochs there (scrapvision/loggers.py)
 
 
 

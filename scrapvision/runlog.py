@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,25 @@ class RunLog:
         tqdm.write(f"[{self.task_name}] warning: {message}", file=sys.stderr)
 
 
+def record_run(run_dir: Path, task: str, monitor: tuple[str, str], command: str) -> None:
+    """``run.json``: the task, the metric that picks ``best.pt`` and every command line that trained in this
+    folder (a resume adds one), so ``scrapvision report`` / ``runs`` can say exactly what made the run."""
+    path = run_dir / "run.json"
+    info = read_run_info(run_dir) if path.exists() else {}
+    commands = [*info.get("commands", []), {"time": datetime.now().isoformat(timespec="seconds"), "command": command}]
+    with atomic_write(path, "w") as handle:
+        json.dump({"task": task, "monitor": list(monitor), "commands": commands}, handle, indent=1)
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """What :func:`record_run` wrote (``{}`` for a run made before it existed, or a damaged file)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path``; a line torn by a kill or a full disk is skipped, so a resume still works."""
     records = []
@@ -89,6 +109,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def best_row(frame: Any, monitor: str, mode: str) -> tuple[str, Any] | None:
+    """(column, row label) of the epoch ``best.pt`` holds in a ``metrics.csv`` DataFrame, found the way the
+    Trainer finds it: ``monitor`` or ``val_<monitor>`` (``train_loss`` when a ``val_loss`` run never
+    validated), the first best value winning. None when no such column has a value."""
+    fallback = ("train_loss",) if monitor == "val_loss" else ()
+    column = next((c for c in (monitor, f"val_{monitor}", *fallback) if c in frame and frame[c].notna().any()), None)
+    if column is None:
+        return None
+    return column, frame[column].idxmax() if mode == "max" else frame[column].idxmin()
+
+
 def describe_run(run_dir: Path, names: Sequence[str] = ("best.pt", "last.pt", "config.yaml", "metrics.csv",
-                                                      "backbone.safetensors", "loss.png")) -> str:
+                                                      "backbone.safetensors", "curves.png",
+                                                      "run.json")) -> str:
     return "\n".join(f"  {run_dir / n}" for n in names if (run_dir / n).exists())

@@ -117,6 +117,16 @@ class Task:
         """Write the head's own files into the run folder, on rank 0 right after each ``last.pt``
         (``final``: after the last epoch), e.g. the pretrained backbone alone."""
 
+    #: how many worst-scored items :meth:`write_report` shows
+    report_items: ClassVar[int] = 8
+
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        """*Recommended.* The head's own pictures of an evaluation, for ``scrapvision eval --report DIR``: at
+        least its ``report_items`` worst-scored items, plus what suits the task (overlays, PR curve, confusion
+        matrix...). Writes PNG (and CSV tables) into ``out`` and returns them in reading order; ``scrapvision
+        report`` inlines them into the run's page. Default: none."""
+        return []
+
     def example_input(self, batch_size: int = 1) -> Any:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")

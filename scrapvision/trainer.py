@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_copy, load_checkpoint, model_payload, save_checkpoint
-from .config import save_config
+from .config import save_config, to_dict
 from .data.sampling import EpochSampler, epoch_seed
 from .distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
 from .errors import ScrapvisionError
-from .runlog import RunLog, prepare_run_dir
+from .loggers import Logger, make_logger
+from .plots import plot_curves
+from .runlog import RunLog, prepare_run_dir, record_run
 from .task import Task
 
 
@@ -110,7 +113,8 @@ class FitResult:
 class Trainer:
     """Fits ``task`` with its ``cfg.optim`` and ``cfg.train``; writes everything under one run folder."""
 
-    def __init__(self, task: Task, run_dir: str | Path | None = None, resume: str | Path | None = None) -> None:
+    def __init__(self, task: Task, run_dir: str | Path | None = None, resume: str | Path | None = None,
+                 command: str | None = None) -> None:
         self.task = task
         self.cfg = task.cfg
         self.tcfg = task.cfg.train
@@ -125,6 +129,9 @@ class Trainer:
         self.run_dir = Path(broadcast_object(str(run_dir or self._new_run_dir()), self.info))
         self.use_amp = self.tcfg.amp and self.device.type == "cuda"
         self.log = RunLog(self.run_dir, task.name)
+        self.command = command or shlex.join([Path(sys.executable).name, *sys.argv])
+        # only the main process logs; a missing logger library fails here, before any data is read
+        self.logger = make_logger(self.tcfg.logger) if self.info.is_main else Logger()
         if self.info.is_main:
             prepare_run_dir(self.run_dir, resuming=self.resume_payload is not None)
 
@@ -168,6 +175,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            self.logger.close()
             cleanup(self.info)
 
     def _fit(self) -> FitResult:
@@ -178,6 +186,8 @@ class Trainer:
             if self.info.is_main:
                 self._end_epoch(run, epoch, train_logs, round(time.time() - started, 2))
             barrier(self.info)
+        if self.info.is_main and (self.run_dir / "metrics.csv").exists():
+            plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png", *self.task.monitor)
         return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", run.best, run.last_metrics)
 
     def _prepare(self) -> _Run:
@@ -216,6 +226,8 @@ class Trainer:
             run.model = DistributedDataParallel(model, device_ids=ids)
         if info.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
+            record_run(self.run_dir, self.task.name, self.task.monitor, self.command)
+            self.logger.start(self.run_dir, self.task.name, to_dict(self.cfg))
         return run
 
     def _datasets(self) -> tuple[Dataset, Dataset]:
@@ -320,6 +332,7 @@ class Trainer:
             atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
         self.log.append(record)
         self.log.write_csv()
+        self.logger.log_epoch(record)
         self.task.after_checkpoint(run.raw_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
         self.log.print_epoch(record)
         for message in self.task.epoch_end(record):

@@ -73,7 +73,7 @@ def test_every_head_loads_the_pretrained_backbone(head, pretrained, capsys):
 
 def test_run_folder_has_backbone_and_loss_plot(pretrained):
     run = pretrained[CNN].parent
-    assert (run / "loss.png").stat().st_size > 1000
+    assert (run / "curves.png").stat().st_size > 1000
     last = torch.load(run / "last.pt", weights_only=True)["model"]
     saved = load_file(str(pretrained[CNN]))
     assert saved.keys() == {k.removeprefix("backbone.") for k in last if k.startswith("backbone.")}

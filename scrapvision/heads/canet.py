@@ -246,6 +246,11 @@ class CanetTask(Task):
         return content_metrics(torch.cat(true_c).numpy(), torch.cat(pred_c).numpy(), torch.cat(true_a).numpy(),
                                torch.cat(pred_a).numpy() if pred_a else None, sum(losses))
 
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        from .canet_parts.report import write_canet_report
+
+        return write_canet_report(self, model, loader, out)
+
     # ------------------------------------------------------------------ predict
     predict_key = "sample"
     predict_columns = ("sample", "photos", "copper_content", "true_copper_content", "abs_error_pp", "photo_areas")

@@ -288,6 +288,11 @@ class ClipAnomalyTask(Task):
         metrics["loss"] = total / max(1, count)
         return metrics
 
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        from .clip_anomaly_parts.report import write_clip_anomaly_report
+
+        return write_clip_anomaly_report(self, model, loader, out)
+
     # ----------------------------------------------------------------- prediction
     @classmethod
     def add_predict_args(cls, parser: argparse.ArgumentParser) -> None:

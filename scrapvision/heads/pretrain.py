@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -94,27 +94,6 @@ def save_backbone(backbone: nn.Module, path: Path, name: str) -> Path:
     with atomic_write(path) as handle:
         handle.write(save(tensors, metadata={"backbone": name, "format": "scrapvision-backbone/1"}))
     return path
-
-
-def plot_loss(metrics_csv: Path, out: Path) -> Path:
-    """The SSL loss per epoch (train, and validation on fixed views when there is a validation split)."""
-    import pandas as pd
-    from matplotlib.figure import Figure
-
-    frame = pd.read_csv(metrics_csv)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    ax.plot(frame["epoch"], frame["train_loss"], label="train (random views)")
-    if "val_loss" in frame:
-        val = frame.dropna(subset=["val_loss"])
-        ax.plot(val["epoch"], val["val_loss"], label="validation (fixed views)")
-    ax.set(xlabel="epoch", ylabel="NT-Xent loss", title="self-supervised pretraining")
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    with atomic_write(out) as handle:
-        handle.write(buffer.getvalue())
-    return out
 
 
 @TASKS.register("pretrain")
@@ -195,14 +174,29 @@ class PretrainTask(Task):
             count += len(z1)
         return {"loss": total / max(1, count), "images": float(count)}
 
+    @torch.no_grad()
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        """The image pairs (two fixed views of one image) whose embeddings agree least: what the backbone
+        does not yet see as the same scene."""
+        from ..plots import collate_items, save_grid, to_rgb, worst
+
+        device = model_device(model)
+        similarity = torch.cat([F.cosine_similarity(model(b["view1"].to(device))["projection"].float(),
+                                                    model(b["view2"].to(device))["projection"].float()).cpu()
+                                for b in loader]).numpy()
+        picks = worst(-similarity, self.report_items)
+        batch = collate_items(loader, picks)
+        rows = [[to_rgb(v1), to_rgb(v2)] for v1, v2 in zip(batch["view1"], batch["view2"])]
+        titles = [f"#{i}: cosine {similarity[i]:.3f}" for i in picks]
+        return [save_grid(rows, titles, out / "worst_pairs.png", ("view 1", "view 2"),
+                          "least similar embeddings of two views of one image first")]
+
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         size = self.cfg.data.crop_size
         return torch.randn(batch_size, 3, size, size)
 
     def after_checkpoint(self, model: nn.Module, run_dir: Path, final: bool) -> None:
         save_backbone(model.backbone, run_dir / BACKBONE_FILE, self.cfg.model.backbone)
-        if final:
-            plot_loss(run_dir / "metrics.csv", run_dir / "loss.png")
 
     # ------------------------------------------------------------------ predict: one embedding per image
     @classmethod

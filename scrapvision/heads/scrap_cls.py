@@ -38,7 +38,7 @@ from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
 from ..registry import TASKS
 from ..task import Task, model_device
-from .scrap_cls_parts.report import classification_metrics, write_report
+from .scrap_cls_parts.report import classification_metrics, write_report, write_scrap_cls_report
 
 
 # ---------------------------------------------------------------------------- config
@@ -84,7 +84,9 @@ class ScrapClsLossConfig:
 
 @dataclass(frozen=True)
 class ScrapClsEvalConfig:
-    report_dir: str = ""  # if set, every evaluation writes per_class.csv and confusion_matrix.png here
+    # if set, every evaluation (each validation epoch too) rewrites per_class.csv / .png and confusion_matrix.png
+    # here; `scrapvision eval --report DIR` writes the same once, with the worst-classified images
+    report_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,9 @@ class ScrapClsTask(Task):
         if self.cfg.eval.report_dir:
             write_report(self.cfg.eval.report_dir, y_true, y_pred, names)
         return metrics
+
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        return write_scrap_cls_report(self, model, loader, out)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.randn(batch_size, 3, self.cfg.data.image_size, self.cfg.data.image_size)

@@ -373,6 +373,11 @@ class SegDecTask(Task):
         metrics["pixel_ap"] = pixel_ap(r["target"], r["seg"])
         return metrics
 
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        from .segdec_parts.report import write_segdec_report
+
+        return write_segdec_report(self, model, loader, out)
+
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"threshold": float(self.threshold)}
 

@@ -37,8 +37,9 @@ from ..data.severstal import (
 )
 from ..data.synthetic.steel_strip import generate_records
 from ..errors import ConfigError
-from ..metrics import KaggleDiceMeter
+from ..metrics import KaggleDiceMeter, kaggle_dice_pairs
 from ..models.severstal import SeverstalNet
+from ..plots import collate_items, save_grid, save_pr_curve, to_rgb, worst
 from ..registry import TASKS
 from ..task import Task, model_device
 
@@ -215,6 +216,34 @@ class SeverstalTask(Task):
         per_class = meter.per_class()
         return {"dice": meter.value(), "dice_raw": raw.value(),
                 **{f"dice_c{c + 1}": v for c, v in enumerate(per_class)}, "images": float(len(loader.dataset))}
+
+    @torch.no_grad()
+    def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+        """The images of lowest Kaggle Dice (input | truth | prediction) and the image-level PR curve of
+        "has a defect" scored by the classifier branch."""
+        device, post = model_device(model), self.cfg.post
+        errors, scores, labels = [], [], []
+        for batch in loader:
+            masks, logits = model(batch["image"].to(device))
+            full = batch["full_mask"].to(device)
+            pred = postprocess(masks, logits, tuple(full.shape[-2:]), post.threshold, post.min_area, post.cls_threshold)
+            errors.append(1 - kaggle_dice_pairs(pred, full).mean(1).cpu())
+            scores.append(torch.sigmoid(logits.float()).amax(1).cpu())
+            labels.append(full.flatten(1).any(1).cpu())
+        error = torch.cat(errors).numpy()
+        picks = worst(error, self.report_items)
+        batch = collate_items(loader, picks)
+        masks, logits = model(batch["image"].to(device))
+        pred = postprocess(masks, logits, tuple(batch["image"].shape[-2:]), post.threshold, post.min_area,
+                           post.cls_threshold).cpu().numpy()
+        images = [to_rgb(x) for x in batch["image"]]
+        rows = [[image, overlay_masks(image, truth.numpy() > 0.5, CLASS_COLORS, CLASS_NAMES),
+                 overlay_masks(image, p, CLASS_COLORS, CLASS_NAMES)] for image, truth, p in zip(images, batch["mask"], pred)]
+        titles = [f"{batch['image_id'][j]}  dice {1 - error[i]:.3f}" for j, i in enumerate(picks)]
+        return [save_grid(rows, titles, out / "worst_images.png", ("input", "truth", "prediction"),
+                          "lowest Kaggle Dice first"),
+                save_pr_curve(torch.cat(labels).numpy(), torch.cat(scores).numpy(), out / "pr_curve.png",
+                              "image has a defect (classifier branch)")]
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.randn(batch_size, 3, *self.cfg.data.image_size)

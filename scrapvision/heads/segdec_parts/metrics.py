@@ -6,21 +6,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import auc, average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    auc,
-    average_precision_score,
-    f1_score,
-    precision_recall_curve,
-    roc_auc_score,
-)
-
-from ...checkpoint import atomic_write  # noqa: E402
-from ...data.kolektor import read_kolektor_mask  # noqa: E402
+from ...checkpoint import atomic_write
+from ...data.kolektor import read_kolektor_mask
+from ...plots import save_pr_curve
 
 
 def decision_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float | None = None) -> dict[str, float]:
@@ -54,23 +45,6 @@ def pixel_ap(targets: np.ndarray, probs: np.ndarray) -> float:
     if positive.all() or not positive.any():
         return float("nan")
     return float(average_precision_score(positive, np.asarray(probs).ravel()))
-
-
-def save_pr_curve(labels: np.ndarray, scores: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """PR curve PNG with AP in the legend; written atomically."""
-    labels = np.asarray(labels).astype(bool)
-    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
-    if labels.any() and not labels.all():
-        precision, recall, _ = precision_recall_curve(labels, scores)
-        ax.step(recall, precision, where="post", label=f"AP {average_precision_score(labels, scores):.4f}")
-        ax.legend(loc="lower left")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path) as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
-    return Path(path)
 
 
 def write_labelled_report(predictions: Path, files: dict[str, Path], out: Path, threshold: float) -> Path | None:

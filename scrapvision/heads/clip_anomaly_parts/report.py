@@ -1,0 +1,44 @@
+"""``eval --report`` pictures of clip_anomaly: the images with the most mislabelled pixels (input | truth |
+prediction | anomaly map) and the PR curve of "this image holds an impurity"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ...plots import collate_items, save_grid, save_pr_curve, to_rgb, worst
+from ...task import model_device
+from .overlay import blend
+
+
+@torch.no_grad()
+def write_clip_anomaly_report(task, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
+    task.prepare_memory(model)
+    device, names = model_device(model), task.class_names()
+    errors, scores, labels = [], [], []
+    for batch in loader:
+        probs = model(batch["image"].to(device)).float().softmax(1).cpu()
+        mask = batch["mask"]
+        errors.append((probs.argmax(1) != mask).flatten(1).float().mean(1))
+        scores.append((1 - probs[:, 0]).flatten(1).amax(1))
+        labels.append((mask > 0).flatten(1).any(1))
+    error = torch.cat(errors).numpy()
+    picks = worst(error, task.report_items)
+    batch = collate_items(loader, picks)
+    probs = model(batch["image"].to(device)).float().softmax(1).cpu()
+    rows = []
+    for j in range(len(picks)):
+        image = to_rgb(batch["image"][j])
+        pred = probs[j].argmax(0).numpy()
+        heat = (colormaps["inferno"](1 - probs[j, 0].numpy())[..., :3] * 255).astype(np.uint8)
+        rows.append([image, blend(image, batch["mask"][j].numpy(), len(names)), blend(image, pred, len(names)), heat])
+    titles = [f"#{i}: {error[i]:.1%} pixels wrong" for i in picks]
+    return [save_grid(rows, titles, out / "worst_images.png", ("input", "truth", "prediction", "anomaly 1 - p(normal)"),
+                      "most mislabelled pixels first; classes: " + ", ".join(names[1:])),
+            save_pr_curve(torch.cat(labels).numpy(), torch.cat(scores).numpy(), out / "pr_curve.png",
+                          "image holds an impurity (max anomaly score)")]
