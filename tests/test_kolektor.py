@@ -135,6 +135,26 @@ def test_clip_anomaly_kolektor_validates_on_training_folds_as_segdec(tmp_path: P
         [[s.name.replace("/", "_") for s in part] for part in segdec_parts]
 
 
+def test_clip_anomaly_reads_kolektor_converted_to_the_folder_layout_as_natively(tmp_path: Path) -> None:
+    """benchmarks/kolektor_to_folder.py keeps clip_anomaly's folds, validation split, order and pixels."""
+    from benchmarks.kolektor_to_folder import convert
+
+    for n in range(1, 16):
+        for part in range(3):
+            _write_item(tmp_path / "native", f"kos{n:02d}", part, defect=part == 0 and n % 3 == 0)
+    folder = convert(tmp_path / "native", tmp_path / "folder")
+    parts = {}
+    for layout, root in (("kolektor", tmp_path / "native"), ("folder", folder)):
+        task = ClipAnomalyTask(load_config(ClipAnomalyConfig, None, [f"data.root={root}", f"data.format={layout}",
+                                                                     "data.fold=1", "model.image_size=[40,16]"]))
+        parts[layout] = (*task.build_datasets(), task.build_eval_dataset())
+    for native, layout in zip(parts["kolektor"], parts["folder"]):
+        assert native.names == [n.replace("/", "_") for n in layout.names]
+        assert native.anomalous() == layout.anomalous()
+        for i in range(len(native)):
+            assert all(np.array_equal(a, b) for a, b in zip(native.raw(i), layout.raw(i)))
+
+
 @pytest.mark.realdata
 def test_real_kolektorsdd_counts_and_folds() -> None:
     root = real_dataset("kolektorsdd")
