@@ -1,6 +1,6 @@
 """segdec and clip_anomaly on the DAGM sample through the generic folder layout: a smoke-size cross-validation.
 
-    python benchmarks/folder_layout_dagm.py          # 3 folds, 128x128, both heads, a few minutes
+    python benchmarks/folder_layout_dagm.py          # 3 folds, 128x128, both heads, ~7 min on a shared 2-core CPU
 
 The only DAGM copy on this machine is ``dagm_sample`` (15 images of DAGM Class1-3, 9 with ellipse masks, a
 flat re-upload without Labels.txt; read its SOURCE.txt). ``dagm_to_folder.py --unmasked good`` rewrites it
