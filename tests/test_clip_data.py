@@ -186,14 +186,15 @@ def test_overlay_has_a_legend_with_every_impurity(tmp_path):
 @pytest.mark.realdata
 def test_kolektor_folds_for_anomaly_segmentation():
     root = real_dataset("kolektorsdd")
-    train, val, classes = kolektor_sets(str(root), (256, 96), fold=0, n_folds=3, split_seed=0, aug_seed=0)
-    assert classes == ("normal", "defect") and 390 <= len(train) + len(val) <= 400
-    assert 0.25 < len(val) / (len(train) + len(val)) < 0.42
-    items = {n.split("_")[0] for n in train.names}
-    held_out = {n.split("_")[0] for n in val.names}
+    train, val, test, classes = kolektor_sets(str(root), (256, 96), fold=0, n_folds=3, val_fraction=0.2,
+                                              split_seed=0, aug_seed=0)
+    assert classes == ("normal", "defect") and len(train) + len(val) + len(test) == 399
+    assert 0.25 < len(test) / 399 < 0.42 and 0.1 < len(val) / (len(train) + len(val)) < 0.3
+    items = {n.split("_")[0] for n in train.names + val.names}
+    held_out = {n.split("_")[0] for n in test.names}
     assert not items & held_out and ("kos01" in items) == ("kos26" in items)
-    names = set(val.names)
+    names = set(test.names)
     defective = [f"{it.item}_{it.part}" for it in list_kolektor(root) if it.defective and f"{it.item}_{it.part}" in names]
     assert len(defective) >= 10  # about a third of the 52 defective images
-    sample = val[val.names.index(defective[0])]  # the defect survives the resize to 256x96
+    sample = test[test.names.index(defective[0])]  # the defect survives the resize to 256x96
     assert sample["image"].shape == (3, 256, 96) and set(sample["mask"].unique().tolist()) == {0, 1}

@@ -108,3 +108,25 @@ def test_dagm_source_that_does_not_exist_is_one_line(tmp_path):
 
     with pytest.raises(DataError, match="folder not found"):
         convert(tmp_path / "missing", tmp_path / "out")
+
+
+def _dagm_flat(root: Path) -> None:
+    """A flat re-upload (class1/NNNN.PNG, class1/true_masks/NNNN_label.PNG, no Labels.txt): 0002 is masked."""
+    for n in (1, 2, 3):
+        _png(root / "class1" / f"000{n}.PNG", _texture(n))
+    mask = np.zeros((40, 48), np.uint8)
+    mask[4:9, 6:12] = 255
+    _png(root / "class1" / "true_masks" / "0002_label.PNG", mask)
+
+
+def test_dagm_flat_copy_asks_what_an_unmasked_image_is(tmp_path: Path) -> None:
+    _dagm_flat(tmp_path / "flat")
+    with pytest.raises(DataError, match=r"class1: no Labels.txt, so image 0001\.PNG .*--unmasked good") as info:
+        dagm_to_folder.convert(tmp_path / "flat", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    good = read_layout(dagm_to_folder.convert(tmp_path / "flat", tmp_path / "good", unmasked="good"))
+    assert {it.name: it.label for it in good.items} == {"class1/0001": 0, "class1/0002": 1, "class1/0003": 0}
+    assert read_folder_mask(next(it for it in good.items if it.label).mask).sum() == 5 * 6
+    assert not any(it.split for it in good.items)
+    skip = read_layout(dagm_to_folder.convert(tmp_path / "flat", tmp_path / "skip", classes=[1], unmasked="skip"))
+    assert [it.name for it in skip.items] == ["class1/0002"]

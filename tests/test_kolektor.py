@@ -11,6 +11,7 @@ from PIL import Image
 from scrapvision.config import load_config
 from scrapvision.data.kolektor import kolektor_folds, list_kolektor, read_kolektor_mask
 from scrapvision.errors import DataError
+from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.data import kolektor_sets
 from scrapvision.heads.segdec import SegDecConfig, SegDecTask
 from tests.conftest import real_dataset
@@ -96,7 +97,7 @@ def test_both_heads_refuse_a_bad_kolektor_mask(tmp_path: Path, head: str, bad: s
         if head == "segdec":
             SegDecTask(load_config(SegDecConfig, None, [f"data.root={tmp_path}"])).all_samples()
         else:
-            kolektor_sets(str(tmp_path), (32, 16), fold=0, n_folds=3, split_seed=0, aug_seed=0)
+            kolektor_sets(str(tmp_path), (32, 16), fold=0, n_folds=3, val_fraction=0.2, split_seed=0, aug_seed=0)
 
 
 def test_folds_group_items_and_duplicates(tmp_path: Path) -> None:
@@ -114,6 +115,44 @@ def test_folds_group_items_and_duplicates(tmp_path: Path) -> None:
     assert max(pos) - min(pos) <= 1
     assert kolektor_folds(items, seed=0) == folds
     assert kolektor_folds(items, seed=1) != folds
+
+
+@pytest.mark.parametrize("fold", [0, 2])
+def test_clip_anomaly_kolektor_validates_on_training_folds_as_segdec(tmp_path: Path, fold: int) -> None:
+    """The test fold is only scored: validation comes out of the training folds, the very split segdec uses."""
+    for n in range(1, 16):
+        for part in range(3):
+            _write_item(tmp_path, f"kos{n:02d}", part, defect=part == 0 and n % 3 == 0)
+    common = [f"data.root={tmp_path}", f"data.fold={fold}", "data.val_fraction=0.2"]
+    clip = ClipAnomalyTask(load_config(ClipAnomalyConfig, None, [*common, "data.format=kolektor",
+                                                                 "model.image_size=[32,16]"]))
+    train, val = clip.build_datasets()
+    test = clip.build_eval_dataset()
+    items = {name: {n.split("_")[0] for n in part.names} for name, part in (("train", train), ("val", val), ("test", test))}
+    assert val.names and not items["val"] & items["test"] and not items["train"] & (items["val"] | items["test"])
+    segdec_parts = SegDecTask(load_config(SegDecConfig, None, common)).split()
+    assert [part.names for part in (train, val, test)] == \
+        [[s.name.replace("/", "_") for s in part] for part in segdec_parts]
+
+
+def test_clip_anomaly_reads_kolektor_converted_to_the_folder_layout_as_natively(tmp_path: Path) -> None:
+    """benchmarks/kolektor_to_folder.py keeps clip_anomaly's folds, validation split, order and pixels."""
+    from benchmarks.kolektor_to_folder import convert
+
+    for n in range(1, 16):
+        for part in range(3):
+            _write_item(tmp_path / "native", f"kos{n:02d}", part, defect=part == 0 and n % 3 == 0)
+    folder = convert(tmp_path / "native", tmp_path / "folder")
+    parts = {}
+    for layout, root in (("kolektor", tmp_path / "native"), ("folder", folder)):
+        task = ClipAnomalyTask(load_config(ClipAnomalyConfig, None, [f"data.root={root}", f"data.format={layout}",
+                                                                     "data.fold=1", "model.image_size=[40,16]"]))
+        parts[layout] = (*task.build_datasets(), task.build_eval_dataset())
+    for native, layout in zip(parts["kolektor"], parts["folder"]):
+        assert native.names == [n.replace("/", "_") for n in layout.names]
+        assert native.anomalous() == layout.anomalous()
+        for i in range(len(native)):
+            assert all(np.array_equal(a, b) for a, b in zip(native.raw(i), layout.raw(i)))
 
 
 @pytest.mark.realdata

@@ -108,7 +108,7 @@ class ClipDataConfig:
     synthetic_seed: int = 0
     clean_fraction: float = 0.25  # synthetic scenes without impurity
     sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: half the draws hold an anomaly
-    val_fraction: float = 0.2  # class_masks without train/ and val/ folders; folder / mvtec: carved from training folds
+    val_fraction: float = 0.2  # class_masks without train/ and val/ folders; kolektor, folder, mvtec: of the training folds
     split_seed: int = 0
     fold: int = 0  # kolektor, folder, mvtec: held-out fold
     n_folds: int = 3
@@ -175,8 +175,9 @@ class ClipAnomalyTask(Task):
                 self._sets = synthetic_sets(size, data_cfg.n_train, data_cfg.n_val, data_cfg.synthetic_seed,
                                             data_cfg.clean_fraction, seed)
             elif self.data_format() == "kolektor":
-                self._sets = kolektor_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds, data_cfg.split_seed,
-                                           seed)
+                train, val, self._test, names = kolektor_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds,
+                                                              data_cfg.val_fraction, data_cfg.split_seed, seed)
+                self._sets = (train, val, names)
             elif self.data_format() in ("folder", "mvtec"):
                 train, val, self._test, names = folder_sets(data_cfg.root, size, data_cfg.fold, data_cfg.n_folds,
                                                             data_cfg.val_fraction, data_cfg.split_seed, seed,
@@ -194,8 +195,8 @@ class ClipAnomalyTask(Task):
         return train, val
 
     def build_eval_dataset(self) -> Dataset:
-        """The held-out fold of the folder / MVTec layouts (never used to choose a checkpoint); the
-        validation split of the other formats."""
+        """The held-out fold of KolektorSDD and the folder / MVTec layouts (never used to choose a checkpoint);
+        the validation split of the other formats."""
         train, val, _ = self._datasets()
         return self._test if self._test is not None and len(self._test) else val
 

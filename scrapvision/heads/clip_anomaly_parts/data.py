@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from ...data.class_masks import ClassMaskItem, list_class_mask_items, read_class_list, read_item
 from ...data.images import read_image, sample_rng
 from ...data.inference import ImageFiles
-from ...data.kolektor import kolektor_folds, list_kolektor, read_kolektor_mask
+from ...data.kolektor import item_group, list_kolektor, read_kolektor_mask
+from ...data.splits import fold_split
 from ...data.synthetic.scrap_anomaly import SCRAP_CLASSES, VAL_OFFSET, make_scene
 from ...errors import ConfigError, DataError
 
@@ -127,23 +128,26 @@ def class_mask_sets(root: str, size: Sequence[int], val_fraction: float, split_s
     return make(train_items, True), make(val_items, False), classes
 
 
-def kolektor_sets(root: str, size: Sequence[int], fold: int, n_folds: int, split_seed: int,
-                  aug_seed: int) -> tuple[SegDataset, SegDataset, tuple[str, ...]]:
-    """Fold ``fold`` of :func:`kolektor_folds` is the held-out set, the other folds train."""
+def kolektor_sets(root: str, size: Sequence[int], fold: int, n_folds: int, val_fraction: float, split_seed: int,
+                  aug_seed: int) -> tuple[SegDataset, SegDataset, SegDataset, tuple[str, ...]]:
+    """(train, validation, test, class names): fold ``fold`` of the KolektorSDD folds (segdec's, by item,
+    duplicates joined) is the test set; validation is carved from the training folds, never the test fold."""
     if not 0 <= fold < n_folds:
         raise ConfigError(f"config key 'data.fold': {fold} is not in 0..{n_folds - 1}")
     items = list_kolektor(root)
-    folds = kolektor_folds(items, n_folds, split_seed)
-    parts = ([it for it, f in zip(items, folds) if f != fold], [it for it, f in zip(items, folds) if f == fold])
+    parts = fold_split([it.defective for it in items], [item_group(it.item) for it in items], n_folds, fold,
+                       val_fraction, split_seed)
 
-    def make(chosen, augment: bool) -> SegDataset:
+    def make(ids: list[int], augment: bool) -> SegDataset:
+        chosen = [items[i] for i in ids]
+
         def load(i: int) -> tuple[np.ndarray, np.ndarray]:
             return read_image(chosen[i].image), read_kolektor_mask(chosen[i].mask).astype(np.uint8)
 
         return SegDataset(load, len(chosen), size, [f"{it.item}_{it.part}" for it in chosen],
                           augment=augment, seed=aug_seed, flags=[it.defective for it in chosen])
 
-    return make(parts[0], True), make(parts[1], False), KOLEKTOR_CLASSES
+    return make(parts[0], True), make(parts[1], False), make(parts[2], False), KOLEKTOR_CLASSES
 
 
 def folder_sets(root: str, size: Sequence[int], fold: int, n_folds: int, val_fraction: float, split_seed: int,
