@@ -328,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scrapvision: interrupted; checkpoints written so far are complete", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`scrapvision runs | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except Exception as exc:
         if os.environ.get("SCRAPVISION_DEBUG"):
             raise

@@ -51,3 +51,16 @@ def test_internal_error_without_message_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("scrapvision: internal error (RuntimeError); rerun with SCRAPVISION_DEBUG=1")
     assert err.count("\n") == 1
+
+
+def test_closed_pipe_ends_quietly_not_as_an_internal_error():
+    """`scrapvision runs | head`: the reader leaves early; no 'internal error' line, the pipe's exit code."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom scrapvision import cli\n"
+            "def cut(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "cli.COMMANDS['list'] = cut\nsys.exit(cli.main(['list']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
