@@ -279,3 +279,36 @@ def test_decision_head_learning_rate_scale_makes_its_own_parameter_group() -> No
     assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
     default = SegDecTask(replace(cfg, optim=replace(cfg.optim, decision_lr_scale=1.0)))
     assert len(default.param_groups(model)) == 1  # unchanged recipe: one group, old runs still resume
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_the_defect_where_it_was() -> None:
+    from scrapvision.heads.segdec_parts.data import fit
+
+    mask = np.zeros((200, 40), np.float32)  # a tall part, defect in its upper quarter
+    mask[40:60, 10:30] = 1
+    out = fit(mask, 64, 64, "letterbox")
+    rows, cols = np.nonzero(out > 0)
+    assert out.shape == (64, 64)
+    assert np.all(out[:, :25] == 0) and np.all(out[:, 39:] == 0)  # 40 px wide at scale 0.32 = 13 px, centred
+    assert 12 <= rows.mean() <= 17 and 29 <= cols.mean() <= 34  # centre of the defect: row 50 / 200 * 64, col 32
+    stretched = fit(mask, 64, 64, "stretch")
+    assert np.nonzero(stretched > 0)[1].mean() > 30 and (stretched > 0).sum() > 3 * (out > 0).sum()
+
+
+def test_photometric_jitter_is_seeded_per_sample_and_leaves_targets_alone() -> None:
+    parts = generate_parts(n_items=2, parts_per_item=2, seed=0, defect_rate=0.5)
+    samples = [Sample(f"{p.item}/{p.part}", p.image, p.mask, p.defective, True, p.item) for p in parts]
+    plain = SegDecDataset(samples, 72, 72, flip=True, seed=3)
+    jitter = SegDecDataset(samples, 72, 72, flip=True, seed=3, photometric=True)
+    a, b, again = plain[1], jitter[1], jitter[1]
+    assert torch.equal(a["target"], b["target"]) and torch.equal(a["weight"], b["weight"])  # same flips
+    assert not torch.equal(a["image"], b["image"]) and torch.equal(b["image"], again["image"])
+    assert 0.0 <= float(b["image"].min()) and float(b["image"].max()) <= 1.0
+    jitter.set_epoch(1)
+    assert not torch.equal(jitter[1]["image"], b["image"])
+
+
+def test_letterbox_and_photometric_train_and_predict_end_to_end(tmp_path: Path) -> None:
+    task = _task("train.epochs=1", "data.resize=letterbox", "data.photometric=true", "data.height=96")
+    run = Trainer(task, run_dir=tmp_path / "run").fit()
+    assert (tmp_path / "run" / "last.pt").is_file() and run is not None

@@ -103,7 +103,10 @@ class SegDecDataConfig:
     supervision: Literal["full", "weak", "mixed"] = "full"
     n_positives: int = 0  # mixed: N_all defective training images used (0 = all)
     n_labelled: int = 10  # mixed: L_p of them keep their masks
+    # stretch: each axis to height x width; letterbox: keep the aspect ratio and pad (sets of mixed sizes)
+    resize: Literal["stretch", "letterbox"] = "stretch"
     flip: bool = True  # random left-right / up-down flips
+    photometric: bool = False  # random contrast, brightness, gamma and noise of the grey levels
     synthetic_items: int = 16  # synthetic data: items x parts images, split by item like KolektorSDD
     synthetic_parts: int = 8
     synthetic_defect_rate: float = 0.3
@@ -318,7 +321,8 @@ class SegDecTask(Task):
     def _dataset(self, samples: list[Sample], train: bool) -> SegDecDataset:
         data_cfg, loss_cfg = self.cfg.data, self.cfg.loss
         return SegDecDataset(samples, data_cfg.height, data_cfg.width, 8, loss_cfg.dilate if train else 1, loss_cfg.weighted and train,
-                             loss_cfg.weight_p, loss_cfg.weight_max, flip=data_cfg.flip and train, seed=self.cfg.train.seed)
+                             loss_cfg.weight_p, loss_cfg.weight_max, flip=data_cfg.flip and train, seed=self.cfg.train.seed,
+                             resize=data_cfg.resize, photometric=data_cfg.photometric and train)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         train, val, _ = self.split()
@@ -410,7 +414,7 @@ class SegDecTask(Task):
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
         """Every image of :meth:`predict_files`, gray, resized to the working resolution."""
         files = self.predict_files(inputs, args)
-        return GrayFiles(list(files.values()), list(files), self.cfg.data.height, self.cfg.data.width)
+        return GrayFiles(list(files.values()), list(files), self.cfg.data.height, self.cfg.data.width, self.cfg.data.resize)
 
     def _threshold(self, args: argparse.Namespace) -> float:
         value = getattr(args, "threshold", None)

@@ -41,16 +41,36 @@ def _pixels(source: Source, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
     return source() if callable(source) else reader(Path(source))
 
 
-def load_gray(source: Source, height: int, width: int) -> np.ndarray:
+def fit(array: np.ndarray, height: int, width: int, resize: str = "stretch", fill: float = 0.0) -> np.ndarray:
+    """``array`` at height x width (area interpolation). ``stretch`` scales each axis on its own; ``letterbox``
+    keeps the aspect ratio and pads the rest with ``fill``, so a set of mixed sizes and orientations keeps its
+    defects' shapes (a crack stays a crack whether its image was tall or wide)."""
+    if resize == "stretch":
+        return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
+    scale = min(height / array.shape[0], width / array.shape[1])
+    h, w = max(1, min(height, round(array.shape[0] * scale))), max(1, min(width, round(array.shape[1] * scale)))
+    small = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA)
+    top, left = (height - h) // 2, (width - w) // 2
+    return cv2.copyMakeBorder(small, top, height - h - top, left, width - w - left, cv2.BORDER_CONSTANT, value=fill)
+
+
+def load_gray(source: Source, height: int, width: int, resize: str = "stretch") -> np.ndarray:
     img = _pixels(source, lambda p: read_image(p, mode="L"))
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return fit(img, height, width, resize, fill=float(np.median(img)))  # padding in the part's own grey
 
 
-def load_mask(source: Source | None, height: int, width: int) -> np.ndarray:
+def load_mask(source: Source | None, height: int, width: int, resize: str = "stretch") -> np.ndarray:
     if source is None:
         return np.zeros((height, width), bool)
     mask = _pixels(source, read_kolektor_mask)
-    return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
+    return fit(mask.astype(np.float32), height, width, resize) > 0
+
+
+def photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Grey-surface jitter for an image in [0, 1]: contrast, brightness, gamma and sensor noise, as light and
+    camera gain drift on a line. Geometry is untouched, so the pixel targets stay valid."""
+    out = np.clip(img * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
+    return np.clip(out + rng.normal(0.0, rng.uniform(0.0, 0.02), img.shape), 0.0, 1.0).astype(np.float32)
 
 
 def pixel_targets(mask: np.ndarray, stride: int, dilate: int, weighted: bool, p: float,
@@ -72,16 +92,17 @@ class SegDecDataset(Dataset):
     """Returns dicts: image (1xHxW in [0, 1]), target / weight (1 x H/s x W/s), gamma, label, index.
 
     Decoded, resized images are cached in memory (KolektorSDD at the CPU resolution is a few MB). With
-    ``flip`` on, each sample is flipped left-right / up-down by ``sample_rng(seed, epoch, index)``.
+    ``flip`` on, each sample is flipped left-right / up-down by ``sample_rng(seed, epoch, index)``, then
+    (``photometric``) its grey levels are jittered by the same generator.
     """
 
     def __init__(self, samples: list[Sample], height: int, width: int, stride: int = 8, dilate: int = 1,
                  weighted: bool = False, weight_p: float = 2.0, weight_max: float = 1.0, flip: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, resize: str = "stretch", photometric: bool = False) -> None:
         self.samples = samples
-        self.height, self.width, self.stride = height, width, stride
+        self.height, self.width, self.stride, self.resize = height, width, stride, resize
         self.dilate, self.weighted, self.weight_p, self.weight_max = dilate, weighted, weight_p, weight_max
-        self.flip, self.seed, self.epoch = flip, seed, 0
+        self.flip, self.photometric, self.seed, self.epoch = flip, photometric, seed, 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @property
@@ -97,8 +118,8 @@ class SegDecDataset(Dataset):
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if index not in self._cache:
             s = self.samples[index]
-            img = load_gray(s.image, self.height, self.width)
-            mask = load_mask(s.mask if s.labelled else None, self.height, self.width)
+            img = load_gray(s.image, self.height, self.width, self.resize)
+            mask = load_mask(s.mask if s.labelled else None, self.height, self.width, self.resize)
             target, weight = pixel_targets(mask, self.stride, self.dilate, self.weighted, self.weight_p,
                                            self.weight_max)
             self._cache[index] = (img, target, weight)
@@ -106,15 +127,18 @@ class SegDecDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         img, target, weight = self._load(index)
+        img = img.astype(np.float32) / 255.0
+        rng = sample_rng(self.seed, self.epoch, index)
         if self.flip:
-            rng = sample_rng(self.seed, self.epoch, index)
             for axis in (0, 1):
                 if rng.random() < 0.5:
                     img, target, weight = (np.flip(a, axis) for a in (img, target, weight))
+        if self.photometric:
+            img = photometric(img, rng)
         s = self.samples[index]
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
         return {
-            "image": as_t(img) / 255.0,
+            "image": as_t(img),
             "target": as_t(target),
             "weight": as_t(weight),
             "gamma": torch.tensor(float(s.labelled)),
@@ -126,13 +150,13 @@ class SegDecDataset(Dataset):
 class GrayFiles(Dataset):
     """Image files for prediction: gray, resized, in [0, 1], with their key (``image_key``) and index."""
 
-    def __init__(self, files: list[Path], keys: list[str], height: int, width: int) -> None:
-        self.files, self.keys, self.height, self.width = files, keys, height, width
+    def __init__(self, files: list[Path], keys: list[str], height: int, width: int, resize: str = "stretch") -> None:
+        self.files, self.keys, self.height, self.width, self.resize = files, keys, height, width, resize
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict:
-        img = load_gray(self.files[index], self.height, self.width)
+        img = load_gray(self.files[index], self.height, self.width, self.resize)
         return {"image": torch.from_numpy(img.astype(np.float32) / 255.0)[None], "image_key": self.keys[index],
                 "index": index}
