@@ -274,21 +274,24 @@ class CanetTask(Task):
         return SamplePhotosDataset(folders, self.cfg.model.img_size, limit, exact=self.cfg.model.kind == "direct")
 
     def predict_batch(self, model: nn.Module, batch: list[dict], out: Path, args: argparse.Namespace) -> list[dict]:
-        """Prints each sample's copper content and per-photo copper area; one CSV row per sample."""
-        device, rows = model_device(model), []
-        for item in batch:
-            outputs = model(item["images"].unsqueeze(0).to(device))
-            content = float(outputs["content"][0])
-            names = item["photos"]
-            areas = outputs["area"][0].tolist() if "area" in outputs else [float("nan")] * len(names)
-            truth = item["true_copper_content"]
-            rows.append({"sample": item["sample"], "photos": len(names), "copper_content": round(content, 6),
-                         "true_copper_content": "" if truth is None else truth,
-                         "abs_error_pp": "" if truth is None else round(100 * abs(content - truth), 4),
-                         "photo_areas": ";".join(f"{n}={a:.6f}" for n, a in zip(names, areas))})
-            shown = ", ".join(f"{n} {100 * a:.1f} %" for n, a in zip(names, areas))
-            print(f"{item['sample']}: copper content {100 * content:.2f} % | copper area per photo: {shown}")
-        return rows
+        """One CSV row per sample. Samples with the same number of photos share one forward pass (a folder of
+        samples usually has one N); nothing is printed per sample, the CSVs hold the results."""
+        device, rows = model_device(model), {}
+        by_count: dict[int, list[int]] = {}
+        for i, item in enumerate(batch):
+            by_count.setdefault(len(item["photos"]), []).append(i)
+        for members in by_count.values():
+            outputs = model(torch.stack([batch[i]["images"] for i in members]).to(device))
+            for j, i in enumerate(members):
+                item, names = batch[i], batch[i]["photos"]
+                content = float(outputs["content"][j])
+                areas = outputs["area"][j].tolist() if "area" in outputs else [float("nan")] * len(names)
+                truth = item["true_copper_content"]
+                rows[i] = {"sample": item["sample"], "photos": len(names), "copper_content": round(content, 6),
+                           "true_copper_content": "" if truth is None else truth,
+                           "abs_error_pp": "" if truth is None else round(100 * abs(content - truth), 4),
+                           "photo_areas": ";".join(f"{n}={a:.6f}" for n, a in zip(names, areas))}
+        return [rows[i] for i in range(len(batch))]
 
     def finish_predictions(self, predictions: Path, out: Path, args: argparse.Namespace) -> Path:
         """``canet_samples.csv`` (one row per sample) and ``canet_images.csv`` (one row per photo)."""
