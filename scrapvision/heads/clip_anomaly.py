@@ -46,6 +46,7 @@ from ..errors import ConfigError, ScrapvisionError
 from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
 from .clip_anomaly_parts.data import (
     KOLEKTOR_CLASSES,
     ClipImageFiles,
@@ -271,19 +272,24 @@ class ClipAnomalyTask(Task):
         model.eval()
         model.set_memory(images.to(device), masks.to(device))
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, K, H, W] under ``self.tta`` (flips averaged in probability space)."""
+        return tta_average(lambda x: model(x).float().softmax(1), images.to(model_device(model)), self.tta)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         model.eval()
         self.prepare_memory(model)
-        device = model_device(model)
         meter = SegAnomalyMeter(self.class_names())
         total, count = 0.0, 0
         for batch in loader:
-            logits = model(batch["image"].to(device)).float()
-            target = batch["mask"].to(device)
+            probs = self.probabilities(model, batch["image"])
+            target = batch["mask"].to(probs.device)
+            # the loss takes logits; log p is one (softmax(log p) = p), so it scores the averaged probabilities
+            logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
             total += float(self.loss_fn(logits, target)[0]) * target.shape[0]
             count += target.shape[0]
-            meter.update(logits.softmax(1).cpu().numpy(), target.cpu().numpy())
+            meter.update(probs.cpu().numpy(), target.cpu().numpy())
         metrics = meter.compute()
         metrics["loss"] = total / max(1, count)
         return metrics
@@ -307,7 +313,7 @@ class ClipAnomalyTask(Task):
         """Per image: ``masks/NAME.png`` (class indices at the image's own size), an overlay for the first
         ``--overlays`` images, and a row with the image anomaly score and per-class area fractions."""
         names = self.class_names()
-        probs = model(batch["image"].to(model_device(model))).float().softmax(1)
+        probs = self.probabilities(model, batch["image"])
         rows = []
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))

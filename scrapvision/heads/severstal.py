@@ -12,7 +12,7 @@ import argparse
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from ..data.folder import is_folder_layout, read_layout, split_items
 from ..data.images import read_image
 from ..data.inference import ImageFiles, overlay_masks, write_png
 from ..data.rle import rle_encode
+from ..data.sampling import balanced_order, rarest_label
 from ..data.severstal import (
     NUM_CLASSES,
     SeverstalDataset,
@@ -41,6 +42,8 @@ from ..metrics import KaggleDiceMeter
 from ..models.severstal import SeverstalNet
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
+from .severstal_parts.post import THRESHOLDS, PostStats, postprocess, search, upsample
 
 
 # ---------------------------------------------------------------------------- config
@@ -61,6 +64,9 @@ class SeverstalDataConfig:
     image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
     val_fraction: float = 0.2
     augment: bool = True  # horizontal + vertical flips
+    # balanced: each epoch draws clean images and images of each defect class equally often (an image counts
+    # for the rarest class it holds), as long as the training set; uniform: every image once
+    sampling: Literal["uniform", "balanced"] = "uniform"
     synthetic_train: int = 256
     synthetic_val: int = 64
     synthetic_shape: tuple[int, int] = (128, 800)
@@ -78,7 +84,9 @@ class SeverstalLossConfig:
 class SeverstalPostConfig:
     threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # per-class pixel probability threshold
     min_area: tuple[int, ...] = (0, 0, 0, 0)  # per-class minimum mask area in original-resolution pixels
-    cls_threshold: float = 0.0  # > 0: drop a class whose image-level probability is below this
+    cls_threshold: float | tuple[float, ...] = 0.0  # > 0: drop a class whose image-level probability is below it (one or per class)
+    # flip test-time augmentation of eval / predict / tune: probabilities averaged over the flipped passes
+    tta: Literal["none", "hflip", "hvflip"] = "none"
 
 
 @dataclass(frozen=True)
@@ -95,19 +103,9 @@ class SeverstalConfig:
         for key in ("threshold", "min_area"):
             if len(getattr(self.post, key)) != NUM_CLASSES:
                 raise ConfigError(f"config key 'post.{key}': needs {NUM_CLASSES} values, one per class")
-
-
-def postprocess(mask_logits: torch.Tensor, label_logits: torch.Tensor, size: tuple[int, int],
-                threshold: tuple[float, ...], min_area: tuple[int, ...], cls_threshold: float) -> torch.Tensor:
-    """Logits -> boolean [B,4,H,W] masks at ``size``: threshold, drop small masks, gate by the classifier."""
-    probs = torch.sigmoid(F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False))
-    thr = torch.tensor(threshold, device=probs.device).view(1, -1, 1, 1)
-    masks = probs > thr
-    area = masks.sum(dim=(-2, -1))
-    keep = area >= torch.tensor(min_area, device=probs.device).view(1, -1)
-    if cls_threshold > 0:
-        keep &= torch.sigmoid(label_logits.float()) >= cls_threshold
-    return masks & keep[..., None, None]
+        gate = self.post.cls_threshold
+        if isinstance(gate, tuple) and len(gate) != NUM_CLASSES:
+            raise ConfigError(f"config key 'post.cls_threshold': one value or {NUM_CLASSES}, one per class")
 
 
 # ---------------------------------------------------------------------------- data
@@ -140,6 +138,7 @@ class SeverstalTask(Task):
     def __init__(self, cfg: SeverstalConfig) -> None:
         super().__init__(cfg)
         self.dice_loss = DiceLoss("multilabel", from_logits=True)
+        self.tta = cfg.post.tta
 
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
@@ -187,6 +186,12 @@ class SeverstalTask(Task):
             records = self._records()[1]
         return WithFullMasks(SeverstalDataset(records, data_cfg.image_size, augment=False))
 
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
+        if self.cfg.data.sampling != "balanced" or not isinstance(dataset, SeverstalDataset):
+            return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
+        groups = rarest_label([r.labels for r in dataset.records])
+        return balanced_order(groups, epoch, self.cfg.train.seed, generator, dataset_length=True)
+
     def compute_loss(self, model, batch, progress):
         masks, labels = model(batch["image"])
         target = batch["mask"]
@@ -201,20 +206,50 @@ class SeverstalTask(Task):
             logs["cls_bce"] = cls.item()
         return loss, logs
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask [B,4,h,w], image-level [B,4]) probabilities at the network's resolution, under ``self.tta``."""
+        def probs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            masks, labels = model(x)
+            return torch.sigmoid(masks.float()), torch.sigmoid(labels.float())
+
+        return tta_average(probs, images.to(model_device(model)), self.tta)
+
+    def _scored_batches(self, model: nn.Module, loader: DataLoader):
+        """(mask probabilities at the truth's resolution, image-level probabilities, truth) per batch."""
+        for batch in loader:
+            masks, labels = self.probabilities(model, batch["image"])
+            full = batch["full_mask"].to(masks.device)
+            yield masks, labels, full
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        device = model_device(model)
         post = self.cfg.post
         meter, raw = KaggleDiceMeter(), KaggleDiceMeter()
-        for batch in loader:
-            masks, labels = model(batch["image"].to(device))
-            full = batch["full_mask"].to(device)
+        for masks, labels, full in self._scored_batches(model, loader):
             size = tuple(full.shape[-2:])
             meter.update(postprocess(masks, labels, size, post.threshold, post.min_area, post.cls_threshold), full)
             raw.update(postprocess(masks, labels, size, (0.5,) * NUM_CLASSES, (0,) * NUM_CLASSES, 0.0), full)
         per_class = meter.per_class()
         return {"dice": meter.value(), "dice_raw": raw.value(),
                 **{f"dice_c{c + 1}": v for c, v in enumerate(per_class)}, "images": float(len(loader.dataset))}
+
+    @torch.no_grad()
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """Per-class threshold, minimum area and classifier gate maximising Kaggle Dice on ``loader``
+        (:mod:`.severstal_parts.post`); the current values are candidates, so the result never scores lower."""
+        post = self.cfg.post
+        stats = PostStats(THRESHOLDS + tuple(post.threshold))
+        for masks, labels, full in self._scored_batches(model, loader):
+            stats.update(upsample(masks, tuple(full.shape[-2:])), full.bool(), labels)
+        found = search(stats, {"threshold": post.threshold, "min_area": post.min_area,
+                               "cls_threshold": post.cls_threshold})
+        mean = lambda values: float(sum(values) / len(values))  # noqa: E731 - Kaggle Dice = mean over classes
+        return {"config": {"post": {"threshold": found["threshold"], "min_area": found["min_area"],
+                                    "cls_threshold": found["cls_threshold"], "tta": self.tta}},
+                "validation": {"images": len(loader.dataset), "dice_tuned": mean(found["dice"]),
+                               "dice_before": mean(found["dice_current"]), "dice_empty": mean(found["dice_empty"]),
+                               "per_class_tuned": found["dice"], "per_class_before": found["dice_current"],
+                               "per_class_empty": found["dice_empty"]}}
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.randn(batch_size, 3, *self.cfg.data.image_size)
@@ -233,7 +268,7 @@ class SeverstalTask(Task):
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """Four rows per image (one per class) with the RLE at the image's own resolution; overlays for
         the first ``--overlays`` inputs."""
-        masks, labels = model(batch["image"].to(model_device(model)))
+        masks, labels = self.probabilities(model, batch["image"])
         post, rows = self.cfg.post, []
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))
