@@ -72,6 +72,8 @@ def _tuned_task(name: str, checkpoint: str | Path, base: dict[str, Any], extras:
     if values and not _config_has_tta(task) and values.get("tta"):
         task.tta = str(values["tta"])  # heads without a tta config key keep the mode they were tuned with
     if tta is not None:
+        if tta != "none" and not task.supports_tta:
+            raise ScrapvisionError(f"--tta {tta}: task {name!r} has no flip test-time augmentation")
         task.tta = tta
     return task
 

@@ -110,10 +110,8 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="choose post-processing on the validation split (writes CKPT.tuned.yaml)",
                        formatter_class=fmt,
                        epilog=f"example:\n  scrapvision tune --task {t} --checkpoint best.pt --tta hflip\n\n"
-                       "Searches the head's post-processing (severstal: per-class threshold, minimum area and\n"
-                       "classifier gate; segdec: the decision threshold) on the validation split of the\n"
-                       "checkpoint's data (or --data), from probabilities computed once, and writes the values\n"
-                       "to CKPT.tuned.yaml, which eval and predict then use unless --set / --tta override them.")
+                       "severstal: per-class threshold, minimum area, classifier gate; segdec: decision threshold.\n"
+                       "eval and predict then use CKPT.tuned.yaml unless --set / --tta override it.")
     _common(p, checkpoint=True)
     _inference(p, tuned=False)
 

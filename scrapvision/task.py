@@ -40,8 +40,9 @@ class Task:
     #: run over every registered head and by CI smoke runs
     smoke_overrides: ClassVar[tuple[str, ...]] = ()
     #: flip test-time augmentation of eval / predict / tune (:mod:`scrapvision.tta`): none | hflip | hvflip;
-    #: set per instance by ``--tta`` (a head may take its default from its config)
+    #: set per instance by ``--tta`` (a head may take its default from its config) where ``supports_tta``
     tta: str = "none"
+    supports_tta: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

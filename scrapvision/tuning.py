@@ -83,9 +83,7 @@ def tune(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data:
     if checkpoint.suffix == ".onnx":
         raise ScrapvisionError(f"tune: checkpoint {checkpoint}: needs the .pt checkpoint, not an ONNX file")
     checkpoint = checkpoint / "last.pt" if checkpoint.is_dir() else checkpoint
-    task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=False)
-    if tta is not None:
-        task.tta = tta
+    task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=False, tta=tta)
     val = task.build_datasets()[1]
     if len(val) == 0:
         where = getattr(task.cfg.data, "root", "") or "the built-in synthetic data"

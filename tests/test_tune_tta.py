@@ -78,15 +78,16 @@ def test_search_finds_min_area_and_gate_and_scores_like_postprocess():
         else:
             truth[i, :2, 10:30, 10:30] = True
             probs[i, :2, 10:30, 10:30] = 0.9
+    logits = torch.logit(probs, eps=1e-6)
     stats = PostStats(THRESHOLDS)
-    stats.update(probs, truth, labels)
+    stats.update(torch.sigmoid(logits), truth, labels)
     current = {"threshold": (0.5,) * 4, "min_area": (0,) * 4, "cls_threshold": 0.0}
     found = search(stats, current)
     assert 10 < found["min_area"][0] <= 400 and found["cls_threshold"][0] == 0
     assert 0.1 < found["cls_threshold"][1] <= 0.9
     assert found["dice"][:2] == [1.0, 1.0] and found["dice_current"][:2] == [0.5, 0.5]
     for values, key in ((current, "dice_current"), (found, "dice")):
-        masks = postprocess(probs, labels, shape, values["threshold"], values["min_area"], values["cls_threshold"])
+        masks = postprocess(logits, labels, shape, values["threshold"], values["min_area"], values["cls_threshold"])
         per_class = [kaggle_dice(masks[:, c : c + 1], truth[:, c : c + 1]) for c in range(4)]
         assert per_class == pytest.approx(found[key], abs=1e-12)
 
@@ -164,3 +165,8 @@ def test_balanced_sampling_draws_each_defect_group_equally():
     uniform = build_task("severstal").epoch_indices(dataset, 0, torch.Generator().manual_seed(0))
     assert sorted(uniform) == list(range(len(rows)))
     assert np.isclose(sum(1 in rows[i] for i in uniform) / len(rows), 0.05)
+
+
+def test_tta_on_a_head_without_it_is_a_one_line_error(smoke, capsys):
+    assert main(["eval", "--task", "canet", "--checkpoint", str(smoke("canet")[2]), "--tta", "hflip"]) == 2
+    assert "no flip test-time augmentation" in one_line_error(capsys)

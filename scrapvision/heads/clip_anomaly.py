@@ -131,6 +131,7 @@ class ClipAnomalyTask(Task):
     name = "clip_anomaly"
     Config = ClipAnomalyConfig
     monitor = ("miou", "max")
+    supports_tta = True
     summary = ("CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
                "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).")
     smoke_overrides = ("model.image_size=[32,32]", "data.n_train=8", "data.n_val=4", "few_shot.k=2",

@@ -224,6 +224,7 @@ class SegDecTask(Task):
     name = "segdec"
     Config = SegDecConfig
     monitor = ("val_ap", "max")
+    supports_tta = True
     summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
                "SE + atrous network, constant / dynamic / decay loss balance.")
     smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",

@@ -130,6 +130,7 @@ class SeverstalTask(Task):
     name = "severstal"
     Config = SeverstalConfig
     monitor = ("dice", "max")
+    supports_tta = True
     summary = "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer"
     smoke_overrides = ("model.backbone=tiny_cnn", "model.decoder_channels=[16,16,8,8,8]", "data.image_size=[32,192]",
                        "data.synthetic_shape=[64,384]", "data.synthetic_train=8", "data.synthetic_val=4",
@@ -214,10 +215,19 @@ class SeverstalTask(Task):
 
         return tta_average(probs, images.to(model_device(model)), self.tta)
 
+    def post_inputs(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask logits, image-level probabilities) for :func:`postprocess`: the model's logits, or with TTA
+        the logit of the mean probability (``logit(sigmoid(x))`` would lose the precision near 0.5)."""
+        if self.tta == "none":
+            masks, labels = model(images.to(model_device(model)))
+            return masks.float(), torch.sigmoid(labels.float())
+        masks, labels = self.probabilities(model, images)
+        return torch.logit(masks, eps=1e-7), labels
+
     def _scored_batches(self, model: nn.Module, loader: DataLoader):
-        """(mask probabilities at the truth's resolution, image-level probabilities, truth) per batch."""
+        """(mask logits, image-level probabilities, truth at the original resolution) per batch."""
         for batch in loader:
-            masks, labels = self.probabilities(model, batch["image"])
+            masks, labels = self.post_inputs(model, batch["image"])
             full = batch["full_mask"].to(masks.device)
             yield masks, labels, full
 
@@ -268,7 +278,7 @@ class SeverstalTask(Task):
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """Four rows per image (one per class) with the RLE at the image's own resolution; overlays for
         the first ``--overlays`` inputs."""
-        masks, labels = self.probabilities(model, batch["image"])
+        masks, labels = self.post_inputs(model, batch["image"])
         post, rows = self.cfg.post, []
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))

@@ -29,17 +29,19 @@ def per_class(value: float | Sequence[float], n: int) -> tuple[float, ...]:
     return (float(value),) * n if isinstance(value, (int, float)) else tuple(float(v) for v in value)
 
 
-def upsample(mask_probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Probabilities [B, C, h, w] at the original resolution, where Kaggle scores."""
-    return F.interpolate(mask_probs.float(), size=size, mode="bilinear", align_corners=False)
+def upsample(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Probabilities [B, C, H, W] at the original resolution, where Kaggle scores, from logits [B, C, h, w].
+    Logits are interpolated, not probabilities: float32 is coarse near p = 0.5, and rounding there would
+    let a 1e-8 difference between engines (torch / ONNX) flip pixels."""
+    return torch.sigmoid(F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False))
 
 
-def postprocess(mask_probs: torch.Tensor, label_probs: torch.Tensor, size: tuple[int, int],
+def postprocess(mask_logits: torch.Tensor, label_probs: torch.Tensor, size: tuple[int, int],
                 threshold: Sequence[float], min_area: Sequence[int], cls_threshold: float | Sequence[float]
                 ) -> torch.Tensor:
-    """Probabilities -> boolean [B, C, H, W] masks at ``size``: threshold, drop small masks, gate by the
-    classifier (a class whose gate is > 0 survives only if its image-level probability reaches it)."""
-    probs = upsample(mask_probs, size)
+    """Mask logits and image-level probabilities -> boolean [B, C, H, W] masks at ``size``: threshold, drop
+    small masks, gate by the classifier (a class whose gate is > 0 survives only if its probability reaches it)."""
+    probs = upsample(mask_logits, size)
     n = probs.shape[1]
     masks = probs > torch.tensor(threshold, device=probs.device).view(1, -1, 1, 1)
     keep = masks.sum(dim=(-2, -1)) >= torch.tensor(min_area, device=probs.device).view(1, -1)
