@@ -110,7 +110,8 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="choose post-processing on the validation split (writes CKPT.tuned.yaml)",
                        formatter_class=fmt,
                        epilog=f"example:\n  scrapvision tune --task {t} --checkpoint best.pt --tta hflip\n\n"
-                       "severstal: per-class threshold, minimum area, classifier gate; segdec: decision threshold.\n"
+                       "severstal: per-class threshold, minimum area, classifier gate; segdec: decision threshold;\n"
+                       "clip_anomaly: anomaly threshold. "
                        "eval and predict then use CKPT.tuned.yaml unless --set / --tta override it.")
     _common(p, checkpoint=True)
     _inference(p, tuned=False)

@@ -170,3 +170,32 @@ def test_balanced_sampling_draws_each_defect_group_equally():
 def test_tta_on_a_head_without_it_is_a_one_line_error(smoke, capsys):
     assert main(["eval", "--task", "canet", "--checkpoint", str(smoke("canet")[2]), "--tta", "hflip"]) == 2
     assert "no flip test-time augmentation" in one_line_error(capsys)
+
+
+def test_clip_anomaly_threshold_counts_match_the_class_decision():
+    """Every candidate's confusion matrix from the bucketed counts equals the one of class_map itself."""
+    from scrapvision.heads.clip_anomaly_parts.post import ThresholdStats, class_map
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 0.5, size=(3, 16, 16)).transpose(0, 3, 1, 2).astype(np.float32)
+    target = rng.integers(0, 4, size=(3, 16, 16))
+    target[0, :2] = 255
+    stats = ThresholdStats(4, current=0.33)
+    stats.update(probs[:2], target[:2])
+    stats.update(probs[2:], target[2:])
+    valid = target != 255
+    for threshold, confusion in zip(stats.thresholds, stats.confusions()):
+        pred = class_map(probs, float(threshold))
+        expected = np.bincount(target[valid] * 4 + pred[valid], minlength=16).reshape(4, 4)
+        np.testing.assert_array_equal(confusion, expected)
+    assert 0.33 in stats.thresholds.tolist()
+
+
+def test_clip_anomaly_tune_then_eval_scores_the_tuned_threshold(smoke, tmp_path, one_thread):
+    checkpoint = shutil.copy(smoke("clip_anomaly")[2], tmp_path / "best.pt")
+    assert main(["tune", "--task", "clip_anomaly", "--checkpoint", str(checkpoint)]) == 0
+    doc = yaml.safe_load(tuned_path(checkpoint).read_text())
+    out = tmp_path / "m.json"
+    assert main(["eval", "--task", "clip_anomaly", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["miou"] == pytest.approx(doc["validation"]["miou_tuned"], abs=1e-12)
+    assert doc["validation"]["miou_tuned"] >= doc["validation"]["miou_before"]

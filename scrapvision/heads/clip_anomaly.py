@@ -59,6 +59,7 @@ from .clip_anomaly_parts.data import (
 )
 from .clip_anomaly_parts.metrics import SegAnomalyMeter
 from .clip_anomaly_parts.overlay import save_overlay
+from .clip_anomaly_parts.post import ThresholdStats, class_map
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
              "a cropped photo of an {}.", "a bright photo of an {}.", "a dark photo of an {}.")
@@ -116,12 +117,20 @@ class ClipDataConfig:
 
 
 @dataclass(frozen=True)
+class ClipPostConfig:
+    # > 0: a pixel is an impurity only when 1 - p(normal) exceeds this (then its most likely impurity);
+    # 0 = the most likely class. `scrapvision tune` chooses it on the validation split (best mIoU)
+    anomaly_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
 class ClipAnomalyConfig:
     model: ClipModelConfig = field(default_factory=ClipModelConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    post: ClipPostConfig = field(default_factory=ClipPostConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05, warmup_epochs=0.5))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=16, log_every=5))
 
@@ -290,10 +299,23 @@ class ClipAnomalyTask(Task):
             logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
             total += float(self.loss_fn(logits, target)[0]) * target.shape[0]
             count += target.shape[0]
-            meter.update(probs.cpu().numpy(), target.cpu().numpy())
+            meter.update(probs.cpu().numpy(), target.cpu().numpy(), self.cfg.post.anomaly_threshold)
         metrics = meter.compute()
         metrics["loss"] = total / max(1, count)
         return metrics
+
+    @torch.no_grad()
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """``post.anomaly_threshold`` of the best validation mIoU (:mod:`.clip_anomaly_parts.post`)."""
+        model.eval()
+        self.prepare_memory(model)
+        current = self.cfg.post.anomaly_threshold
+        stats = ThresholdStats(len(self.class_names()), current)
+        for batch in loader:
+            stats.update(self.probabilities(model, batch["image"]).cpu().numpy(), batch["mask"].numpy())
+        found = stats.search(current)
+        return {"config": {"post": {"anomaly_threshold": found.pop("anomaly_threshold")}},
+                "validation": {"images": len(loader.dataset), **found}}
 
     # ----------------------------------------------------------------- prediction
     @classmethod
@@ -319,7 +341,7 @@ class ClipAnomalyTask(Task):
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))
             p = F.interpolate(probs[j: j + 1], size=size, mode="bilinear", align_corners=False)[0].cpu().numpy()
-            pred, anomaly = p.argmax(0).astype(np.uint8), 1.0 - p[0]
+            pred, anomaly = class_map(p[None], self.cfg.post.anomaly_threshold)[0].astype(np.uint8), 1.0 - p[0]
             name = Path(key).with_suffix(".png")
             (out / "masks" / name).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(out / "masks" / name) as handle:
