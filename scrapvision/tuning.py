@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import atomic_write
 from .config import _deep_update, from_dict, read_yaml
 from .errors import ConfigError, ScrapvisionError
+from .tta import TTA_MODES
 
 SUFFIX = ".tuned.yaml"
 
@@ -52,6 +53,8 @@ def read_tuned(checkpoint: str | Path, task_name: str) -> dict[str, Any] | None:
     for key in ("config", "extras"):
         if not isinstance(data.get(key) or {}, dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
+    if data.get("tta") not in (None, *TTA_MODES):
+        raise ConfigError(f"{path}: tta {data['tta']!r} is not one of {', '.join(TTA_MODES)}")
     weights = path.with_suffix("").with_suffix(".pt")
     if weights.is_file() and data.get("checkpoint_sha256") not in (None, file_sha256(weights)):
         raise ConfigError(f"{path}: was tuned for other weights than {weights.name} (rerun `scrapvision tune` "

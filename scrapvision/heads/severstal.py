@@ -253,11 +253,11 @@ class SeverstalTask(Task):
             stats.update(upsample(masks, tuple(full.shape[-2:])), full.bool(), labels)
         found = search(stats, {"threshold": post.threshold, "min_area": post.min_area,
                                "cls_threshold": post.cls_threshold})
-        mean = lambda values: float(sum(values) / len(values))  # noqa: E731 - Kaggle Dice = mean over classes
+        mean = {key: float(np.mean(found[key])) for key in ("dice", "dice_current", "dice_empty")}  # over classes
         return {"config": {"post": {"threshold": found["threshold"], "min_area": found["min_area"],
                                     "cls_threshold": found["cls_threshold"], "tta": self.tta}},
-                "validation": {"images": len(loader.dataset), "dice_tuned": mean(found["dice"]),
-                               "dice_before": mean(found["dice_current"]), "dice_empty": mean(found["dice_empty"]),
+                "validation": {"images": len(loader.dataset), "dice_tuned": mean["dice"],
+                               "dice_before": mean["dice_current"], "dice_empty": mean["dice_empty"],
                                "per_class_tuned": found["dice"], "per_class_before": found["dice_current"],
                                "per_class_empty": found["dice_empty"]}}
 
