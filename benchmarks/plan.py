@@ -12,7 +12,7 @@ import re
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
 PLAN: list[tuple[str, list[str], list[str]]] = [
-    ("severstal.md", ["benchmarks/rle_speed.py", "benchmarks/severstal_train.py"], []),
+    ("severstal.md", ["benchmarks/rle_speed.py", "benchmarks/severstal_train.py"], ["benchmarks/severstal_real_cv.py"]),
     ("segdec.md", [],
      ["benchmarks/segdec_kolektor.py --modes full", "benchmarks/segdec_kolektor.py --modes weak",
       "benchmarks/segdec_kolektor.py --modes mixed10,mixed5", "benchmarks/segdec_kolektor.py --modes full --seed 1",

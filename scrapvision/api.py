@@ -61,18 +61,41 @@ def train(name: str, config: str | Path | None = None, overrides: Sequence[str] 
     return Trainer(task, run_dir=run_dir, resume=resume, command=command).fit()
 
 
+def _tuned_task(name: str, checkpoint: str | Path, base: dict[str, Any], extras: dict[str, Any],
+                overrides: Sequence[str], data: str | Path | None, tuned: bool, tta: str | None) -> Task:
+    """The task of a checkpoint's config and extras, with its ``.tuned.yaml`` values over them (when
+    ``tuned``) and the command line (``overrides``, ``tta``) over those."""
+    from .tuning import apply_tuned, read_tuned
+
+    values = read_tuned(checkpoint, name) if tuned else None
+    base, extras = apply_tuned(get_task_class(name).Config, base, extras, values, checkpoint)
+    task = build_task(name, None, overrides, data, base=base)
+    task.load_extras(extras)
+    if values and not _config_has_tta(task) and values.get("tta"):
+        task.tta = str(values["tta"])  # heads without a tta config key keep the mode they were tuned with
+    if tta is not None:
+        if tta != "none" and not task.supports_tta:
+            raise ScrapvisionError(f"--tta {tta}: task {name!r} has no flip test-time augmentation")
+        task.tta = tta
+    return task
+
+
+def _config_has_tta(task: Task) -> bool:
+    return hasattr(getattr(task.cfg, "post", None), "tta")
+
+
 def load_trained(
     name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", tuned: bool = True, tta: str | None = None,
 ) -> tuple[Task, nn.Module]:
-    """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode."""
+    """Rebuild the task and model a checkpoint was trained with, weights loaded, in eval mode; with
+    ``tuned``, the post-processing of ``scrapvision tune`` (``CKPT.tuned.yaml``) when it exists."""
     payload = read_checkpoint(checkpoint, name)
     base = dict(payload["config"])
     model_cfg = base.get("model")
     if isinstance(model_cfg, dict) and model_cfg.get("weights"):
         base["model"] = {**model_cfg, "weights": ""}  # the checkpoint already holds every weight
-    task = build_task(name, None, overrides, data, base=base)
-    task.load_extras(payload.get("extras", {}))
+    task = _tuned_task(name, checkpoint, base, payload.get("extras", {}), overrides, data, tuned, tta)
     model = task.build_model()
     try:
         model.load_state_dict(payload["model"])
@@ -96,7 +119,8 @@ def inference_layout(model: nn.Module) -> nn.Module:
 
 
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
-                engine: str = "torch", device: str | torch.device = "cpu") -> tuple[Task, nn.Module]:
+                engine: str = "torch", device: str | torch.device = "cpu", tuned: bool = True,
+                tta: str | None = None) -> tuple[Task, nn.Module]:
     """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
 
     With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
@@ -112,10 +136,9 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
         if meta["task"] != name:
             raise CheckpointError(f"ONNX model {checkpoint}: was exported for task {meta['task']!r}, not {name!r}")
         base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
-        task = build_task(name, None, overrides, data, base=base)
-        task.load_extras(meta["extras"])
+        task = _tuned_task(name, checkpoint, base, meta["extras"], overrides, data, tuned, tta)
         return task, OnnxEngine(checkpoint)
-    task, model = load_trained(name, checkpoint, overrides, data, device=device)
+    task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=tuned, tta=tta)
     if engine == "torch":
         return task, inference_layout(model)
     onnx_path = checkpoint.with_suffix(".onnx")

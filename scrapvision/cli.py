@@ -1,4 +1,5 @@
-"""``scrapvision``: list | config | train | pretrain | eval | predict | export | prepare | data | report | runs. Errors are one line and exit code 2."""
+"""``scrapvision``: list | config | train | pretrain | eval | tune | predict | export | prepare | data | report | runs.
+Errors are one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ EPILOG = textwrap.dedent(
       scrapvision list
       scrapvision train --task severstal                          # built-in synthetic data, CPU recipe
       scrapvision train --task severstal --config tasks/severstal.yaml --set optim.lr=3e-4 --set train.epochs=20
+      scrapvision tune --task severstal --checkpoint runs/severstal/<time>/best.pt --tta hflip
       scrapvision eval --task severstal --checkpoint runs/severstal/<time>/best.pt --data DIR
       scrapvision predict --task severstal --checkpoint best.pt --input DIR --out preds/
       torchrun --nproc_per_node 2 -m scrapvision train --task severstal  # DistributedDataParallel
@@ -41,6 +43,17 @@ def _engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="torch (default) or onnx: ONNX Runtime on CKPT.onnx, exported next to CKPT when missing; "
                    "--checkpoint may also name a .onnx file from `scrapvision export`")
+
+
+def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:
+    from .tta import TTA_MODES
+
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="flip test-time augmentation: average the probabilities of the image and its flips "
+                   "(default: the tuned file's, else the config's, else none)")
+    if tuned:
+        p.add_argument("--untuned", action="store_true",
+                       help="ignore CKPT.tuned.yaml (the post-processing `scrapvision tune` chose)")
 
 
 def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
@@ -96,6 +109,16 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="also write the head's pictures (worst items, overlays, curves) "
                    "to DIR; put DIR inside the run folder and `scrapvision report` shows them")
     _engine(p)
+    _inference(p)
+
+    p = sub.add_parser("tune", help="choose post-processing on the validation split (writes CKPT.tuned.yaml)",
+                       formatter_class=fmt,
+                       epilog=f"example:\n  scrapvision tune --task {t} --checkpoint best.pt --tta hflip\n\n"
+                       "severstal: per-class threshold, minimum area, classifier gate; segdec: decision threshold;\n"
+                       "clip_anomaly: anomaly threshold. "
+                       "eval and predict then use CKPT.tuned.yaml unless --set / --tta override it.")
+    _common(p, checkpoint=True)
+    _inference(p, tuned=False)
 
     p = sub.add_parser("predict", help="run a checkpoint on new images and write results", formatter_class=fmt,
                        epilog=f"example:\n  scrapvision predict --task {t} --checkpoint best.pt --input DIR --out preds/")
@@ -107,6 +130,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-root", action="store_true",
                    help="let a CSV/TXT --input list name files outside its own folder (refused by default)")
     _engine(p)
+    _inference(p)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
                        formatter_class=fmt,
@@ -221,8 +245,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace):
     from .api import load_engine
+    from .tuning import tuned_path
 
-    return load_engine(args.task, args.checkpoint, args.overrides, args.data, engine=args.engine, device=args.device)
+    tuned = not args.untuned
+    loaded = load_engine(args.task, args.checkpoint, args.overrides, args.data, engine=args.engine,
+                         device=args.device, tuned=tuned, tta=args.tta)
+    if tuned and tuned_path(args.checkpoint).is_file():
+        print(f"scrapvision: post-processing tuned on validation: {tuned_path(args.checkpoint)} "
+              "(--untuned ignores it)", file=sys.stderr)
+    return loaded
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -249,6 +280,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from .report import write_eval_report
 
         print(f"wrote {write_eval_report(task, model, metrics, Path(args.report), args.checkpoint)}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from .tuning import tune
+
+    path, doc = tune(args.task, args.checkpoint, args.overrides, args.data, device=args.device, tta=args.tta)
+    for key, value in doc["validation"].items():
+        text = ", ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
+        print(f"{key:18s} {text}")
+    print(f"wrote {path}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -310,7 +351,7 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "pretrain": cmd_pretrain, "eval": cmd_eval,
-            "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data,
+            "tune": cmd_tune, "predict": cmd_predict, "export": cmd_export, "prepare": cmd_prepare, "data": cmd_data,
             "report": cmd_report, "runs": cmd_runs}
 
 

@@ -39,6 +39,10 @@ class Task:
     #: ``--set`` overrides that shrink a run to seconds (tiny model, few samples); used by the tests that
     #: run over every registered head and by CI smoke runs
     smoke_overrides: ClassVar[tuple[str, ...]] = ()
+    #: flip test-time augmentation of eval / predict / tune (:mod:`scrapvision.tta`): none | hflip | hvflip;
+    #: set per instance by ``--tta`` (a head may take its default from its config) where ``supports_tta``
+    tta: str = "none"
+    supports_tta: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -104,6 +108,14 @@ class Task:
         on stderr and records it in ``metrics.jsonl`` (``kind: warning``); a head that wants a warning once
         per run keeps track itself. Default: none."""
         return []
+
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """Post-processing chosen on the validation split ``loader`` (``scrapvision tune``, see
+        :mod:`scrapvision.tuning`), at ``self.tta``: a dict with ``config`` (values nested as in a recipe, laid
+        over the checkpoint's config by eval and predict), ``extras`` (over the checkpoint's extras) and
+        ``validation`` (plain-data scores before and after, for the record). Compute the probabilities once
+        and score every candidate from them; never rerun the model per candidate. Default: nothing to tune."""
+        raise ScrapvisionError(f"task {self.name!r} has no post-processing to tune")
 
     def load_extras(self, extras: dict[str, Any]) -> None:
         """Restore what :meth:`checkpoint_extras` and :meth:`validation_extras` stored."""

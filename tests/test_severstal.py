@@ -39,13 +39,15 @@ def test_postprocess_threshold_min_area_and_gate():
     logits[0, 0, :2, :2] = 5.0  # class 1: 4 pixels
     logits[0, 1, 0, 0] = 5.0  # class 2: 1 pixel
     logits[0, 2] = 0.2  # class 3: p=0.55 everywhere
-    labels = torch.tensor([[5.0, 5.0, 5.0, -5.0]])
+    labels = torch.sigmoid(torch.tensor([[5.0, 5.0, 5.0, -5.0]]))
     out = postprocess(logits, labels, (4, 4), (0.5, 0.5, 0.6, 0.5), (0, 2, 0, 0), 0.0)
     assert out[0, 0].sum() == 4 and out[0, 1].sum() == 0 and out[0, 2].sum() == 0
     logits[0, 3] = 5.0
     gated = postprocess(logits, labels, (4, 4), (0.5,) * 4, (0,) * 4, 0.5)
     assert gated[0, 3].sum() == 0 and gated[0, 0].sum() == 4
     assert postprocess(logits, labels, (4, 4), (0.5,) * 4, (0,) * 4, 0.0)[0, 3].sum() == 16
+    per_class_gate = postprocess(logits, labels, (4, 4), (0.5,) * 4, (0,) * 4, (0.0, 0.0, 0.0, 0.01))
+    assert per_class_gate[0, 3].sum() == 0 and per_class_gate[0, 0].sum() == 4
 
 
 def test_post_config_needs_four_values():

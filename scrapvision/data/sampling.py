@@ -84,3 +84,12 @@ def _cycled(members: list[int], start: int, count: int, seed: int, salt: int) ->
             permutations[cycle] = sample_rng(seed, cycle, salt).permutation(len(members))
         chosen.append(members[permutations[cycle][position]])
     return chosen
+
+
+def rarest_label(labels: Sequence[Sequence[bool]]) -> list[int]:
+    """One group per multi-label sample for :func:`balanced_order`: 0 when it holds no class, else 1 + the
+    class it holds that the fewest samples hold (ties: the lower index). Balancing these groups draws every
+    defect class at least as often as its group, and the clean images as often as each class."""
+    counts = [sum(bool(row[c]) for row in labels) for c in range(len(labels[0]))] if labels else []
+    return [1 + min((c for c, on in enumerate(row) if on), key=lambda c: (counts[c], c)) if any(row) else 0
+            for row in labels]

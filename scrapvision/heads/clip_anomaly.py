@@ -46,6 +46,7 @@ from ..errors import ConfigError, ScrapvisionError
 from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
 from .clip_anomaly_parts.data import (
     KOLEKTOR_CLASSES,
     ClipImageFiles,
@@ -58,6 +59,7 @@ from .clip_anomaly_parts.data import (
 )
 from .clip_anomaly_parts.metrics import SegAnomalyMeter
 from .clip_anomaly_parts.overlay import save_overlay
+from .clip_anomaly_parts.post import ThresholdStats, class_map
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
              "a cropped photo of an {}.", "a bright photo of an {}.", "a dark photo of an {}.")
@@ -115,12 +117,20 @@ class ClipDataConfig:
 
 
 @dataclass(frozen=True)
+class ClipPostConfig:
+    # > 0: a pixel is an impurity only when 1 - p(normal) exceeds this (then its most likely impurity);
+    # 0 = the most likely class. `scrapvision tune` chooses it on the validation split (best mIoU)
+    anomaly_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
 class ClipAnomalyConfig:
     model: ClipModelConfig = field(default_factory=ClipModelConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    post: ClipPostConfig = field(default_factory=ClipPostConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05, warmup_epochs=0.5))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=16, log_every=5))
 
@@ -130,6 +140,7 @@ class ClipAnomalyTask(Task):
     name = "clip_anomaly"
     Config = ClipAnomalyConfig
     monitor = ("miou", "max")
+    supports_tta = True
     summary = ("CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
                "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).")
     smoke_overrides = ("model.image_size=[32,32]", "data.n_train=8", "data.n_val=4", "few_shot.k=2",
@@ -272,19 +283,24 @@ class ClipAnomalyTask(Task):
         model.eval()
         model.set_memory(images.to(device), masks.to(device))
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, K, H, W] under ``self.tta`` (flips averaged in probability space)."""
+        return tta_average(lambda x: model(x).float().softmax(1), images.to(model_device(model)), self.tta)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         model.eval()
         self.prepare_memory(model)
-        device = model_device(model)
         meter = SegAnomalyMeter(self.class_names())
         total, count = 0.0, 0
         for batch in loader:
-            logits = model(batch["image"].to(device)).float()
-            target = batch["mask"].to(device)
+            probs = self.probabilities(model, batch["image"])
+            target = batch["mask"].to(probs.device)
+            # the loss takes logits; log p is one (softmax(log p) = p), so it scores the averaged probabilities
+            logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
             total += float(self.loss_fn(logits, target)[0]) * target.shape[0]
             count += target.shape[0]
-            meter.update(logits.softmax(1).cpu().numpy(), target.cpu().numpy())
+            meter.update(probs.cpu().numpy(), target.cpu().numpy(), self.cfg.post.anomaly_threshold)
         metrics = meter.compute()
         metrics["loss"] = total / max(1, count)
         return metrics
@@ -293,6 +309,19 @@ class ClipAnomalyTask(Task):
         from .clip_anomaly_parts.report import write_clip_anomaly_report
 
         return write_clip_anomaly_report(self, model, loader, out)
+
+    @torch.no_grad()
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """``post.anomaly_threshold`` of the best validation mIoU (:mod:`.clip_anomaly_parts.post`)."""
+        model.eval()
+        self.prepare_memory(model)
+        current = self.cfg.post.anomaly_threshold
+        stats = ThresholdStats(len(self.class_names()), current)
+        for batch in loader:
+            stats.update(self.probabilities(model, batch["image"]).cpu().numpy(), batch["mask"].numpy())
+        found = stats.search(current)
+        return {"config": {"post": {"anomaly_threshold": found.pop("anomaly_threshold")}},
+                "validation": {"images": len(loader.dataset), **found}}
 
     # ----------------------------------------------------------------- prediction
     @classmethod
@@ -313,12 +342,12 @@ class ClipAnomalyTask(Task):
         """Per image: ``masks/NAME.png`` (class indices at the image's own size), an overlay for the first
         ``--overlays`` images, and a row with the image anomaly score and per-class area fractions."""
         names = self.class_names()
-        probs = model(batch["image"].to(model_device(model))).float().softmax(1)
+        probs = self.probabilities(model, batch["image"])
         rows = []
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))
             p = F.interpolate(probs[j: j + 1], size=size, mode="bilinear", align_corners=False)[0].cpu().numpy()
-            pred, anomaly = p.argmax(0).astype(np.uint8), 1.0 - p[0]
+            pred, anomaly = class_map(p[None], self.cfg.post.anomaly_threshold)[0].astype(np.uint8), 1.0 - p[0]
             name = Path(key).with_suffix(".png")
             (out / "masks" / name).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(out / "masks" / name) as handle:

@@ -68,6 +68,7 @@ from ..errors import ConfigError, DataError
 from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
 from .segdec_parts.data import GrayFiles, Sample, SegDecDataset
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
 
@@ -226,6 +227,7 @@ class SegDecTask(Task):
     name = "segdec"
     Config = SegDecConfig
     monitor = ("val_ap", "max")
+    supports_tta = True
     summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
                "SE + atrous network, constant / dynamic / decay loss balance.")
     smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",
@@ -353,16 +355,23 @@ class SegDecTask(Task):
         self.warned_chance = message is not None
         return [message] if message else []
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decision [B], segmentation [B,1,h,w]) probabilities under ``self.tta`` (flips of the gray image)."""
+        def probs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            decision, seg = model(self.channels(x))
+            return torch.sigmoid(decision.float()), torch.sigmoid(seg.float())
+
+        return tta_average(probs, images.to(model_device(model)), self.tta)
+
     @torch.no_grad()
     def score(self, model: nn.Module, loader: DataLoader) -> dict[str, np.ndarray]:
         """Decision probabilities, labels, segmentation probabilities and targets of a whole loader."""
-        device = model_device(model)
         model.eval()
         out: dict[str, list] = {"score": [], "label": [], "seg": [], "target": []}
         for batch in loader:
-            decision, seg = model(self.channels(batch["image"].to(device)))
-            out["score"].append(torch.sigmoid(decision).float().cpu())
-            out["seg"].append(torch.sigmoid(seg).float().cpu())
+            decision, seg = self.probabilities(model, batch["image"])
+            out["score"].append(decision.cpu())
+            out["seg"].append(seg.cpu())
             out["label"].append(batch["label"])
             out["target"].append(batch["target"])
         return {k: torch.cat(v).numpy() for k, v in out.items()}
@@ -389,6 +398,17 @@ class SegDecTask(Task):
         """The decision threshold: the best-F threshold of this epoch's validation scores."""
         value = metrics.get("val_best_threshold")
         return {"threshold": float(value)} if value is not None and math.isfinite(value) else {}
+
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """The decision threshold: the best-F point of the validation scores at ``self.tta`` (training keeps
+        the one without TTA; this one goes with the flips eval and predict will then run)."""
+        metrics = self.evaluate(model, loader)
+        if not math.isfinite(metrics["best_f1"]):
+            raise DataError(f"tune: the validation split ({len(loader.dataset)} images) holds one class only; "
+                            "a decision threshold cannot be chosen on it")
+        return {"extras": {"threshold": float(metrics["best_threshold"])},
+                "validation": {"images": len(loader.dataset), "f1_before": float(metrics["f1"]),
+                               "f1_tuned": float(metrics["best_f1"]), "ap": float(metrics["ap"])}}
 
     def load_extras(self, extras: dict[str, Any]) -> None:
         self.threshold = float(extras.get("threshold", self.threshold))
@@ -422,8 +442,8 @@ class SegDecTask(Task):
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """One row per image (decision score, 0/1 decision) and an overlay PNG of its segmentation map."""
-        decision, seg = model(self.channels(batch["image"].to(model_device(model))))
-        scores, probs = torch.sigmoid(decision).float().cpu().numpy(), torch.sigmoid(seg)[:, 0].float().cpu().numpy()
+        decision, seg = self.probabilities(model, batch["image"])
+        scores, probs = decision.cpu().numpy(), seg[:, 0].cpu().numpy()
         threshold, rows = self._threshold(args), []
         for j, key in enumerate(batch["image_key"]):
             rows.append({"image": key, "score": f"{scores[j]:.6f}", "decision": int(scores[j] >= threshold)})

@@ -12,7 +12,7 @@ import argparse
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from ..data.folder import is_folder_layout, read_layout, split_items
 from ..data.images import read_image
 from ..data.inference import ImageFiles, overlay_masks, write_png
 from ..data.rle import rle_encode
+from ..data.sampling import balanced_order, rarest_label
 from ..data.severstal import (
     NUM_CLASSES,
     SeverstalDataset,
@@ -42,6 +43,8 @@ from ..models.severstal import SeverstalNet
 from ..plots import collate_items, save_grid, save_pr_curve, to_rgb, worst
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
+from .severstal_parts.post import THRESHOLDS, PostStats, postprocess, search, upsample
 
 
 # ---------------------------------------------------------------------------- config
@@ -62,6 +65,9 @@ class SeverstalDataConfig:
     image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
     val_fraction: float = 0.2
     augment: bool = True  # horizontal + vertical flips
+    # balanced: each epoch draws clean images and images of each defect class equally often (an image counts
+    # for the rarest class it holds), as long as the training set; uniform: every image once
+    sampling: Literal["uniform", "balanced"] = "uniform"
     synthetic_train: int = 256
     synthetic_val: int = 64
     synthetic_shape: tuple[int, int] = (128, 800)
@@ -79,7 +85,9 @@ class SeverstalLossConfig:
 class SeverstalPostConfig:
     threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # per-class pixel probability threshold
     min_area: tuple[int, ...] = (0, 0, 0, 0)  # per-class minimum mask area in original-resolution pixels
-    cls_threshold: float = 0.0  # > 0: drop a class whose image-level probability is below this
+    cls_threshold: float | tuple[float, ...] = 0.0  # > 0: drop a class whose image-level probability is below it (one or per class)
+    # flip test-time augmentation of eval / predict / tune: probabilities averaged over the flipped passes
+    tta: Literal["none", "hflip", "hvflip"] = "none"
 
 
 @dataclass(frozen=True)
@@ -96,19 +104,9 @@ class SeverstalConfig:
         for key in ("threshold", "min_area"):
             if len(getattr(self.post, key)) != NUM_CLASSES:
                 raise ConfigError(f"config key 'post.{key}': needs {NUM_CLASSES} values, one per class")
-
-
-def postprocess(mask_logits: torch.Tensor, label_logits: torch.Tensor, size: tuple[int, int],
-                threshold: tuple[float, ...], min_area: tuple[int, ...], cls_threshold: float) -> torch.Tensor:
-    """Logits -> boolean [B,4,H,W] masks at ``size``: threshold, drop small masks, gate by the classifier."""
-    probs = torch.sigmoid(F.interpolate(mask_logits.float(), size=size, mode="bilinear", align_corners=False))
-    thr = torch.tensor(threshold, device=probs.device).view(1, -1, 1, 1)
-    masks = probs > thr
-    area = masks.sum(dim=(-2, -1))
-    keep = area >= torch.tensor(min_area, device=probs.device).view(1, -1)
-    if cls_threshold > 0:
-        keep &= torch.sigmoid(label_logits.float()) >= cls_threshold
-    return masks & keep[..., None, None]
+        gate = self.post.cls_threshold
+        if isinstance(gate, tuple) and len(gate) != NUM_CLASSES:
+            raise ConfigError(f"config key 'post.cls_threshold': one value or {NUM_CLASSES}, one per class")
 
 
 # ---------------------------------------------------------------------------- data
@@ -133,6 +131,7 @@ class SeverstalTask(Task):
     name = "severstal"
     Config = SeverstalConfig
     monitor = ("dice", "max")
+    supports_tta = True
     summary = "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer"
     smoke_overrides = ("model.backbone=tiny_cnn", "model.decoder_channels=[16,16,8,8,8]", "data.image_size=[32,192]",
                        "data.synthetic_shape=[64,384]", "data.synthetic_train=8", "data.synthetic_val=4",
@@ -141,6 +140,7 @@ class SeverstalTask(Task):
     def __init__(self, cfg: SeverstalConfig) -> None:
         super().__init__(cfg)
         self.dice_loss = DiceLoss("multilabel", from_logits=True)
+        self.tta = cfg.post.tta
 
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
@@ -188,6 +188,12 @@ class SeverstalTask(Task):
             records = self._records()[1]
         return WithFullMasks(SeverstalDataset(records, data_cfg.image_size, augment=False))
 
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
+        if self.cfg.data.sampling != "balanced" or not isinstance(dataset, SeverstalDataset):
+            return super().epoch_indices(dataset, epoch, generator)  # type: ignore[return-value]
+        groups = rarest_label([r.labels for r in dataset.records])
+        return balanced_order(groups, epoch, self.cfg.train.seed, generator, dataset_length=True)
+
     def compute_loss(self, model, batch, progress):
         masks, labels = model(batch["image"])
         target = batch["mask"]
@@ -202,14 +208,35 @@ class SeverstalTask(Task):
             logs["cls_bce"] = cls.item()
         return loss, logs
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask [B,4,h,w], image-level [B,4]) probabilities at the network's resolution, under ``self.tta``."""
+        def probs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            masks, labels = model(x)
+            return torch.sigmoid(masks.float()), torch.sigmoid(labels.float())
+
+        return tta_average(probs, images.to(model_device(model)), self.tta)
+
+    def post_inputs(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask logits, image-level probabilities) for :func:`postprocess`: the model's logits, or with TTA
+        the logit of the mean probability (``logit(sigmoid(x))`` would lose the precision near 0.5)."""
+        if self.tta == "none":
+            masks, labels = model(images.to(model_device(model)))
+            return masks.float(), torch.sigmoid(labels.float())
+        masks, labels = self.probabilities(model, images)
+        return torch.logit(masks, eps=1e-7), labels
+
+    def _scored_batches(self, model: nn.Module, loader: DataLoader):
+        """(mask logits, image-level probabilities, truth at the original resolution) per batch."""
+        for batch in loader:
+            masks, labels = self.post_inputs(model, batch["image"])
+            full = batch["full_mask"].to(masks.device)
+            yield masks, labels, full
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        device = model_device(model)
         post = self.cfg.post
         meter, raw = KaggleDiceMeter(), KaggleDiceMeter()
-        for batch in loader:
-            masks, labels = model(batch["image"].to(device))
-            full = batch["full_mask"].to(device)
+        for masks, labels, full in self._scored_batches(model, loader):
             size = tuple(full.shape[-2:])
             meter.update(postprocess(masks, labels, size, post.threshold, post.min_area, post.cls_threshold), full)
             raw.update(postprocess(masks, labels, size, (0.5,) * NUM_CLASSES, (0,) * NUM_CLASSES, 0.0), full)
@@ -221,20 +248,18 @@ class SeverstalTask(Task):
     def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
         """The images of lowest Kaggle Dice (input | truth | prediction) and the image-level PR curve of
         "has a defect" scored by the classifier branch."""
-        device, post = model_device(model), self.cfg.post
+        post = self.cfg.post
         errors, scores, labels = [], [], []
-        for batch in loader:
-            masks, logits = model(batch["image"].to(device))
-            full = batch["full_mask"].to(device)
-            pred = postprocess(masks, logits, tuple(full.shape[-2:]), post.threshold, post.min_area, post.cls_threshold)
+        for masks, probs, full in self._scored_batches(model, loader):  # as evaluate scores them (TTA included)
+            pred = postprocess(masks, probs, tuple(full.shape[-2:]), post.threshold, post.min_area, post.cls_threshold)
             errors.append(1 - kaggle_dice_pairs(pred, full).mean(1).cpu())
-            scores.append(torch.sigmoid(logits.float()).amax(1).cpu())
+            scores.append(probs.amax(1).cpu())
             labels.append(full.flatten(1).any(1).cpu())
         error = torch.cat(errors).numpy()
         picks = worst(error, self.report_items)
         batch = collate_items(loader, picks)
-        masks, logits = model(batch["image"].to(device))
-        pred = postprocess(masks, logits, tuple(batch["image"].shape[-2:]), post.threshold, post.min_area,
+        masks, probs = self.post_inputs(model, batch["image"])
+        pred = postprocess(masks, probs, tuple(batch["image"].shape[-2:]), post.threshold, post.min_area,
                            post.cls_threshold).cpu().numpy()
         images = [to_rgb(x) for x in batch["image"]]
         rows = [[image, overlay_masks(image, truth.numpy() > 0.5, CLASS_COLORS, CLASS_NAMES),
@@ -244,6 +269,24 @@ class SeverstalTask(Task):
                           "lowest Kaggle Dice first"),
                 save_pr_curve(torch.cat(labels).numpy(), torch.cat(scores).numpy(), out / "pr_curve.png",
                               "image has a defect (classifier branch)")]
+
+    @torch.no_grad()
+    def tune(self, model: nn.Module, loader: DataLoader) -> dict[str, Any]:
+        """Per-class threshold, minimum area and classifier gate maximising Kaggle Dice on ``loader``
+        (:mod:`.severstal_parts.post`); the current values are candidates, so the result never scores lower."""
+        post = self.cfg.post
+        stats = PostStats(THRESHOLDS + tuple(post.threshold))
+        for masks, labels, full in self._scored_batches(model, loader):
+            stats.update(upsample(masks, tuple(full.shape[-2:])), full.bool(), labels)
+        found = search(stats, {"threshold": post.threshold, "min_area": post.min_area,
+                               "cls_threshold": post.cls_threshold})
+        mean = {key: float(np.mean(found[key])) for key in ("dice", "dice_current", "dice_empty")}  # over classes
+        return {"config": {"post": {"threshold": found["threshold"], "min_area": found["min_area"],
+                                    "cls_threshold": found["cls_threshold"], "tta": self.tta}},
+                "validation": {"images": len(loader.dataset), "dice_tuned": mean["dice"],
+                               "dice_before": mean["dice_current"], "dice_empty": mean["dice_empty"],
+                               "per_class_tuned": found["dice"], "per_class_before": found["dice_current"],
+                               "per_class_empty": found["dice_empty"]}}
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.randn(batch_size, 3, *self.cfg.data.image_size)
@@ -262,7 +305,7 @@ class SeverstalTask(Task):
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """Four rows per image (one per class) with the RLE at the image's own resolution; overlays for
         the first ``--overlays`` inputs."""
-        masks, labels = model(batch["image"].to(model_device(model)))
+        masks, labels = self.post_inputs(model, batch["image"])
         post, rows = self.cfg.post, []
         for j, key in enumerate(batch["file"]):
             size = (int(batch["height"][j]), int(batch["width"][j]))

@@ -88,10 +88,13 @@ class SegAnomalyMeter:
         self.image_scores: list[float] = []
         self.image_labels: list[bool] = []
 
-    def update(self, probs: np.ndarray, target: np.ndarray) -> None:
-        """``probs`` (B, K, H, W) class probabilities, ``target`` (B, H, W) class indices."""
+    def update(self, probs: np.ndarray, target: np.ndarray, anomaly_threshold: float = 0.0) -> None:
+        """``probs`` (B, K, H, W) class probabilities, ``target`` (B, H, W) class indices; the class decision
+        is :func:`.post.class_map`'s (argmax, or the anomaly threshold when it is > 0)."""
+        from .post import class_map
+
         k = len(self.class_names)
-        pred = probs.argmax(1)
+        pred = class_map(probs, anomaly_threshold)
         for p, t, prob in zip(pred, target, probs):
             valid = t != IGNORE_INDEX
             self.confusion += np.bincount(t[valid].astype(np.int64) * k + p[valid], minlength=k * k).reshape(k, k)

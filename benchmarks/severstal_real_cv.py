@@ -1,0 +1,132 @@
+"""Severstal on the real sample: the synthetic model fine-tuned on real images, in cross-validation.
+
+Folds over the 16 fully-labelled images of the shared Kaggle sample (scikit-learn KFold, 4 folds of 4). Per
+fold the synthetic CPU-recipe model (the newest best.pt that benchmarks/severstal_train.py left under
+/tmp/scrapvision-bench/severstal, else one trained here) is fine-tuned on the 12 other images, of which 3
+validate (best.pt, then `scrapvision tune`), and scored on the 4 held-out images beside the synthetic model
+as it is and the all-empty answer. 16 images is a tiny test: the spread over folds is part of the result.
+Writes benchmarks/results/severstal_real_cv.json and the `severstal_real_cv` section of severstal.md.
+
+    python benchmarks/severstal_real_cv.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench_env import machine, write_section
+from severstal_train import empty_dice
+from sklearn.model_selection import KFold
+
+from scrapvision.api import build_task, evaluate, load_trained, train
+from scrapvision.checkpoint import load_checkpoint
+from scrapvision.data.severstal import load_records
+from scrapvision.trainer import Trainer
+from scrapvision.tuning import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = Path(os.environ.get("SCRAPVISION_DATA", ROOT.parent / "shared" / "data"))
+SYNTHETIC_RUNS = Path("/tmp/scrapvision-bench/severstal")
+FINE_TUNE = ["train.epochs=12", "optim.lr=0.0005", "optim.warmup_epochs=0", "train.batch_size=4",
+             "data.val_fraction=0.25"]
+ROWS = ("all-empty answer", "synthetic model, fixed post-processing", "fine-tuned, fixed post-processing",
+        "fine-tuned, tuned on its 3 validation images", "fine-tuned, tuned, hvflip TTA")
+
+
+def synthetic_checkpoint() -> Path:
+    runs = sorted(SYNTHETIC_RUNS.glob("*/best.pt"), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else train("severstal", run_dir=SYNTHETIC_RUNS / time.strftime("%Y%m%d-%H%M%S")).best_path
+
+
+def fold_layout(real_dir: Path, names: list[str], folder: Path) -> Path:
+    """The Kaggle layout of ``names`` only: their image files linked, the sample's train.csv, a coverage list."""
+    (folder / "train_images").mkdir(parents=True)
+    for name in names:
+        (folder / "train_images" / name).symlink_to(real_dir / "train_images" / name)
+    shutil.copy(real_dir / "train.csv", folder / "train.csv")
+    (folder / "images_covered.csv").write_text("ImageId\n" + "".join(f"{n}\n" for n in names))
+    return folder
+
+
+def fine_tune(checkpoint: Path, data: Path, run_dir: Path) -> Path:
+    """Train on ``data`` starting from every weight of ``checkpoint`` (its config, FINE_TUNE over it)."""
+    payload = load_checkpoint(checkpoint, task="severstal")
+    task = build_task("severstal", overrides=FINE_TUNE, data=data, base=payload["config"])
+    build = task.build_model
+
+    def warm_start():
+        model = build()
+        model.load_state_dict(payload["model"])
+        return model
+
+    task.build_model = warm_start
+    return Trainer(task, run_dir=run_dir).fit().best_path
+
+
+def scores(checkpoint: Path, test: Path, tuned: bool = False, tta: str = "none") -> dict:
+    task, model = load_trained("severstal", checkpoint, data=test, tuned=tuned, tta=tta)
+    return evaluate(task, model)
+
+
+def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names: list[str], work: Path) -> dict:
+    test = fold_layout(real_dir, test_names, work / "test")
+    best = fine_tune(synthetic, fold_layout(real_dir, train_names, work / "train"), work / "run")
+    task, _ = load_trained("severstal", synthetic, data=test, tuned=False)
+    empty, empty_classes = empty_dice(task)
+    out = {"test_images": test_names, ROWS[0]: {"dice": empty, **{f"dice_c{c + 1}": v for c, v in enumerate(empty_classes)}},
+           ROWS[1]: scores(synthetic, test), ROWS[2]: scores(best, test)}
+    out["tuned"] = {}
+    for row, tta in ((ROWS[3], "none"), (ROWS[4], "hvflip")):
+        _, doc = tune("severstal", best, tta=tta)
+        out["tuned"][tta] = doc["config"]["post"]
+        out[row] = scores(best, test, tuned=True)
+    return out
+
+
+def section(record: dict) -> str:
+    folds = record["folds"]
+    lines = ["### Severstal real sample: synthetic model fine-tuned on real images, 4-fold cross-validation",
+             f"`python benchmarks/severstal_real_cv.py` on {record['machine']}, {record['date']}, wall "
+             f"{record['wall_s']} s. Start: `{record['synthetic_checkpoint']}` (the synthetic CPU-recipe model of "
+             "`benchmarks/severstal_train.py`). Fine-tune: " + ", ".join(f"`{o}`" for o in FINE_TUNE) + ".", "",
+             "| held-out fold (4 images each) | " + " | ".join(ROWS) + " |", "|---" * (len(ROWS) + 1) + "|"]
+    for i, fold in enumerate(folds):
+        lines.append(f"| fold {i} | " + " | ".join(f"{fold[r]['dice']:.4f}" for r in ROWS) + " |")
+    for name, fn in (("mean (= pooled 16 images)", statistics.mean), ("sd over folds", statistics.stdev)):
+        lines.append(f"| {name} | " + " | ".join(f"{fn([f[r]['dice'] for f in folds]):.4f}" for r in ROWS) + " |")
+    lines += ["", "Per class, pooled over the 16 held-out predictions (classes 1 / 2 / 3 / 4):", ""]
+    for r in ROWS:
+        per_class = [statistics.mean(f[r][f"dice_c{c}"] for f in folds) for c in range(1, 5)]
+        lines.append(f"- {r}: " + " / ".join(f"{v:.3f}" for v in per_class))
+    lines += ["", "16 images is a tiny test (14 of them defective): one image moves a fold's Kaggle Dice by up to "
+              "0.25. The tuned values come from 3 validation images of the training folds, never the held-out fold."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    real_dir = SHARED / "severstal_sample"
+    names = [r.image_id for r in load_records(real_dir)]
+    host, start = machine(), time.time()
+    synthetic = synthetic_checkpoint()
+    folds = []
+    with tempfile.TemporaryDirectory(prefix="severstal-cv-") as tmp:
+        for i, (train_idx, test_idx) in enumerate(KFold(4, shuffle=True, random_state=0).split(names)):
+            folds.append(run_fold(synthetic, real_dir, [names[k] for k in train_idx], [names[k] for k in test_idx],
+                                  Path(tmp) / f"fold{i}"))
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": host,
+              "synthetic_checkpoint": str(synthetic), "fine_tune": FINE_TUNE, "folds": folds,
+              "wall_s": round(time.time() - start, 1)}
+    (RESULTS / "severstal_real_cv.json").write_text(json.dumps(record, indent=2))
+    write_section(RESULTS / "severstal.md", "severstal_real_cv", section(record))
+    print(section(record))
+
+
+if __name__ == "__main__":
+    main()
