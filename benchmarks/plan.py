@@ -32,7 +32,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], ["benchmarks/pretrain_transfer.py --seeds 0 --variants baseline --pretrain-epochs 60",
                                   "benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 60"]),
-    ("speed.md", ["benchmarks/speed.py"], []),
+    ("speed.md", ["benchmarks/speed.py", "benchmarks/startup.py --rounds 10"], []),
 ]
 
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of
