@@ -32,6 +32,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], ["benchmarks/pretrain_transfer.py --seeds 0 --variants baseline --pretrain-epochs 60",
                                   "benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 60"]),
+    ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
+                                          for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
+                                                             ("severstal", 2), ("severstal", 3), ("kolektor", 1),
+                                                             ("kolektor", 2), ("kolektor", 3)]]),
     ("speed.md", ["benchmarks/speed.py", "benchmarks/startup.py --rounds 10"], []),
 ]
 

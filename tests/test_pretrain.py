@@ -71,6 +71,24 @@ def test_every_head_loads_the_pretrained_backbone(head, pretrained, capsys):
     assert f"loaded {len(saved)} of the backbone's" in capsys.readouterr().err
 
 
+def test_square_clip_pretraining_loads_into_a_non_square_head(pretrained, capsys):
+    """Pretraining crops are square; KolektorSDD's clip_anomaly runs at 200x80: the position grid is resampled
+    to the head's (rows, cols), not refused as another architecture, and not transposed."""
+    from timm.layers import resample_abs_pos_embed
+
+    saved = load_file(str(pretrained["clip_scrap_tiny"]))  # 32 px crops, patch 8: a 4x4 grid
+    task = build_task("clip_anomaly", overrides=[*TASKS.get("clip_anomaly").smoke_overrides, "model.image_size=[48,16]",
+                                                 f"model.weights={pretrained['clip_scrap_tiny']}"])
+    state = task.build_model().state_dict()
+    key = "visual.positional_embedding"
+    loaded = next(v for k, v in state.items() if k.endswith(key))
+    expected = resample_abs_pos_embed(saved[key][None], (6, 2), num_prefix_tokens=1)[0]  # 48/8 rows, 16/8 columns
+    torch.testing.assert_close(loaded, expected)
+    conv = next(v for k, v in state.items() if k.endswith("visual.conv1.weight"))
+    torch.testing.assert_close(conv, saved["visual.conv1.weight"], rtol=0, atol=0)
+    assert f"loaded {len(saved)} of the backbone's" in capsys.readouterr().err
+
+
 def test_run_folder_has_backbone_and_loss_plot(pretrained):
     run = pretrained[CNN].parent
     assert (run / "curves.png").stat().st_size > 1000

@@ -81,8 +81,10 @@ def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
         return state
 
 
-def _adapt(name: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-    """Make a checkpoint tensor fit: input-conv channel count, ViT position-embedding grid."""
+def _adapt(name: str, value: torch.Tensor, target: torch.Tensor,
+           grid: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """Make a checkpoint tensor fit: input-conv channel count, ViT position-embedding grid (``grid``: the
+    model's (rows, cols) of patches; a non-square grid cannot be told from the token count alone)."""
     if value.shape == target.shape:
         return value
     if value.ndim == 4 and target.ndim == 4 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
@@ -99,11 +101,14 @@ def _adapt(name: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor
                 n_prefix = n
                 break
         new_side = int(round((target.shape[1] - n_prefix) ** 0.5))
-        if new_side * new_side != target.shape[1] - n_prefix:
-            return None  # a non-square grid: the source layout is ambiguous
-        return resample_abs_pos_embed(value, (new_side, new_side), num_prefix_tokens=n_prefix)
+        new_grid = (new_side, new_side)
+        if grid is not None and grid[0] * grid[1] == target.shape[1] - n_prefix:
+            new_grid = (int(grid[0]), int(grid[1]))  # e.g. a square pretraining crop into a 200x80 head
+        elif new_side * new_side != target.shape[1] - n_prefix:
+            return None  # a non-square grid the model does not name: the layout is ambiguous
+        return resample_abs_pos_embed(value, new_grid, num_prefix_tokens=n_prefix)
     if name.endswith("positional_embedding") and value.ndim == 2 and target.ndim == 2:  # open_clip: no batch axis
-        fitted = _adapt("pos_embed", value[None], target[None])
+        fitted = _adapt("pos_embed", value[None], target[None], grid)
         return None if fitted is None else fitted[0]
     return None
 
@@ -124,7 +129,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
         if key not in by_stripped:
             continue
         full = by_stripped[key]
-        fitted = _adapt(key, value, target[full])
+        fitted = _adapt(key, value, target[full], _patch_grid(model))
         if fitted is None:
             raise CheckpointError(
                 f"weights file {path}: '{key}' has shape {tuple(value.shape)}, the backbone expects "
@@ -142,6 +147,17 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> list[str]:
           + (f"; {len(unused)} tensors of the file unused (layers this model does not have)" if unused else ""),
           file=sys.stderr)
     return unused
+
+
+def _patch_grid(model: nn.Module) -> tuple[int, int] | None:
+    """(rows, cols) of a ViT's patch grid as the model states it (CLIP towers, timm ViTs); None for CNNs."""
+    if callable(getattr(model, "grid", None)):
+        return tuple(model.grid())
+    for module in model.modules():
+        grid = getattr(getattr(module, "patch_embed", None), "grid_size", None)
+        if grid is not None:
+            return tuple(grid)
+    return None
 
 
 def _some(keys: Sequence[str], shown: int = 4) -> str:
