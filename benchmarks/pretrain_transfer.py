@@ -175,39 +175,58 @@ def arm_order(arm: str) -> tuple[int, int]:
     return (1, int(arm.split("@")[1].removesuffix("ep"))) if "@" in arm else (2, 0)
 
 
+def _pretrain_value(payload: dict, key: str) -> int:
+    return int(next(o for o in payload["recipe"]["pretrain"] if o.startswith(f"{key}=")).split("=")[1])
+
+
 def pretrain_epochs(payload: dict) -> int:
-    return int(next(o for o in payload["recipe"]["pretrain"] if o.startswith("train.epochs=")).split("=")[1])
+    return _pretrain_value(payload, "train.epochs")
 
 
-def arm_minutes(payload: dict) -> dict[str, float]:
-    """Pretraining minutes (training loop, mean over folds) behind each arm; 0 for scratch."""
+def arm_steps(payload: dict) -> dict[str, float]:
+    """Pretraining steps (mean over folds) behind each arm; 0 for scratch. Steps, not the wall clock, compare
+    runs made under different machine loads."""
     pretraining = list(payload["pretraining"].values())
-    minutes: dict[str, list[float]] = {"scratch": [0.0], "pretrained": [p["loop_seconds"] / 60 for p in pretraining]}
+    steps: dict[str, list[float]] = {"scratch": [0.0], "pretrained": [p["steps"] for p in pretraining]}
     for p in pretraining:
         for e, snap in p["snapshots"].items():
-            minutes.setdefault(f"pretrained@{e}ep", []).append(snap["seconds"] / 60)
-    return {k: float(np.mean(v)) for k, v in minutes.items()}
+            steps.setdefault(f"pretrained@{e}ep", []).append(snap["steps"])
+    return {k: float(np.mean(v)) for k, v in steps.items()}
+
+
+def best_rate(every: list[dict]) -> float:
+    """The fastest pretraining throughput measured (images/s, 2 views each): steps -> minutes on a quiet machine."""
+    return max(p["images_per_s"] for payload in every for p in payload["pretraining"].values())
+
+
+def minutes(payload: dict, steps: float, rate: float) -> float:
+    return steps * _pretrain_value(payload, "train.batch_size") / rate / 60
 
 
 def plot_curve(every: list[dict], n_folds: int) -> Path | None:
-    """Pooled top-1 against pretraining minutes (0 = from scratch): one line per recipe and variant."""
+    """Pooled top-1 against pretraining steps (0 = from scratch), with minutes at the best measured rate on a
+    second axis: one line per recipe and variant."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 4))
     ax = fig.add_subplot()
     for payload in sorted(every, key=pretrain_epochs):
-        table, minutes = summaries(payload, n_folds), arm_minutes(payload)
+        table, steps = summaries(payload, n_folds), arm_steps(payload)
         for variant in sorted({v for _, v in table}):
-            points = sorted((minutes[a], r["accuracy"], r["accuracy_sd"], len(r["per_seed"]))
-                            for (a, v), r in table.items() if v == variant and a in minutes)
+            points = sorted((steps[a], r["accuracy"], r["accuracy_sd"], len(r["per_seed"]))
+                            for (a, v), r in table.items() if v == variant and a in steps)
             if len(points) >= 2:
                 x, y, e, n = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
-                            label=f"{variant}, {pretrain_epochs(payload)}-epoch pretraining ({max(n)} seed(s))")
+                            label=f"{variant}, {pretrain_epochs(payload)}-epoch pretraining "
+                                  f"({'-'.join(map(str, sorted({min(n), max(n)})))} seed(s))")
     if not ax.lines:
         return None
-    ax.set(xlabel="pretraining time per fold (min of training loop, 1 thread)", ylabel="scrap_cls top-1 % (3-fold CV)",
-           title="transfer accuracy against SimCLR pretraining time")
+    rate, batch = best_rate(every), _pretrain_value(every[0], "train.batch_size")
+    ax.set(xlabel=f"SimCLR steps per fold (batch {batch})", ylabel="scrap_cls top-1 % (3-fold CV)",
+           title="transfer accuracy against pretraining time")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * batch / rate / 60, lambda m: m * 60 * rate / batch))
+    top.set_xlabel(f"minutes per fold at the best measured rate ({rate:.1f} images/s, 1 thread)")
     ax.legend(fontsize=8)
     fig.savefig(PLOT, dpi=100, bbox_inches="tight")
     return PLOT
@@ -217,9 +236,9 @@ def _se(value: float) -> str:
     return "n/a (1 seed)" if np.isnan(value) else f"{value:.2f}"
 
 
-def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
+def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
     """Commands, recipe, pretraining table, accuracy table and paired gains of one recipe."""
-    table, minutes = summaries(payload, n_folds), arm_minutes(payload)
+    table, steps = summaries(payload, n_folds), arm_steps(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
     recipe = payload["recipe"]
     lines = [f"### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold", "",
@@ -229,7 +248,8 @@ def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
              "last epoch scored; folds from StratifiedKFold (seed 0), the same for every seed and arm.",
              f"- Pretraining (one per fold, seed 0, labels ignored, only the photos of that fold's training folds"
              f"{' plus ' + ', '.join(recipe['extra']) if recipe['extra'] else ''}): "
-             f"SimCLR, `{' '.join(recipe['pretrain'])}`.", ""]
+             f"SimCLR, `{' '.join(recipe['pretrain'])}`.",
+             *(f"- {note}" for note in payload.get("notes", [])), ""]  # e.g. a run stopped part-way
     if pretraining:
         lines += ["| fold | images | steps | wall min (decode + train) | training images/s (2 views each) | "
                   "NT-Xent first -> last epoch |", "|---|---|---|---|---|---|"]
@@ -237,12 +257,12 @@ def recipe_markdown(payload: dict, n_folds: int) -> list[str]:
                   f"{p['first_loss']:.3f} -> {p['last_loss']:.3f} |" for p in pretraining]
         lines += ["", "A resumed pretraining counts only the time of its last process. Wall times depend on the "
                   "machine's load (given with each command).", ""]
-    lines += ["| arm | pretraining min per fold | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | "
+    lines += [f"| arm | pretraining steps per fold (min at {rate:.1f} images/s) | variant | seeds | images scored | top-1 % (mean +- sd) | macro-F1 % | "
               "top-1 per seed |", "|---|---|---|---|---|---|---|---|"]
     ordered = sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0])))
     for (arm, variant), r in ordered:
         per_seed = " / ".join(f"{s['accuracy']:.1f}" for s in r["per_seed"])
-        lines.append(f"| {arm} | {minutes.get(arm, float('nan')):.1f} | {variant} | {len(r['per_seed'])} | {r['images']} | "
+        lines.append(f"| {arm} | {steps[arm]:.0f} ({minutes(payload, steps[arm], rate):.1f}) | {variant} | {len(r['per_seed'])} | {r['images']} | "
                      f"{r['accuracy']:.2f} +- {r['accuracy_sd']:.2f} | {r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | "
                      f"{per_seed} |")
     gains = []
@@ -267,7 +287,7 @@ def markdown(every: list[dict], n_folds: int) -> str:
     as seen from RESULTS.md, which ``python -m benchmarks assemble`` builds from this file)."""
     lines = ["## scrap_cls from scratch vs from a SimCLR-pretrained backbone (3-fold CV, real scrap photos)", ""]
     for payload in sorted(every, key=pretrain_epochs):
-        lines += recipe_markdown(payload, n_folds)
+        lines += recipe_markdown(payload, n_folds, best_rate(every))
     if plot_curve(every, n_folds):
         lines += [f"![transfer accuracy against pretraining time](results/{PLOT.name})"]
     return "\n".join(lines) + "\n"
