@@ -35,9 +35,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,7 +47,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import create_backbone, load_backbone_weights
-from ..config import OptimConfig, TrainConfig
 from ..data.folder import (
     FolderItem,
     is_folder_layout,
@@ -65,84 +64,19 @@ from ..data.splits import fold_split
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
-from ..models.segdec import MIN_DECISION_INPUT, PAPER_WIDTHS, BackboneEncoder, SegDecNet, SegEncoder
+from ..models.segdec import MIN_DECISION_INPUT, BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
 from ..tta import tta_average
+from .segdec_parts.config import (  # noqa: F401  (every section stays importable from the head's module)
+    SegDecConfig,
+    SegDecDataConfig,
+    SegDecLossConfig,
+    SegDecModelConfig,
+    SegDecOptimConfig,
+)
 from .segdec_parts.data import GrayFiles, Sample, SegDecDataset
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
-
-
-@dataclass(frozen=True)
-class SegDecModelConfig:
-    backbone: str = "segdec"  # "segdec" = the paper network from scratch; else a timm / registered name
-    weights: str = ""  # local weights file for the encoder (paper network or registry backbone); never downloaded
-    in_chans: int = 1  # KolektorSDD is grayscale
-    widths: tuple[int, ...] = PAPER_WIDTHS  # conv1..conv10 of the paper network
-    decision_widths: tuple[int, ...] = (8, 16, 32)
-    attention: bool = True  # SE after conv3..conv10 (Bi et al.)
-    atrous: bool = True  # 3x3 dilated convs instead of 5x5 / 15x15 (Bi et al.)
-    # per-image normalisation: instance divides by the std (the default the recorded KolektorSDD figures used);
-    # feature is the reference code's FeatureNorm (divides by sqrt(std)); with this recipe's AdamW its activations
-    # shrink and the decision stays at chance (benchmarks/results/segdec_transfer.md): kept to compare, not to use
-    norm: Literal["instance", "feature", "batch"] = "instance"
-    stop_gradient: bool = True  # full supervision: no decision-loss gradient into the segmentation net (never in weak / mixed)
-
-
-@dataclass(frozen=True)
-class SegDecDataConfig:
-    root: str = ""  # data folder; "" = built-in synthetic parts
-    # KolektorSDD layout, Severstal as defect / no defect, or the generic folder layout (images/ + masks/ +
-    # labels.csv) / MVTec AD, both also picked automatically when root holds images/ or train/good/
-    dataset: Literal["kolektor", "severstal", "folder", "mvtec"] = "kolektor"
-    height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
-    width: int = 80
-    fold: int = 0  # cross-validation: this fold is the test fold, the others train and validate
-    n_folds: int = 3
-    val_fraction: float = 0.2  # share of the training folds' items held out to pick best.pt and the threshold
-    split_seed: int = 0  # fold and validation assignment, and the choice of mixed-supervision positives
-    supervision: Literal["full", "weak", "mixed"] = "full"
-    n_positives: int = 0  # mixed: N_all defective training images used (0 = all)
-    n_labelled: int = 10  # mixed: L_p of them keep their masks
-    # stretch: each axis to height x width; letterbox: keep the aspect ratio and pad (sets of mixed sizes)
-    resize: Literal["stretch", "letterbox"] = "stretch"
-    flip: bool = True  # random left-right / up-down flips
-    photometric: bool = False  # random contrast, brightness, gamma and noise of the grey levels
-    synthetic_items: int = 16  # synthetic data: items x parts images, split by item like KolektorSDD
-    synthetic_parts: int = 8
-    synthetic_defect_rate: float = 0.3
-
-
-@dataclass(frozen=True)
-class SegDecLossConfig:
-    seg_loss: Literal["bce", "mse"] = "bce"  # mse on sigmoid = Tabernik et al.; bce = Bozic et al.
-    schedule: Literal["constant", "dynamic", "decay"] = "decay"
-    seg_weight: float = 0.5  # w_seg of the constant schedule
-    decay_beta: float = 0.15  # decay schedule: w_seg *= (1 - beta) per epoch
-    delta: float = 1.0  # weight of the decision loss
-    dilate: int = 5  # square dilation of positive masks, in working-resolution pixels (1 = off)
-    weighted: bool = False  # distance-transform weighting of positive pixels (Bozic et al.; off in the CPU recipe)
-    weight_p: float = 2.0
-    weight_max: float = 1.0
-    balanced_sampling: bool = True  # each epoch: all positives + as many negatives
-
-
-@dataclass(frozen=True)
-class SegDecOptimConfig(OptimConfig):
-    # learning-rate multiplier of the decision head (its convolutions and FC). Under AdamW every weight moves
-    # about lr per step, and the FC inputs the per-image feature normalisation leaves vary little between
-    # images, so at the base lr the decision logit grows slowly and its loss sits near chance for hundreds of
-    # steps even when the segmentation already separates the images (benchmarks/results/segdec_transfer.md)
-    decision_lr_scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class SegDecConfig:
-    model: SegDecModelConfig = field(default_factory=SegDecModelConfig)
-    data: SegDecDataConfig = field(default_factory=SegDecDataConfig)
-    loss: SegDecLossConfig = field(default_factory=SegDecLossConfig)
-    optim: SegDecOptimConfig = field(default_factory=lambda: SegDecOptimConfig(lr=1e-3, weight_decay=1e-4, grad_clip=5.0))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=2, eval_batch_size=16))
 
 
 def seg_weight(schedule: str, progress: float, epochs: int, constant: float = 0.5, beta: float = 0.15) -> float:
