@@ -134,3 +134,33 @@ def test_graph_with_a_fixed_photo_count_fails_in_one_line_and_a_cached_one_is_re
     assert "canet.onnx: cannot run on input0 [1, 3, 3," in line and "re-export" in line, line
     assert predict("canet", checkpoint, photos, tmp_path / "cached", engine="onnx") == 0
     assert {r["sample"]: int(r["photos"]) for r in read_rows(tmp_path / "cached" / "predictions.csv")} == SAMPLE_PHOTOS
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_auto_engine_picks_onnx_runtime_on_cpu_when_it_agrees_with_torch(name, smoke, tmp_path, one_thread, capsys):
+    from scrapvision.api import load_engine
+
+    _, _, checkpoint = smoke(name)
+    local = tmp_path / checkpoint.name  # the cached CKPT.onnx goes next to this copy
+    shutil.copy(checkpoint, local)
+    _, engine = load_engine(name, local, engine="auto")
+    assert isinstance(engine, OnnxEngine), capsys.readouterr().err
+    assert local.with_suffix(".onnx").is_file() and "engine auto" not in capsys.readouterr().err
+
+
+def test_auto_engine_falls_back_to_torch_in_one_line(smoke, tmp_path, one_thread, capsys, monkeypatch):
+    import importlib.util
+
+    from scrapvision import api
+
+    _, _, checkpoint = smoke("segdec")
+    local = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, local)
+    monkeypatch.setattr(api, "PARITY_ATOL", -1.0)  # no engine can agree that closely
+    _, engine = api.load_engine("segdec", local, engine="auto")
+    err = capsys.readouterr().err.strip()
+    assert not isinstance(engine, OnnxEngine) and "\n" not in err and "ONNX differs from torch" in err
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else find_spec(n, *a))
+    _, engine = api.load_engine("segdec", local, engine="auto")
+    assert not isinstance(engine, OnnxEngine) and "onnxruntime is not installed" in capsys.readouterr().err
