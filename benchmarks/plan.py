@@ -31,7 +31,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("folder_layout_kolektor.md", [], ["benchmarks/folder_layout_kolektor.py --folds 0 --epochs 6",
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], [f"benchmarks/pretrain_transfer.py --seeds {seed} --variants {variant} --pretrain-epochs 60"
-                                  for seed in (0, 1, 2) for variant in ("baseline", "clfsef")]
+                                  for seed in (0, 1, 2, 3) for variant in ("baseline", "clfsef")]
      + ["benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 20 --snapshots 5,10"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
