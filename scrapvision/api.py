@@ -182,7 +182,7 @@ def _auto_engine(task: Task, model: nn.Module, checkpoint: Path, device: str | t
         example = tuple(torch.rand(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point() else t
                         for t in (example if isinstance(example, tuple) else (example,)))
         with torch.no_grad():
-            expected, got = flatten_outputs(model.cpu()(*example)), flatten_outputs(engine(*example))
+            expected, got = flatten_outputs(model(*example)), flatten_outputs(engine(*example))
         gap = max(float((e.float() - g.float()).abs().max()) for e, g in zip(expected, got))
     except (ScrapvisionError, ImportError) as exc:  # export, load or run failed, or onnx is missing
         print(f"scrapvision: engine auto: {first_line(exc)}; using torch", file=sys.stderr)

@@ -24,11 +24,16 @@ EPILOG = textwrap.dedent(
 )
 
 
-def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
+def _recipe(p: argparse.ArgumentParser) -> None:
+    """--task, --config and --set: which head and which recipe, for every command that builds a task."""
     p.add_argument("--task", required=True, help="task head (see `scrapvision list`)")
     p.add_argument("--config", metavar="YAML", help="recipe file, e.g. tasks/<task>.yaml (default: built-in CPU recipe)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set optim.lr=3e-4 (repeatable; value read as YAML)")
+
+
+def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
+    _recipe(p)
     p.add_argument("--data", metavar="DIR", help="dataset folder in the task's layout (default: built-in synthetic data)")
     if checkpoint:
         p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a best.pt / last.pt from `scrapvision train`")
@@ -72,9 +77,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print a task's full config as YAML (the defaults = its CPU recipe)",
                        formatter_class=fmt, epilog="example:\n  scrapvision config --task severstal > my.yaml")
-    p.add_argument("--task", required=True)
-    p.add_argument("--config", metavar="YAML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _recipe(p)
 
     p = sub.add_parser("train", help="train a task head (one process, or DDP under torchrun)", formatter_class=fmt,
                        epilog=f"examples:\n  scrapvision train --task {t}\n"
@@ -145,9 +148,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="turn raw material (e.g. yard video) into a training layout",
                        formatter_class=fmt,
                        epilog="example:\n  scrapvision prepare --task scrap_cls --video yard.mp4 --out crops/")
-    p.add_argument("--task", required=True)
-    p.add_argument("--config", metavar="YAML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _recipe(p)
 
     p = sub.add_parser("data", help="check a dataset folder before training", formatter_class=fmt,
                        epilog=f"examples:\n  scrapvision data check --task {t} --data DIR\n"

@@ -308,7 +308,10 @@ def test_photometric_jitter_is_seeded_per_sample_and_leaves_targets_alone() -> N
     assert not torch.equal(jitter[1]["image"], b["image"])
 
 
-def test_letterbox_and_photometric_train_and_predict_end_to_end(tmp_path: Path) -> None:
+def test_letterbox_and_photometric_train_end_to_end_and_reload(tmp_path: Path) -> None:
     task = _task("train.epochs=1", "data.resize=letterbox", "data.photometric=true", "data.height=96")
-    run = Trainer(task, run_dir=tmp_path / "run").fit()
-    assert (tmp_path / "run" / "last.pt").is_file() and run is not None
+    Trainer(task, run_dir=tmp_path / "run").fit()
+    reloaded, model = load_trained("segdec", tmp_path / "run" / "last.pt")
+    assert reloaded.cfg.data.resize == "letterbox" and reloaded.cfg.data.photometric
+    metrics = evaluate(reloaded, model)
+    assert 0.0 <= metrics["ap"] <= 1.0

@@ -128,7 +128,7 @@ class SegDecDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         img, target, weight = self._load(index)
         img = img.astype(np.float32) / 255.0
-        rng = sample_rng(self.seed, self.epoch, index)
+        rng = sample_rng(self.seed, self.epoch, index) if self.flip or self.photometric else None
         if self.flip:
             for axis in (0, 1):
                 if rng.random() < 0.5:
