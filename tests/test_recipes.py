@@ -11,11 +11,11 @@ from scrapvision.config import read_yaml, to_dict
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
 RECIPES = sorted(TASKS_DIR.glob("*.yaml"))
-CPU_RECIPES = [p for p in RECIPES if not p.stem.endswith("-paper")]
+CPU_RECIPES = [p for p in RECIPES if "-" not in p.stem]  # <task>.yaml; <task>-paper / -new-set are variants
 
 
 def task_of(path: Path) -> str:
-    return path.stem.removesuffix("-paper")
+    return path.stem.split("-")[0]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])

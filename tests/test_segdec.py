@@ -315,3 +315,82 @@ def test_letterbox_and_photometric_train_end_to_end_and_reload(tmp_path: Path) -
     assert reloaded.cfg.data.resize == "letterbox" and reloaded.cfg.data.photometric
     metrics = evaluate(reloaded, model)
     assert 0.0 <= metrics["ap"] <= 1.0
+
+
+def test_rotate90_turns_image_and_target_together_and_needs_a_square() -> None:
+    mask = np.zeros((80, 80), bool)
+    mask[8:24, 40:72] = True  # an off-centre, non-square defect: every turn and mirror moves it
+    sample = Sample("a", mask.astype(np.uint8) * 255, mask, True, True, "a")
+    data = SegDecDataset([sample], 80, 80, flip=True, seed=0, rotate90=True)
+    seen = set()
+    for epoch in range(24):
+        data.set_epoch(epoch)
+        item = data[0]
+        image, target = item["image"][0].numpy(), item["target"][0].numpy()
+        pooled = image.reshape(10, 8, 10, 8).mean(axis=(1, 3))  # the image at the target's stride
+        assert np.allclose(pooled, target, atol=1e-6), epoch
+        seen.add(tuple(np.argwhere(image > 0.5).mean(axis=0).round(1)))
+    assert len(seen) == 8, "quarter turns and flips together give all eight placements of the defect"
+    with pytest.raises(ConfigError, match="data.rotate90"):
+        _task("data.rotate90=true", "data.height=96", "data.width=80")
+
+
+def test_pos_weight_scales_only_the_defect_pixels_of_the_segmentation_loss() -> None:
+    seg = torch.zeros(1, 1, 2, 2)  # logit 0 everywhere: every pixel loses ln 2
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    batch = {"target": target, "weight": torch.ones_like(target), "gamma": torch.ones(1), "label": torch.ones(1)}
+    _, plain, _ = segdec_loss(torch.zeros(1), seg, batch, 1.0, 1.0)
+    _, weighted, _ = segdec_loss(torch.zeros(1), seg, batch, 1.0, 1.0, pos_weight=7.0)
+    assert plain.item() == pytest.approx(np.log(2))
+    assert weighted.item() == pytest.approx(np.log(2) * (7 + 3) / 4)  # one defect pixel x7, three clean x1
+
+
+def test_auto_pos_weight_is_the_clean_to_defect_ratio_of_defective_images() -> None:
+    from scrapvision.heads.segdec_parts.data import auto_pos_weight
+
+    mask = np.zeros((80, 80), bool)
+    mask[16:32, 40:56] = True  # exactly 2x2 of the 10x10 cells at stride 8
+    clean = np.zeros((80, 80), bool)
+    samples = [Sample("d", mask.astype(np.uint8) * 255, mask, True, True, "d"),
+               Sample("c", clean.astype(np.uint8), clean, False, True, "c")]  # clean images do not count
+    assert auto_pos_weight(SegDecDataset(samples, 80, 80)) == pytest.approx(96 / 4)
+    assert auto_pos_weight(SegDecDataset(samples[1:], 80, 80)) == 1.0  # no defect pixel: plain loss
+    task = _task("loss.pos_weight=0")
+    assert task.pos_weight == 1.0
+    task.build_datasets()
+    assert 1.0 < task.pos_weight <= 100.0  # the synthetic parts' thin cracks are rare pixels
+
+
+def test_pad_keeps_the_native_scale_and_shrinks_only_larger_images() -> None:
+    from scrapvision.heads.segdec_parts.data import fit
+
+    small = np.ones((40, 60), np.float32)
+    out = fit(small, 80, 80, "pad")
+    assert out.shape == (80, 80) and out.sum() == 40 * 60  # not enlarged: each pixel stays one pixel
+    rows, cols = np.nonzero(out)
+    assert (rows.min(), cols.min()) == (20, 10)  # centred
+    big = fit(np.ones((160, 100), np.float32), 80, 80, "pad")
+    assert np.count_nonzero(big) == 80 * 50  # shrunk to fit, aspect kept
+
+
+def test_training_crops_keep_a_defect_of_every_defective_image_and_roam_on_clean_ones() -> None:
+    mask = np.zeros((160, 160), bool)
+    mask[130:134, 20:26] = True  # a pin-hole near a corner: a uniform crop would miss it most of the time
+    samples = [Sample("d", mask.astype(np.uint8) * 255, mask, True, True, "d"),
+               Sample("c", np.add.outer(np.arange(160), np.arange(160)).astype(np.uint8), np.zeros((160, 160), bool),
+                      False, True, "c")]  # a ramp: every window of the clean image holds other grey levels
+    data = SegDecDataset(samples, 160, 160, flip=True, seed=0, crop=80, rotate90=True)
+    corners = set()
+    for epoch in range(16):
+        data.set_epoch(epoch)
+        defective, clean = data[0], data[1]
+        assert defective["image"].shape == (1, 80, 80) and defective["target"].shape == (1, 10, 10)
+        assert defective["image"].max() > 0.5 and defective["target"].sum() > 0, epoch  # the defect is inside
+        corners.add(round(float(clean["image"].sum()), 3))
+    assert len(corners) >= 8, "clean crops must land at many places"
+    whole = SegDecDataset(samples, 160, 160, flip=False, seed=0)[0]
+    assert whole["image"].shape == (1, 160, 160)  # validation / eval: the whole canvas
+    with pytest.raises(ConfigError, match="data.crop"):
+        _task("data.crop=84")
+    with pytest.raises(ConfigError, match="data.crop"):
+        _task("data.crop=72", "data.supervision=weak")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -75,7 +76,7 @@ from .segdec_parts.config import (  # noqa: F401  (every section stays importabl
     SegDecModelConfig,
     SegDecOptimConfig,
 )
-from .segdec_parts.data import GrayFiles, Sample, SegDecDataset
+from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, auto_pos_weight
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
 
 
@@ -114,9 +115,12 @@ def decision_at_chance(record: Mapping[str, Any], chance: float = math.log(2)) -
 
 
 def segdec_loss(decision: torch.Tensor, seg: torch.Tensor, batch: dict[str, torch.Tensor], w_seg: float,
-                delta: float, seg_loss: str = "bce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, L_seg, L_dec): per-image weighted pixel loss masked by gamma, BCE on the decision logit."""
+                delta: float, seg_loss: str = "bce", pos_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, L_seg, L_dec): per-image weighted pixel loss masked by gamma, BCE on the decision logit.
+    ``pos_weight`` scales the defect part of each pixel's target (soft targets at the stride are fractions)."""
     target, weight, gamma = batch["target"], batch["weight"], batch["gamma"]
+    if pos_weight != 1.0:
+        weight = weight * (1.0 + (pos_weight - 1.0) * target)
     if seg_loss == "bce":
         pixel = F.binary_cross_entropy_with_logits(seg, target, reduction="none")
     else:
@@ -176,10 +180,22 @@ class SegDecTask(Task):
                               f"of 8 and at least {8 * MIN_DECISION_INPUT}")
         if not 0 <= data_cfg.fold < data_cfg.n_folds:
             raise ConfigError(f"config key 'data.fold': {data_cfg.fold} is not in 0..{data_cfg.n_folds - 1}")
+        if data_cfg.crop and not (data_cfg.crop % 8 == 0 and 8 * MIN_DECISION_INPUT <= data_cfg.crop
+                                  <= min(data_cfg.height, data_cfg.width)):
+            raise ConfigError(f"config key 'data.crop': {data_cfg.crop} must be a multiple of 8 from "
+                              f"{8 * MIN_DECISION_INPUT} to the canvas's shorter side {min(data_cfg.height, data_cfg.width)}")
+        if data_cfg.crop and data_cfg.supervision != "full":
+            raise ConfigError("config key 'data.crop': crops need every defective image's mask to keep its label "
+                              f"(data.supervision=full), not {data_cfg.supervision!r}")
+        if data_cfg.rotate90 and not data_cfg.crop and data_cfg.height != data_cfg.width:
+            raise ConfigError(f"config key 'data.rotate90': quarter turns need a square input, not "
+                              f"{data_cfg.height}x{data_cfg.width} (set data.height = data.width, a data.crop, or "
+                              "rotate90=false)")
         if not 0 < data_cfg.val_fraction <= 0.5:
             raise ConfigError(f"config key 'data.val_fraction': {data_cfg.val_fraction} is not in (0, 0.5]")
         self.threshold = 0.5  # the decision threshold of a loaded checkpoint (load_extras); 0.5 before training
         self.warned_chance = False  # epoch_end's warning is given once per run
+        self.pos_weight = cfg.loss.pos_weight if cfg.loss.pos_weight > 0 else 1.0  # auto: set by build_datasets
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
@@ -258,11 +274,17 @@ class SegDecTask(Task):
         data_cfg, loss_cfg = self.cfg.data, self.cfg.loss
         return SegDecDataset(samples, data_cfg.height, data_cfg.width, 8, loss_cfg.dilate if train else 1, loss_cfg.weighted and train,
                              loss_cfg.weight_p, loss_cfg.weight_max, flip=data_cfg.flip and train, seed=self.cfg.train.seed,
-                             resize=data_cfg.resize, photometric=data_cfg.photometric and train)
+                             resize=data_cfg.resize, photometric=data_cfg.photometric and train,
+                             rotate90=data_cfg.rotate90 and train, crop=data_cfg.crop if train else 0)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         train, val, _ = self.split()
-        return self._dataset(train, True), self._dataset(val, False)
+        train_set = self._dataset(train, True)
+        if self.cfg.loss.pos_weight <= 0:
+            self.pos_weight = auto_pos_weight(train_set)
+            print(f"segdec: defect pixels weighted x{self.pos_weight:.1f} in the segmentation loss (loss.pos_weight=0: "
+                  "clean / defect pixel ratio of the defective training images)", file=sys.stderr)
+        return train_set, self._dataset(val, False)
 
     def build_eval_dataset(self) -> Dataset:
         """The test fold ``data.fold`` (validation only chooses; ``eval`` reports this fold)."""
@@ -278,7 +300,7 @@ class SegDecTask(Task):
         loss_cfg = self.cfg.loss
         decision, seg = model(self.channels(batch["image"]))
         w = seg_weight(loss_cfg.schedule, progress, self.cfg.train.epochs, loss_cfg.seg_weight, loss_cfg.decay_beta)
-        loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, loss_cfg.delta, loss_cfg.seg_loss)
+        loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, loss_cfg.delta, loss_cfg.seg_loss, self.pos_weight)
         return loss, {"loss_seg": float(l_seg.detach()), "loss_dec": float(l_dec.detach()), "w_seg": w}
 
     def epoch_end(self, record: Mapping[str, Any]) -> list[str]:

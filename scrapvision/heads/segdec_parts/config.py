@@ -40,10 +40,14 @@ class SegDecDataConfig:
     supervision: Literal["full", "weak", "mixed"] = "full"
     n_positives: int = 0  # mixed: N_all defective training images used (0 = all)
     n_labelled: int = 10  # mixed: L_p of them keep their masks
-    # stretch: each axis to height x width; letterbox: keep the aspect ratio and pad (sets of mixed sizes)
-    resize: Literal["stretch", "letterbox"] = "stretch"
+    # stretch: each axis to height x width; letterbox: keep the aspect ratio and pad (sets of mixed sizes);
+    # pad: keep the native scale on a height x width canvas (shrink only larger images), so small defects keep
+    # their pixels; pair it with crop to train on windows of that canvas
+    resize: Literal["stretch", "letterbox", "pad"] = "stretch"
+    crop: int = 0  # train on crop x crop windows of the canvas (a defect in each defective one); 0 = whole canvas
     flip: bool = True  # random left-right / up-down flips
     photometric: bool = False  # random contrast, brightness, gamma and noise of the grey levels
+    rotate90: bool = False  # random quarter turns (square inputs only): tiles and textures have no "up"
     synthetic_items: int = 16  # synthetic data: items x parts images, split by item like KolektorSDD
     synthetic_parts: int = 8
     synthetic_defect_rate: float = 0.3
@@ -61,6 +65,11 @@ class SegDecLossConfig:
     weight_p: float = 2.0
     weight_max: float = 1.0
     balanced_sampling: bool = True  # each epoch: all positives + as many negatives
+    # weight of defect pixels in the segmentation loss (1 = plain). Small, faint defects cover a percent of the
+    # pixels, so a plain pixel loss is minimised by "no defect anywhere", and the network can sit there for
+    # many epochs (benchmarks/results/segdec_transfer.md, ground tiles). 0 = automatic: the ratio of clean to
+    # defect pixels in the defective training images' targets, at most 100 (printed at the start of training)
+    pos_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,12 @@ def _pixels(source: Source, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
 def fit(array: np.ndarray, height: int, width: int, resize: str = "stretch", fill: float = 0.0) -> np.ndarray:
     """``array`` at height x width (area interpolation). ``stretch`` scales each axis on its own; ``letterbox``
     keeps the aspect ratio and pads the rest with ``fill``, so a set of mixed sizes and orientations keeps its
-    defects' shapes (a crack stays a crack whether its image was tall or wide)."""
+    defects' shapes (a crack stays a crack whether its image was tall or wide); ``pad`` keeps the native scale
+    (shrinking only an image larger than the canvas) and pads, so a pin-hole stays as many pixels as the camera
+    saw it."""
     if resize == "stretch":
         return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA)
-    scale = min(height / array.shape[0], width / array.shape[1])
+    scale = min(height / array.shape[0], width / array.shape[1], 1.0 if resize == "pad" else np.inf)
     h, w = max(1, min(height, round(array.shape[0] * scale))), max(1, min(width, round(array.shape[1] * scale)))
     small = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA)
     top, left = (height - h) // 2, (width - w) // 2
@@ -92,17 +94,21 @@ class SegDecDataset(Dataset):
     """Returns dicts: image (1xHxW in [0, 1]), target / weight (1 x H/s x W/s), gamma, label, index.
 
     Decoded, resized images are cached in memory (KolektorSDD at the CPU resolution is a few MB). With
-    ``flip`` on, each sample is flipped left-right / up-down by ``sample_rng(seed, epoch, index)``, then
-    (``photometric``) its grey levels are jittered by the same generator.
+    ``flip`` on, each sample is flipped left-right / up-down by ``sample_rng(seed, epoch, index)``, before that
+    (``rotate90``, square inputs) transposed, then (``photometric``) its grey levels are jittered by the same
+    generator.
     """
 
     def __init__(self, samples: list[Sample], height: int, width: int, stride: int = 8, dilate: int = 1,
                  weighted: bool = False, weight_p: float = 2.0, weight_max: float = 1.0, flip: bool = False,
-                 seed: int = 0, resize: str = "stretch", photometric: bool = False) -> None:
+                 seed: int = 0, resize: str = "stretch", photometric: bool = False, rotate90: bool = False,
+                 crop: int = 0) -> None:
         self.samples = samples
         self.height, self.width, self.stride, self.resize = height, width, stride, resize
         self.dilate, self.weighted, self.weight_p, self.weight_max = dilate, weighted, weight_p, weight_max
-        self.flip, self.photometric, self.seed, self.epoch = flip, photometric, seed, 0
+        self.flip, self.photometric, self.rotate90, self.seed, self.epoch = flip, photometric, rotate90, seed, 0
+        self.crop = crop  # training windows of crop x crop pixels (0 = the whole canvas)
+        self._defect_cells: dict[int, np.ndarray] = {}  # (row, col) target cells holding an undilated defect pixel
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @property
@@ -123,12 +129,36 @@ class SegDecDataset(Dataset):
             target, weight = pixel_targets(mask, self.stride, self.dilate, self.weighted, self.weight_p,
                                            self.weight_max)
             self._cache[index] = (img, target, weight)
+            if self.crop:
+                self._defect_cells[index] = np.argwhere(pixel_targets(mask, self.stride, 1, False, 1.0, 1.0)[0] > 0)
         return self._cache[index]
+
+    def target(self, index: int) -> np.ndarray:
+        """The un-augmented pixel target of ``index`` at the output stride (decoded once, then cached)."""
+        return self._load(index)[1]
+
+    def _window(self, index: int, rng: np.random.Generator, shape: tuple[int, int]) -> tuple[int, int]:
+        """Top-left target cell of a training crop: around a random defect cell of a defective image, so the
+        crop keeps the image's label; anywhere on a clean one."""
+        side, cells = self.crop // self.stride, self._defect_cells.get(index)
+        rooms = (shape[0] - side, shape[1] - side)
+        if cells is None or not len(cells):
+            return int(rng.integers(rooms[0] + 1)), int(rng.integers(rooms[1] + 1))
+        row, col = cells[rng.integers(len(cells))]
+        return tuple(int(np.clip(c - rng.integers(side), 0, room)) for c, room in zip((row, col), rooms))  # type: ignore[return-value]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         img, target, weight = self._load(index)
         img = img.astype(np.float32) / 255.0
-        rng = sample_rng(self.seed, self.epoch, index) if self.flip or self.photometric else None
+        augment = self.flip or self.photometric or self.rotate90 or self.crop
+        rng = sample_rng(self.seed, self.epoch, index) if augment else None
+        if self.crop:
+            top, left = self._window(index, rng, target.shape)
+            side, s = self.crop // self.stride, self.stride
+            img = img[top * s:(top + side) * s, left * s:(left + side) * s]
+            target, weight = (a[top:top + side, left:left + side] for a in (target, weight))
+        if self.rotate90 and rng.random() < 0.5:  # with the two flips: all eight turns and mirrors of a square
+            img, target, weight = (a.T for a in (img, target, weight))
         if self.flip:
             for axis in (0, 1):
                 if rng.random() < 0.5:
@@ -160,3 +190,19 @@ class GrayFiles(Dataset):
         img = load_gray(self.files[index], self.height, self.width, self.resize)
         return {"image": torch.from_numpy(img.astype(np.float32) / 255.0)[None], "image_key": self.keys[index],
                 "index": index}
+
+
+#: cap of the automatic defect-pixel weight: past it, a set of pin-hole defects would be trained mostly on a
+#: handful of pixels and the segmentation map would flood the clean surface around them
+MAX_AUTO_POS_WEIGHT = 100.0
+
+
+def auto_pos_weight(dataset: SegDecDataset) -> float:
+    """Clean / defect target mass over the defective, pixel-labelled training images (1 when there is none),
+    so that defect and clean pixels of a defective image weigh alike in the segmentation loss."""
+    positive = total = 0.0
+    for index, sample in enumerate(dataset.samples):
+        if sample.defective and sample.labelled:
+            target = dataset.target(index)
+            positive, total = positive + float(target.sum()), total + target.size
+    return float(np.clip((total - positive) / positive, 1.0, MAX_AUTO_POS_WEIGHT)) if positive else 1.0
