@@ -298,8 +298,8 @@ class ClipAnomalyTask(Task):
         few_shot_cfg = self.cfg.few_shot
         images, masks = reference_batch(self._datasets()[0], few_shot_cfg.k, few_shot_cfg.references == "normal")
         if tuple(images.shape[-2:]) != tuple(self.cfg.model.image_size):  # tiled: the bank holds every tile
-            tile, overlap = self.cfg.model.image_size, self.cfg.data.tile_overlap
-            images, masks = crop_tiles(images, tile, overlap), crop_tiles(masks, tile, overlap)
+            tile = self.cfg.model.image_size  # edge to edge: overlapping tiles would only repeat patches
+            images, masks = crop_tiles(images, tile, 0.0), crop_tiles(masks, tile, 0.0)
         device = model_device(model)
         model.eval()
         model.set_memory(images.to(device), masks.to(device))
