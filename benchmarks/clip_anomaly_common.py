@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from bench_env import train_final
@@ -15,6 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from scrapvision.config import load_config
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter
+from scrapvision.heads.segdec_parts.data import pixel_targets
+from scrapvision.heads.segdec_parts.metrics import pixel_ap as segdec_pixel_ap
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -39,8 +42,22 @@ def score(task: ClipAnomalyTask, model: torch.nn.Module, dataset: Dataset, batch
     task.prepare_memory(model)
     meter = SegAnomalyMeter(task.class_names())
     for batch in DataLoader(dataset, batch_size=batch_size):
-        meter.update(model(batch["image"]).float().softmax(1).numpy(), batch["mask"].numpy())
+        meter.update(task.probabilities(model, batch["image"]).cpu().numpy(), batch["mask"].numpy())
     return meter
+
+
+def segdec_protocol_ap(meter: SegAnomalyMeter, height: int = 128, width: int = 80, stride: int = 8,
+                       dilate: int = 5) -> float:
+    """Pixel AP the way segdec's benchmarks score it, so the two heads compare: truth at segdec's 128x80
+    (any defect coverage), dilated by 5 px and pooled into 8x8 cells (a cell is positive when any of its
+    dilated pixels is); the anomaly map resized to 128x80 and each cell scored by its maximum."""
+    targets, scores = [], []
+    for amap, mask in zip(meter.maps, meter.masks):
+        truth = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0
+        targets.append(pixel_targets(truth, stride, dilate, False, 2.0, 1.0)[0])
+        small = cv2.resize(amap, (width, height), interpolation=cv2.INTER_AREA)
+        scores.append(small.reshape(height // stride, stride, width // stride, stride).max((1, 3)))
+    return segdec_pixel_ap(np.stack(targets), np.stack(scores))
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

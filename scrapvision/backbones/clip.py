@@ -94,12 +94,14 @@ def _check_supported(name: str, cfg: dict[str, Any]) -> None:
         raise ScrapvisionError(f"CLIP model {name!r}: Hugging Face text towers need a download; not supported")
 
 
-def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | int | None = None) -> nn.Module:
+def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | int | None = None,
+               patch_size: int = 0) -> nn.Module:
     """An open_clip ``CLIP`` model, randomly initialised or with weights from a local file/folder.
 
     ``weights``: "" (random init), a ``.pt/.bin/.safetensors`` state dict of the whole CLIP model, or an
     open_clip model folder (``open_clip_config.json`` + weights; its config then wins over ``name``).
     ``image_size`` (int or (H, W)) rebuilds the position embedding grid; loaded ones are resampled.
+    ``patch_size`` > 0 replaces the config's (random init: loaded weights of another patch size do not fit).
     """
     open_clip = _open_clip()
 
@@ -112,6 +114,8 @@ def build_clip(name: str, weights: str | Path = "", image_size: Sequence[int] | 
         )
     if image_size is not None:
         cfg["vision_cfg"]["image_size"] = tuple(image_size) if isinstance(image_size, Sequence) else image_size
+    if patch_size:
+        cfg["vision_cfg"]["patch_size"] = int(patch_size)
     cfg.pop("custom_text", None)
     try:
         model = open_clip.CLIP(**cfg)

@@ -16,6 +16,9 @@ over scales and upsampled. Modes:
 
 Defaults are the CPU recipe: a 0.5 M-parameter ViT (``scrap-vit-tiny``, 128 px, patch 8) trained from
 scratch on the built-in synthetic scrap scenes. ``tasks/clip_anomaly-paper.yaml`` is the paper scale.
+Images larger than the ViT input (``data.resolution`` above ``model.image_size``) are tiled: training on
+crops, inference by overlapping tiles stitched back at the working size (:mod:`.clip_anomaly_parts.tiles`);
+the KolektorSDD recipe of ``benchmarks/clip_anomaly_kolektor.py`` is 128x104 tiles of the image at 512x208.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from .clip_anomaly_parts.data import (
 from .clip_anomaly_parts.metrics import SegAnomalyMeter
 from .clip_anomaly_parts.overlay import save_overlay
 from .clip_anomaly_parts.post import ThresholdStats, class_map
+from .clip_anomaly_parts.tiles import crop_tiles, tiled_probabilities
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
              "a cropped photo of an {}.", "a bright photo of an {}.", "a dark photo of an {}.")
@@ -69,7 +73,8 @@ TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {
 class ClipModelConfig:
     clip_name: str = "scrap-vit-tiny"  # open_clip name (ViT-B-16, ViT-L-14-336...) or scrapvision's small one
     weights: str = ""  # local open_clip weights file or folder, or an image tower (pretrain's backbone.safetensors)
-    image_size: tuple[int, int] = (128, 128)  # (H, W) input; fixes the ViT position grid
+    image_size: tuple[int, int] = (128, 128)  # (H, W) input; fixes the ViT position grid (the tile size when tiled)
+    patch_size: int = 0  # ViT patch size; 0 keeps the CLIP config's own (scrap-vit-tiny: 8); random init only
     blocks: tuple[int, ...] = ()  # image-tower blocks giving patch tokens; () = n_scales evenly spaced (zero_shot: last)
     n_scales: int = 4
     finetune: Literal["full", "last_k", "frozen"] = "full"  # image encoder; adapters + temperature always train
@@ -114,6 +119,10 @@ class ClipDataConfig:
     split_seed: int = 0
     fold: int = 0  # kolektor, folder, mvtec: held-out fold
     n_folds: int = 3
+    # (H, W) every image is resized to; () = model.image_size. Larger: training draws model.image_size crops
+    # (holding a defect on defective images) and eval / predict stitch overlapping tiles back at this size
+    resolution: tuple[int, ...] = ()
+    tile_overlap: float = 0.25  # share of a tile that overlaps its neighbour in tiled inference
 
 
 @dataclass(frozen=True)
@@ -179,9 +188,19 @@ class ClipAnomalyTask(Task):
         texts = [prompt_cfg.normal] + [prompt_cfg.anomaly.format(n) for n in names[1:]]
         return [[t.format(text) for t in prompt_cfg.templates] for text in texts]
 
+    def working_size(self) -> tuple[int, int]:
+        """(H, W) of the images the head scores and predicts: ``data.resolution``, else the model input."""
+        tile, size = tuple(self.cfg.model.image_size), tuple(self.cfg.data.resolution or self.cfg.model.image_size)
+        if len(size) != 2 or size[0] < tile[0] or size[1] < tile[1]:
+            raise ConfigError(f"config key 'data.resolution': {list(size)} must be [H, W], at least "
+                              f"model.image_size {list(tile)}")
+        if not 0 <= self.cfg.data.tile_overlap < 1:
+            raise ConfigError(f"config key 'data.tile_overlap': {self.cfg.data.tile_overlap} is not in [0, 1)")
+        return size
+
     def _datasets(self) -> tuple[SegDataset, SegDataset, tuple[str, ...]]:
         if self._sets is None:
-            data_cfg, size, seed = self.cfg.data, self.cfg.model.image_size, self.cfg.train.seed
+            data_cfg, size, seed = self.cfg.data, self.working_size(), self.cfg.train.seed
             if not data_cfg.root:
                 self._sets = synthetic_sets(size, data_cfg.n_train, data_cfg.n_val, data_cfg.synthetic_seed,
                                             data_cfg.clean_fraction, seed)
@@ -196,6 +215,7 @@ class ClipAnomalyTask(Task):
                 self._sets = (train, val, names)
             else:
                 self._sets = class_mask_sets(data_cfg.root, size, data_cfg.val_fraction, data_cfg.split_seed, seed)
+            self._sets[0].crop = None if size == tuple(self.cfg.model.image_size) else tuple(self.cfg.model.image_size)
             if len(self._sets[2]) != len(self.class_names()):
                 raise ConfigError(f"config key 'model.class_names': {len(self.class_names())} names, the data "
                                   f"has {len(self._sets[2])} classes ({', '.join(self._sets[2])})")
@@ -236,7 +256,8 @@ class ClipAnomalyTask(Task):
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
         tower = model_cfg.weights if is_image_tower_file(model_cfg.weights) else ""  # e.g. a pretrain run's image tower
-        clip = build_clip(model_cfg.clip_name, "" if tower else model_cfg.weights, model_cfg.image_size)
+        clip = build_clip(model_cfg.clip_name, "" if tower else model_cfg.weights, model_cfg.image_size,
+                          model_cfg.patch_size)
         tokenizer = clip_tokenizer(model_cfg.clip_name, clip, model_cfg.weights)
         text = encode_prompts(clip, tokenizer, self.prompts())
         ln_post, proj = clip.visual.ln_post, clip.visual.proj
@@ -279,13 +300,22 @@ class ClipAnomalyTask(Task):
             raise ScrapvisionError("model.mode=few_shot needs the PyTorch engine (the memory bank is not exported)")
         few_shot_cfg = self.cfg.few_shot
         images, masks = reference_batch(self._datasets()[0], few_shot_cfg.k, few_shot_cfg.references == "normal")
+        if tuple(images.shape[-2:]) != tuple(self.cfg.model.image_size):  # tiled: the bank holds every tile
+            tile = self.cfg.model.image_size  # edge to edge: overlapping tiles would only repeat patches
+            images, masks = crop_tiles(images, tile, 0.0), crop_tiles(masks, tile, 0.0)
         device = model_device(model)
         model.eval()
         model.set_memory(images.to(device), masks.to(device))
 
     def probabilities(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities [B, K, H, W] under ``self.tta`` (flips averaged in probability space)."""
-        return tta_average(lambda x: model(x).float().softmax(1), images.to(model_device(model)), self.tta)
+        """Class probabilities [B, K, H, W] under ``self.tta`` (flips averaged in probability space), by
+        overlapping tiles when the images are larger than the model input (:mod:`.clip_anomaly_parts.tiles`)."""
+        tile, overlap = self.cfg.model.image_size, self.cfg.data.tile_overlap
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            return tiled_probabilities(lambda t: model(t).float().softmax(1), x, tile, overlap)
+
+        return tta_average(predict, images.to(model_device(model)), self.tta)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
@@ -335,7 +365,7 @@ class ClipAnomalyTask(Task):
         return super().predict(model, inputs, out, args)
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        return ClipImageFiles.from_inputs(inputs, self.cfg.model.image_size,
+        return ClipImageFiles.from_inputs(inputs, self.working_size(),
                                           allow_outside=getattr(args, "allow_outside_root", False))
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:

@@ -23,6 +23,7 @@ from ...data.kolektor import item_group, list_kolektor, read_kolektor_mask
 from ...data.splits import fold_split
 from ...data.synthetic.scrap_anomaly import SCRAP_CLASSES, VAL_OFFSET, make_scene
 from ...errors import ConfigError, DataError
+from .tiles import random_crop
 
 # open_clip.constants.OPENAI_DATASET_MEAN / _STD (copied to keep this module importable without open_clip)
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
@@ -56,12 +57,14 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class SegDataset(Dataset):
-    """(image, class-index mask) pairs from ``loader(i)``, resized, cached, optionally augmented."""
+    """(image, class-index mask) pairs from ``loader(i)``, resized, cached, optionally augmented; with ``crop``
+    (H, W) smaller than ``size``, one random crop per draw (:func:`.tiles.random_crop`)."""
 
     def __init__(self, loader: Loader, length: int, size: Sequence[int], names: Sequence[str],
                  augment: bool = False, seed: int = 0, cache: bool = True,
-                 flags: Sequence[bool] | None = None) -> None:
+                 flags: Sequence[bool] | None = None, crop: Sequence[int] | None = None) -> None:
         self.loader, self.length, self.size = loader, length, tuple(size)
+        self.crop = tuple(crop) if crop is not None and tuple(crop) != self.size else None
         self.names, self.augment, self.seed, self.cache = list(names), augment, seed, cache
         self.flags = list(flags) if flags is not None else None
         self.epoch = 0
@@ -90,8 +93,8 @@ class SegDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.raw(index)
+        rng = sample_rng(self.seed, self.epoch, index) if self.augment or self.crop else None
         if self.augment:
-            rng = sample_rng(self.seed, self.epoch, index)
             if rng.random() < 0.5:
                 image, mask = image[:, ::-1], mask[:, ::-1]
             if rng.random() < 0.5:
@@ -99,6 +102,8 @@ class SegDataset(Dataset):
             if image.shape[0] == image.shape[1]:
                 k = int(rng.integers(4))
                 image, mask = np.rot90(image, k), np.rot90(mask, k)
+        if self.crop:
+            image, mask = random_crop(image, mask, self.crop, rng)
         return {"image": to_tensor(image), "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
                 "index": index}
 
