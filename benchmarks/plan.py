@@ -28,6 +28,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"],
      ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder"]),
+    ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes pos_weight", "benchmarks/segdec_tiles.py --recipes augmented",
+                                "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
+                                "benchmarks/segdec_tiles.py --recipes native --size 0"]),
     ("folder_layout_kolektor.md", [], ["benchmarks/folder_layout_kolektor.py --folds 0 --epochs 6",
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], [f"benchmarks/pretrain_transfer.py --seeds {seed} --variants {variant} --pretrain-epochs 60"

@@ -1,6 +1,6 @@
 """segdec on a set it was not tuned for: the synthetic ground tiles, through the generic folder layout.
 
-    python benchmarks/segdec_tiles.py --recipes base,new_set            # fold 0, 160x160, 10 epochs, 1 thread
+    python benchmarks/segdec_tiles.py --recipes base,pos_weight         # fold 0, 160x160, 10 epochs, 1 thread
     python benchmarks/segdec_tiles.py --recipes new_set --folds 0,1,2   # more folds
     python benchmarks/segdec_tiles.py --report                          # only rebuild the markdown
 
@@ -55,6 +55,9 @@ RECIPES: dict[str, list[str]] = {
     "base": [],  # the built-in defaults, as issue 25's held-out run used them
     "letterbox_photometric": ["data.resize=letterbox", "data.photometric=true"],
     "pos_weight": ["loss.pos_weight=0"],  # the automatic defect-pixel weight alone
+    # the weight with every augmentation for new sets and a faster decision head (the first draft of the recipe)
+    "augmented": ["data.resize=letterbox", "data.rotate90=true", "data.photometric=true", "loss.pos_weight=0",
+                  "optim.decision_lr_scale=10"],
     # native scale: the tiles (at most 419 px) on a 424 px canvas, training on 160 px windows
     "native": ["data.resize=pad", "data.height=424", "data.width=424", "data.crop=160", "loss.pos_weight=0"],
 }
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> None:
             size = [f"data.height={args.size}", f"data.width={args.size}"] if args.size else []
             overrides = [*recipe_overrides(name), f"data.root={data}", "data.dataset=folder", f"data.fold={fold}",
                          *size, f"train.epochs={args.epochs}", *args.overrides]  # the benchmark's win
-            run_dir = args.work / "runs" / f"{name}_fold{fold}"
+            run_dir = args.work / "runs" / f"{name}_{args.size or 'recipe'}_fold{fold}"
             result = run_fold(overrides, run_dir)
             result["per_type_auroc"] = per_type_auroc(result, types)
             result["loss_dec_per_epoch"] = epoch_losses(run_dir)
@@ -131,7 +134,8 @@ def report() -> None:
                     f"{pct(s['pooled']['ap'])} | {pct(s['pooled']['auroc'])} | "
                     + " | ".join(pct(types[k]) for k in DEFECT_TYPES)
                     + f" | {losses} | {r['wall_min']} | {r['date']} |")
-        rows.append(f"|  | `{r['command']}` | {r['machine']} | | | | | | | | | | |")
+        note = f" ({r['note']})" if r.get("note") else ""
+        rows.append(f"|  | `{r['command']}`{note} | {r['machine']} | | | | | | | | | | |")
     body = ("## Ground tiles (synthetic stand-in for the held-out set): `benchmarks/segdec_tiles.py`\n\n"
             "600 tiles (`scrapvision.data.synthetic.ground_tiles`, seed 0), 29 % defective, through the folder "
             "layout; test fold scored with the final epoch's weights; one training seed. Per-type columns: AUROC "
