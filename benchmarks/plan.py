@@ -35,7 +35,17 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], [f"benchmarks/pretrain_transfer.py --seeds {seed} --variants {variant} --pretrain-epochs 60"
                                   for seed in (0, 1, 2, 3) for variant in ("baseline", "clfsef")]
-     + ["benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 20 --snapshots 5,10"]),
+     + ["benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 20 --snapshots 5,10",
+        "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --snapshots 60,120 --threads 1",
+        "benchmarks/pretrain_transfer.py --seeds 0 --variants baseline --pretrain-epochs 180 --snapshots 60,120",
+        "benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 180 --snapshots 60,120"]),
+    ("pretrain_probe.md", [], [
+        "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
+        "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
+        "benchmarks/pretrain_probe.py --finetune baseline:60::1 baseline:180::1 baseline:60::2 baseline:180::2",
+        "benchmarks/pretrain_probe.py --finetune baseline:60:data.image_size=160:0 baseline:60:optim.lr=0.001:0 "
+        "baseline:60:data.augment=light:0 baseline:random::0 baseline:60:train.epochs=40:0 "
+        "baseline:random:data.image_size=160:0"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

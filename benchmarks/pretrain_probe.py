@@ -1,0 +1,199 @@
+"""Where the pretraining gain on the scrap photos is lost: probes on fold 0 of pretrain_transfer's CV, scored on
+the validation split carved from its training folds (20 %, stratified, seed 0), never on the test fold.
+
+Backbones come from benchmarks/pretrain_transfer.py's fold-0 pretraining (same recipe and cache, so a missing one
+is pretrained again), named ``E`` (the full run of E pretraining epochs) or ``E@S`` (its snapshot after S epochs;
+S must be among the snapshots that run kept), or ``random`` (seed-0 initialisation, no pretraining).
+
+- ``--linear SIZES``: frozen pooled features (last stage, or stages 2-4 concatenated) at each input size;
+  logistic regression (standardised, C = 0.01 / 0.1 / 1) and cosine kNN (k = 1 / 5).
+- ``--finetune SPEC ...``: scrap_cls fine-tuned on the other 80 %; SPEC = ``variant:backbone:overrides:seed``
+  on top of pretrain_transfer's fine-tuning recipe, e.g. ``baseline:180:data.image_size=160:0``.
+
+    python benchmarks/pretrain_probe.py --backbones random,20@5,60,180@60,180@120,180 --linear 112,160,224
+    python benchmarks/pretrain_probe.py --finetune baseline:60::0 baseline:random::0
+    python benchmarks/pretrain_probe.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_env import machine, now  # noqa: E402
+from benchmarks.pretrain_transfer import pretrain_fold  # noqa: E402
+from benchmarks.scrap_cls_ablation import recipe  # noqa: E402
+from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
+from scrapvision.data.classification import Record, find_records, split_indices  # noqa: E402
+
+JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
+FOLD = 0
+
+
+def inner_split(data: Path) -> tuple[list[Record], list[Record], list[Record]]:
+    """(training photos of the outer fold, its inner train, its inner validation): scrap_cls's own splits."""
+    records = find_records(data)
+    outer, _ = split_indices([r.label for r in records], seed=0, folds=3, fold=FOLD)
+    photos = [records[i] for i in outer]
+    train, val = split_indices([r.label for r in photos], 0.2, 0)
+    return photos, [photos[i] for i in train], [photos[i] for i in val]
+
+
+def backbone_file(name: str, data: Path, work: Path) -> str | None:
+    """The weights file of ``random`` / ``E`` / ``E@S`` (pretrained on fold 0's training photos, cached)."""
+    if name == "random":
+        return None
+    epochs, _, snap = name.partition("@")
+    args = argparse.Namespace(data=data, extra=[], folds=3, crop=112, batch=64, pretrain_epochs=int(epochs),
+                              pretrain_set=[], work=work, snapshot_list=[int(snap)] if snap else [])
+    info = pretrain_fold(FOLD, args)
+    if not snap:
+        return info["backbone"]
+    if snap not in info["snapshots"]:
+        sys.exit(f"backbone {name}: the cached {epochs}-epoch pretraining kept no snapshot after epoch {snap}")
+    return info["snapshots"][snap]["file"]
+
+
+def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> list[dict]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from scrapvision.backbones import create_backbone
+    from scrapvision.data.classification import build_transform, load_images, to_tensor
+
+    photos, train, val = inner_split(data)
+    classes = sorted({r.label for r in photos})
+
+    def decode(records: list[Record]) -> tuple[list[np.ndarray], np.ndarray]:
+        images, kept, _ = load_images([r.path for r in records], "skip", 256)
+        return images, np.array([classes.index(records[i].label) for i in kept])
+
+    (train_images, y_train), (val_images, y_val) = decode(train), decode(val)
+
+    @torch.no_grad()
+    def features(backbone: torch.nn.Module, images: list, size: int, stages: tuple[int, ...]) -> np.ndarray:
+        transform, out = build_transform(size, "none"), []
+        for i in range(0, len(images), 32):
+            x = torch.stack([to_tensor(transform(image=im)["image"]) for im in images[i:i + 32]])
+            maps = backbone(x)
+            out.append(torch.cat([maps[s].mean(dim=(2, 3)) for s in stages], 1))
+        return torch.cat(out).numpy()
+
+    rows = []
+    for name in names:
+        weights = backbone_file(name, data, work)
+        for size in sizes:
+            torch.manual_seed(0)
+            backbone = create_backbone("tinynet_e", weights=weights, out_indices=(2, 3, 4)).eval()
+            for stages, kind in (((2,), "last stage"), ((0, 1, 2), "stages 2-4")):
+                a, b = features(backbone, train_images, size, stages), features(backbone, val_images, size, stages)
+                scaler = StandardScaler().fit(a)
+                scores = {f"logreg C={c}": LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(a), y_train)
+                          .score(scaler.transform(b), y_val) for c in (0.01, 0.1, 1.0)}
+                a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+                scores |= {f"kNN k={k}": KNeighborsClassifier(k, metric="cosine").fit(a, y_train).score(b, y_val)
+                           for k in (1, 5)}
+                rows.append({"backbone": name, "size": size, "features": kind,
+                             **{k: round(100 * v, 1) for k, v in scores.items()}})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def finetune(specs: list[str], data: Path, work: Path) -> list[dict]:
+    """Each spec trained on the inner train split; val top-1 of the last epoch, the best and the last five."""
+    from scrapvision.config import load_config
+    from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask
+    from scrapvision.trainer import Trainer
+
+    photos, _, _ = inner_split(data)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pretrain_probe_") as tmp:
+        labels = Path(tmp) / "fold0_train.csv"  # absolute data.csv: scrap_cls reads it with paths under data.root
+        labels.write_text("image,class\n" + "".join(f"\"{r.path.relative_to(data)}\",{r.label}\n" for r in photos))
+        for spec in specs:
+            variant, name, extra, seed = spec.split(":")
+            weights = backbone_file(name, data, work)
+            overrides = recipe(False, data, variant, tmp, 112, 20, int(seed)) + [f"data.csv={labels}", "train.log_every=1000"]
+            overrides += [e for e in extra.split(",") if e] + ([f"model.weights={weights}"] if weights else [])
+            start = time.perf_counter()
+            run = Path(tmp) / f"run{len(rows)}"
+            Trainer(ScrapClsTask(load_config(ScrapClsConfig, overrides=overrides)), run_dir=run).fit()
+            acc = [json.loads(line)["val_accuracy"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                   if "val_accuracy" in line]
+            rows.append({"spec": spec, "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
+                         "mean_last5": round(100 * float(np.mean(acc[-5:])), 1),
+                         "seconds": round(time.perf_counter() - start)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    lines = ["## Probes: where the pretraining gain is lost (fold 0, validation split of its training folds)", "",
+             "Scored on the 44 validation photos carved (20 %, stratified) from fold 0's 222 training photos, never on "
+             "the test fold: one photo = 2.3 points. Backbones: `E` = the fold-0 pretraining of pretrain_transfer.py "
+             "with E SimCLR epochs (3 steps of batch 64 each), `E@S` = its snapshot after S epochs (S/E of its cosine "
+             "schedule), `random` = no pretraining.", "",
+             "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
+                                       f"{r['machine']})" for r in payload["runs"]),
+             *(f"- {note}" for note in payload.get("notes", [])), ""]
+    if payload["linear"]:
+        keys = [k for k in payload["linear"][0] if k not in ("backbone", "size", "features")]
+        lines += ["Frozen features, validation top-1 %:", "", "| backbone | px | features | " + " | ".join(keys) + " |",
+                  "|---|---|---|" + "---|" * len(keys)]
+        lines += [f"| {r['backbone']} | {r['size']} | {r['features']} | " + " | ".join(f"{r[k]:.1f}" for k in keys) + " |"
+                  for r in payload["linear"]]
+        lines.append("")
+    if payload["finetune"]:
+        lines += ["scrap_cls fine-tuned (pretrain_transfer's recipe plus the overrides), validation top-1 %:", "",
+                  "| variant | backbone | overrides | seed | last epoch | best epoch | mean of last 5 | s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in payload["finetune"]:
+            variant, name, extra, seed = r["spec"].split(":")
+            lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | {r['last']:.1f} | "
+                         f"{r['best']:.1f} | {r['mean_last5']:.1f} | {r['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=data / "scrap_grades")
+    parser.add_argument("--backbones", default="", help="for --linear: random, E or E@S, comma-separated")
+    parser.add_argument("--linear", default="", help="input sizes of the frozen-feature probes, e.g. 112,160")
+    parser.add_argument("--finetune", nargs="*", default=[], metavar="SPEC")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
+    parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
+    args = parser.parse_args()
+    payload = json.loads(JSON.read_text()) if JSON.exists() else {"runs": [], "linear": [], "finetune": []}
+    if not args.report:
+        torch.set_num_threads(1)
+        start, started, where = time.perf_counter(), now(), machine()
+        names = [n for n in args.backbones.split(",") if n]
+        sizes = [int(s) for s in args.linear.split(",") if s]
+        linear = linear_probe(names, sizes, args.data, args.work) if names and sizes else []
+        tuned = finetune(args.finetune, args.data, args.work)
+        same = {(r["backbone"], r["size"], r["features"]) for r in linear}
+        payload["linear"] = [r for r in payload["linear"] if (r["backbone"], r["size"], r["features"]) not in same] + linear
+        payload["finetune"] = [r for r in payload["finetune"] if r["spec"] not in set(args.finetune)] + tuned
+        payload["runs"].append({"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]),
+            "date": started,
+            "wall_s": round(time.perf_counter() - start, 1), "machine": where})
+        JSON.write_text(json.dumps(payload, indent=1))
+    MD.write_text(markdown(payload))
+    print(MD.read_text())
+
+
+if __name__ == "__main__":
+    main()
