@@ -136,7 +136,7 @@ def report() -> None:
                     + f" | {losses} | {r['wall_min']} | {r['date']} |")
         note = f" ({r['note']})" if r.get("note") else ""
         rows.append(f"|  | `{r['command']}`{note} | {r['machine']} | | | | | | | | | | |")
-    body = ("## Ground tiles (synthetic stand-in for the held-out set): `benchmarks/segdec_tiles.py`\n\n"
+    body = ("## Ground tiles (synthetic stand-in for the held-out set): benchmarks/segdec_tiles.py\n\n"
             "600 tiles (`scrapvision.data.synthetic.ground_tiles`, seed 0), 29 % defective, through the folder "
             "layout; test fold scored with the final epoch's weights; one training seed. Per-type columns: AUROC "
             "of that type's test images against the defect-free ones. loss_dec: the first, middle and last "
