@@ -28,7 +28,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"],
      ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder"]),
-    ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes base", "benchmarks/segdec_tiles.py --recipes pos_weight",
+    ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes base --folds 0,1", "benchmarks/segdec_tiles.py --recipes pos_weight --folds 0,1",
                                 "benchmarks/segdec_tiles.py --recipes augmented",
                                 "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
                                 "benchmarks/segdec_tiles.py --recipes native --size 0"]),
