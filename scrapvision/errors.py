@@ -39,3 +39,9 @@ def first_line(exc: BaseException, limit: int | None = 300) -> str:
     lines = text.strip().splitlines()
     line = lines[0].strip() if lines else type(exc).__name__
     return line if limit is None else line[:limit]
+
+
+def one_line(value: object) -> str:
+    """``value`` as text safe inside a one-line error: a header cell read from a user's file may hold line breaks."""
+    text = str(value)
+    return repr(text) if any(c in text for c in "\r\n") else text

@@ -62,3 +62,8 @@ def test_fuzz_scrap_labels_csv(text):
 @given(FILES, st.sampled_from(["list.csv", "list.txt"]))
 def test_fuzz_prediction_lists(text, name):
     check(input_files, name, text)
+
+
+def test_a_header_cell_with_a_line_break_still_gives_a_one_line_error() -> None:
+    """Found by the fuzzer above (a quoted header holding a newline): the error named the cell verbatim."""
+    check(read_train_csv, "train.csv", '"0\n0"')

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError, first_line
+from ..errors import DataError, first_line, one_line
 from .images import list_images, read_image, resolve_inside, sample_rng, seed_transforms, subfolders
 
 LOAD_RATIO = 8 / 7  # images are kept with their shorter side at image_size * 8/7 (the usual 224/256 margin)
@@ -74,7 +74,7 @@ def read_class_csv(csv_path: str | Path, root: str | Path | None = None) -> list
     missing = {"image", "class"} - set(frame.columns)
     if missing:
         raise DataError(f"label file {csv_path}: missing column(s) {', '.join(sorted(missing))} "
-                        f"(has {', '.join(frame.columns)})")
+                        f"(has {', '.join(map(one_line, frame.columns))})")
     records: list[Record] = []
     seen: dict[Path, tuple[int, str]] = {}  # image -> (first row, its class)
     for row, (image, label) in enumerate(zip(frame["image"], frame["class"]), start=2):

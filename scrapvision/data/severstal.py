@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
-from ..errors import DataError, first_line
+from ..errors import DataError, first_line, one_line
 from .images import image_size, list_images, read_image, sample_rng, seed_transforms
 from .rle import rle_decode, rle_encode, rle_runs
 
@@ -99,7 +99,7 @@ def _split_rows(frame: pd.DataFrame, path: Path) -> list[tuple[int, str, str, st
                 raise DataError(f"{path} line {line}: ImageId_ClassId {key!r} has no '_<class>' suffix")
             rows.append((line, image_id, class_text, rle))
         return rows
-    raise DataError(f"{path}: columns {','.join(frame.columns)} are neither {','.join(NEW_COLUMNS)} "
+    raise DataError(f"{path}: columns {','.join(map(one_line, frame.columns))} are neither {','.join(NEW_COLUMNS)} "
                     f"nor {','.join(OLD_COLUMNS)}")
 
 
@@ -146,7 +146,7 @@ def read_coverage(path: str | Path) -> set[str]:
     path = Path(path)
     frame = _read_csv(path)
     if "ImageId" not in frame.columns:
-        raise DataError(f"{path}: has no ImageId column (found {','.join(frame.columns)})")
+        raise DataError(f"{path}: has no ImageId column (found {','.join(map(one_line, frame.columns))})")
     return {i.strip() for i in frame["ImageId"] if i.strip()}
 
 
