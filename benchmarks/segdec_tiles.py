@@ -36,19 +36,9 @@ from segdec_common import RESULTS, pct, run_fold, summarise  # noqa: E402
 
 from scrapvision.config import read_yaml  # noqa: E402
 from scrapvision.data.synthetic.ground_tiles import DEFECT_TYPES, write_ground_tiles  # noqa: E402
+from scrapvision.loggers import flat  # noqa: E402
 
 NEW_SET = REPO / "tasks" / "segdec-new-set.yaml"
-
-
-def _flatten(tree: dict, prefix: str = "") -> list[str]:
-    """A recipe file as ``--set`` overrides (so the benchmark runs exactly what the README documents)."""
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out += _flatten(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}={json.dumps(value) if isinstance(value, (list, bool)) else value}")
-    return out
 
 
 RECIPES: dict[str, list[str]] = {
@@ -65,7 +55,7 @@ RECIPES: dict[str, list[str]] = {
 
 def recipe_overrides(name: str) -> list[str]:
     if name == "new_set":
-        return _flatten(read_yaml(NEW_SET))
+        return [f"{key}={value}" for key, value in flat(read_yaml(NEW_SET)).items()]  # exactly what the README runs
     return RECIPES[name]
 
 
