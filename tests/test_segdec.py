@@ -345,6 +345,24 @@ def test_pos_weight_scales_only_the_defect_pixels_of_the_segmentation_loss() -> 
     assert weighted.item() == pytest.approx(np.log(2) * (7 + 3) / 4)  # one defect pixel x7, three clean x1
 
 
+def test_dice_term_is_the_batch_soft_dice_of_the_labelled_images_only() -> None:
+    seg = torch.full((2, 1, 2, 2), -30.0)
+    seg[0, 0, 0, 0] = 30.0  # image 0: the defect pixel found exactly; image 1 (unlabelled): all wrong
+    target = torch.zeros(2, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    target[1] = 1.0
+    _, plain, _ = segdec_loss(torch.zeros(2), seg, _batch(target, [1.0, 0.0], [1.0, 1.0]), 1.0, 1.0)
+    _, with_dice, _ = segdec_loss(torch.zeros(2), seg, _batch(target, [1.0, 0.0], [1.0, 1.0]), 1.0, 1.0, dice=1.0)
+    assert with_dice.item() == pytest.approx(plain.item(), abs=1e-6)  # perfect overlap on the labelled image
+    miss = seg.clone()
+    miss[0, 0, 0, 0] = -30.0  # the labelled defect missed: Dice loss 1 - eps / (1 + eps) = 0.5 with eps 1
+    _, plain_miss, _ = segdec_loss(torch.zeros(2), miss, _batch(target, [1.0, 0.0], [1.0, 1.0]), 1.0, 1.0)
+    _, dice_miss, _ = segdec_loss(torch.zeros(2), miss, _batch(target, [1.0, 0.0], [1.0, 1.0]), 1.0, 1.0, dice=2.0)
+    assert dice_miss.item() - plain_miss.item() == pytest.approx(2.0 * 0.5, abs=1e-4)
+    _, none_labelled, _ = segdec_loss(torch.zeros(2), miss, _batch(target, [0.0, 0.0], [1.0, 1.0]), 1.0, 1.0, dice=1.0)
+    assert none_labelled.item() == 0.0  # weak batch: no pixel term at all
+
+
 def test_auto_pos_weight_is_the_clean_to_defect_ratio_of_defective_images() -> None:
     from scrapvision.heads.segdec_parts.data import auto_pos_weight
 

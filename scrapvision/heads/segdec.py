@@ -43,7 +43,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -77,57 +76,8 @@ from .segdec_parts.config import (  # noqa: F401  (every section stays importabl
     SegDecOptimConfig,
 )
 from .segdec_parts.data import GrayFiles, Sample, SegDecDataset, auto_pos_weight
+from .segdec_parts.loss import decision_at_chance, seg_weight, segdec_loss  # noqa: F401  (importable from the head)
 from .segdec_parts.metrics import decision_metrics, overlay, pixel_ap, write_labelled_report
-
-
-def seg_weight(schedule: str, progress: float, epochs: int, constant: float = 0.5, beta: float = 0.15) -> float:
-    """``w_seg`` of a schedule at ``progress`` (0 -> 1 over training); see the module docstring."""
-    n = progress * epochs
-    if schedule == "constant":
-        return constant
-    if schedule == "dynamic":
-        return max(0.0, 1.0 - progress)
-    if schedule == "decay":
-        return (1.0 - beta) ** n
-    raise ConfigError(f"config key 'loss.schedule': unknown schedule {schedule!r}")
-
-
-#: the decision loss counts as "at chance" above ln 2 - this: with balanced batches (half defective) a head
-#: that ignores its input scores ln 2 = 0.693; 0.15 below it, the geometric mean of the probability given to
-#: the true label is still only exp(-0.54) = 0.58, while a decision head that learns reaches ~0.1 within a few
-#: epochs on KolektorSDD (benchmarks/results/segdec_transfer.md)
-CHANCE_TOLERANCE = 0.15
-#: ... and the warning waits until the decision term carries more weight than the segmentation term
-WARN_BELOW_W_SEG = 0.5
-
-
-def decision_at_chance(record: Mapping[str, Any], chance: float = math.log(2)) -> str | None:
-    """The warning for an epoch whose decision loss (``train_loss_dec``) stayed at chance although the loss
-    balance already gives it most of the weight (``train_w_seg`` < 0.5), else None. This is how segdec fails
-    on data the recipe does not fit: the schedule hands the loss to a decision head that has nothing to
-    learn from, and the logged total rises while nothing improves."""
-    l_dec, w_seg = record.get("train_loss_dec"), record.get("train_w_seg")
-    if l_dec is None or w_seg is None or w_seg >= WARN_BELOW_W_SEG or l_dec < chance - CHANCE_TOLERANCE:
-        return None
-    return (f"epoch {record.get('epoch', '?')}: the decision loss {l_dec:.3f} is still at chance ({chance:.3f}) "
-            f"while the loss balance gives it {1 - w_seg:.0%} of the weight (w_seg {w_seg:.2f}); the decision "
-            f"head is not learning (benchmarks/results/segdec_transfer.md)")
-
-
-def segdec_loss(decision: torch.Tensor, seg: torch.Tensor, batch: dict[str, torch.Tensor], w_seg: float,
-                delta: float, seg_loss: str = "bce", pos_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, L_seg, L_dec): per-image weighted pixel loss masked by gamma, BCE on the decision logit.
-    ``pos_weight`` scales the defect part of each pixel's target (soft targets at the stride are fractions)."""
-    target, weight, gamma = batch["target"], batch["weight"], batch["gamma"]
-    if pos_weight != 1.0:
-        weight = weight * (1.0 + (pos_weight - 1.0) * target)
-    if seg_loss == "bce":
-        pixel = F.binary_cross_entropy_with_logits(seg, target, reduction="none")
-    else:
-        pixel = (torch.sigmoid(seg) - target) ** 2
-    l_seg = ((pixel * weight).mean(dim=(1, 2, 3)) * gamma).mean()
-    l_dec = F.binary_cross_entropy_with_logits(decision, batch["label"])
-    return w_seg * l_seg + (1.0 - w_seg) * delta * l_dec, l_seg, l_dec
 
 
 def _severstal_sample(record: SeverstalRecord) -> Sample:
@@ -300,7 +250,8 @@ class SegDecTask(Task):
         loss_cfg = self.cfg.loss
         decision, seg = model(self.channels(batch["image"]))
         w = seg_weight(loss_cfg.schedule, progress, self.cfg.train.epochs, loss_cfg.seg_weight, loss_cfg.decay_beta)
-        loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, loss_cfg.delta, loss_cfg.seg_loss, self.pos_weight)
+        loss, l_seg, l_dec = segdec_loss(decision, seg, batch, w, loss_cfg.delta, loss_cfg.seg_loss, self.pos_weight,
+                                         loss_cfg.dice)
         return loss, {"loss_seg": float(l_seg.detach()), "loss_dec": float(l_dec.detach()), "w_seg": w}
 
     def epoch_end(self, record: Mapping[str, Any]) -> list[str]:

@@ -70,6 +70,9 @@ class SegDecLossConfig:
     # many epochs (benchmarks/results/segdec_transfer.md, ground tiles). 0 = automatic: the ratio of clean to
     # defect pixels in the defective training images' targets, at most 100 (printed at the start of training)
     pos_weight: float = 1.0
+    # weight of a soft Dice term added to the segmentation loss (0 = off): the overlap ratio of the batch's
+    # labelled maps, which does not shrink with the defect's share of the image as a pixel mean does
+    dice: float = 0.0
 
 
 @dataclass(frozen=True)
