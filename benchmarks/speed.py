@@ -38,7 +38,8 @@ def build_runner(task, model, engine: str, inputs: tuple, threads: int):
     import torch
 
     from scrapvision.api import prefers_channels_last
-    from scrapvision.export import OnnxEngine, export_onnx
+    from scrapvision.engines import OnnxEngine
+    from scrapvision.export import export_onnx
 
     if engine == "onnx":
         path = Path(tempfile.mkdtemp()) / f"{task.name}.onnx"

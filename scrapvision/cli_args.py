@@ -41,10 +41,11 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
 
 
 def _engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("torch", "onnx", "auto"), default="torch",
-                   help="torch (default), onnx (ONNX Runtime on CKPT.onnx, exported next to CKPT when missing; "
-                   "--checkpoint may also name a .onnx file from `scrapvision export`) or auto (onnx on CPU when "
-                   "it agrees with torch within 1e-3 on the head's example input, else torch with a line saying why)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto (default: on CPU, ONNX Runtime on CKPT.onnx, exported next to CKPT on first use, when it "
+                   "agrees with torch within 1e-3 on the head's example input; else torch, with a line saying why; "
+                   "on CUDA, torch), torch, or onnx (always ONNX Runtime). --checkpoint may also name a .onnx file "
+                   "from `scrapvision export`")
 
 
 def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:

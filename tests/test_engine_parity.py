@@ -16,7 +16,8 @@ import torch
 from conftest import one_line_error, write_photos
 from scrapvision import TASKS
 from scrapvision.cli import main
-from scrapvision.export import OnnxEngine, export_onnx
+from scrapvision.engines import OnnxEngine
+from scrapvision.export import export_onnx
 from scrapvision.heads import load_all
 from scrapvision.heads.canet import CanetTask
 
@@ -151,12 +152,12 @@ def test_auto_engine_picks_onnx_runtime_on_cpu_when_it_agrees_with_torch(name, s
 def test_auto_engine_falls_back_to_torch_in_one_line(smoke, tmp_path, one_thread, capsys, monkeypatch):
     import importlib.util
 
-    from scrapvision import api
+    from scrapvision import api, engines
 
     _, _, checkpoint = smoke("segdec")
     local = tmp_path / checkpoint.name
     shutil.copy(checkpoint, local)
-    monkeypatch.setattr(api, "PARITY_ATOL", -1.0)  # no engine can agree that closely
+    monkeypatch.setattr(engines, "PARITY_ATOL", -1.0)  # no engine can agree that closely
     _, engine = api.load_engine("segdec", local, engine="auto")
     err = capsys.readouterr().err.strip()
     assert not isinstance(engine, OnnxEngine) and "\n" not in err and "ONNX differs from torch" in err
@@ -164,3 +165,16 @@ def test_auto_engine_falls_back_to_torch_in_one_line(smoke, tmp_path, one_thread
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else find_spec(n, *a))
     _, engine = api.load_engine("segdec", local, engine="auto")
     assert not isinstance(engine, OnnxEngine) and "onnxruntime is not installed" in capsys.readouterr().err
+
+
+def test_auto_engine_runs_a_few_shot_clip_anomaly_on_torch_and_says_why(smoke, tmp_path, one_thread, capsys):
+    """The few-shot memory bank is filled on the torch model after loading, outside any exported graph."""
+    from scrapvision.api import evaluate, load_engine
+
+    _, _, checkpoint = smoke("clip_anomaly")
+    local = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, local)
+    task, engine = load_engine("clip_anomaly", local, ["model.mode=few_shot", "few_shot.k=2"], engine="auto")
+    err = capsys.readouterr().err.strip()
+    assert not isinstance(engine, OnnxEngine) and "\n" not in err and "few_shot" in err, err
+    assert "pixel_ap" in " ".join(evaluate(task, engine))
