@@ -121,31 +121,44 @@ def inference_layout(model: nn.Module) -> nn.Module:
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
                 engine: str = "torch", device: str | torch.device = "cpu", tuned: bool = True,
                 tta: str | None = None) -> tuple[Task, nn.Module]:
-    """The task plus a callable model: PyTorch, ONNX Runtime (``engine="onnx"`` or a ``.onnx`` file), or on
-    ``engine="auto"`` the one :func:`scrapvision.engines.auto_engine` picks (torch on CUDA).
+    """The task plus a callable model: ``torch``, ``onnx`` (ONNX Runtime), ``openvino``, or on ``auto`` the
+    one :func:`scrapvision.engines.auto_engine` picks on CPU (torch on CUDA).
 
     With an exported engine and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
     older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
+    A ``.onnx`` checkpoint (``scrapvision export``, fp32 or int8) runs on OpenVINO with ``engine="openvino"``,
+    else on ONNX Runtime.
     """
-    from .engines import OnnxEngine, auto_engine, cached_onnx
-    from .export import read_onnx_metadata
+    from .engines import auto_engine, cached_onnx, open_engine
 
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "last.pt"
     if checkpoint.suffix == ".onnx":
-        meta = read_onnx_metadata(checkpoint)
-        if meta["task"] != name:
-            raise CheckpointError(f"ONNX model {checkpoint}: was exported for task {meta['task']!r}, not {name!r}")
-        base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
-        task = _tuned_task(name, checkpoint, base, meta["extras"], overrides, data, tuned, tta)
-        return task, OnnxEngine(checkpoint)
+        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta)
     task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=tuned, tta=tta)
     if engine == "auto" and torch.device(device).type == "cpu":
         return task, auto_engine(task, model, checkpoint) or inference_layout(model)
-    if engine == "onnx":
-        return task, OnnxEngine(cached_onnx(task, model, checkpoint))
+    if engine in ("onnx", "openvino"):
+        return task, open_engine(engine, cached_onnx(task, model, checkpoint))
     return task, inference_layout(model)
+
+
+def _load_exported(name: str, path: Path, overrides: Sequence[str], data: str | Path | None, engine: str,
+                   tuned: bool, tta: str | None) -> tuple[Task, nn.Module]:
+    from .engines import installed, open_engine
+    from .export import read_onnx_metadata
+
+    if engine == "torch":
+        raise ScrapvisionError(f"--engine torch: {path} is an exported graph; give the .pt checkpoint it came from")
+    meta = read_onnx_metadata(path)
+    if meta["task"] != name:
+        raise CheckpointError(f"ONNX model {path}: was exported for task {meta['task']!r}, not {name!r}")
+    base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
+    task = _tuned_task(name, path, base, meta["extras"], overrides, data, tuned, tta)
+    if engine == "auto":
+        engine = "onnx" if installed("onnx") or not installed("openvino") else "openvino"
+    return task, open_engine(engine, path)
 
 
 def eval_loader(task: Task, batch_size: int | None = None) -> DataLoader:

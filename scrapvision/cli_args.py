@@ -41,10 +41,11 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
 
 
 def _engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("auto", "torch", "onnx"), default="auto",
-                   help="auto (default: on CPU, ONNX Runtime on CKPT.onnx, exported next to CKPT on first use, when it "
-                   "agrees with torch within 1e-3 on the head's example input; else torch, with a line saying why; "
-                   "on CUDA, torch), torch, or onnx (always ONNX Runtime). --checkpoint may also name a .onnx file "
+    p.add_argument("--engine", choices=("auto", "torch", "onnx", "openvino"), default="auto",
+                   help="auto (default): on CPU, ONNX Runtime or OpenVINO (whichever is installed, agrees with torch "
+                   "within 1e-3 on the head's example input and is faster on it) on CKPT.onnx, exported next to CKPT "
+                   "on first use; else torch, with a line saying why; on CUDA, torch. torch, onnx (ONNX Runtime) or "
+                   "openvino (pip install scrapvision[openvino]) force one. --checkpoint may also name a .onnx file "
                    "from `scrapvision export`")
 
 

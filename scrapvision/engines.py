@@ -1,13 +1,18 @@
 """Inference engines behind :func:`scrapvision.api.load_engine`, and the rule ``--engine auto`` follows.
 
 Every engine takes and returns torch tensors in the structure of the model's forward (tensor, tuple or
-dict), so a head's ``evaluate`` and ``predict_batch`` run unchanged on any of them.
+dict), so a head's ``evaluate`` and ``predict_batch`` run unchanged on any of them. ONNX Runtime and
+OpenVINO both run the graph :func:`scrapvision.export.export_onnx` writes.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import atomic_write
 from .errors import CheckpointError, ScrapvisionError, first_line
 from .export import export_onnx, flatten_outputs, read_onnx_metadata, restore_outputs
 from .task import Task
@@ -52,11 +58,60 @@ class OnnxEngine(nn.Module):
         try:
             outputs = self.session.run(None, feeds)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own pybind types; say what did not fit
-            given = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
             takes = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
-            raise ScrapvisionError(f"ONNX model {self.path}: cannot run on {given} (it takes {takes}; re-export "
-                                   f"it with `scrapvision export` if it predates this version): {first_line(exc)}") from None
+            raise _run_error(self.path, list(feeds.values()), takes, exc) from None
         return restore_outputs([torch.from_numpy(o) for o in outputs], self.structure)
+
+
+def _run_error(path: Path, feeds: Sequence[np.ndarray], takes: str, exc: Exception) -> ScrapvisionError:
+    given = ", ".join(f"input{i} {list(array.shape)}" for i, array in enumerate(feeds))
+    return ScrapvisionError(f"ONNX model {path}: cannot run on {given} (it takes {takes}; re-export it with "
+                            f"`scrapvision export` if it predates this version): {first_line(exc)}")
+
+
+class OpenVinoEngine(nn.Module):
+    """Calls OpenVINO's CPU plugin on the exported ONNX graph like the PyTorch model. Compiled in fp32: on a
+    CPU with bf16 units the plugin's default precision is bf16, which would not be the model torch runs."""
+
+    def __init__(self, path: str | Path, threads: int = 0, precision: str = "fp32") -> None:
+        super().__init__()
+        import openvino as ov
+
+        self.structure = read_onnx_metadata(path)["outputs"]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"ONNX model {path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
+        self.request = self.compiled.create_infer_request()
+        self.path = Path(path)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        feeds = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
+        try:
+            outputs = self.request.infer(feeds).to_tuple()  # copies: the request reuses its buffers
+        except Exception as exc:  # noqa: BLE001
+            takes = ", ".join(f"{i.any_name} {i.partial_shape}" for i in self.compiled.inputs)
+            raise _run_error(self.path, feeds, takes, exc) from None
+        return restore_outputs([torch.from_numpy(np.asarray(o)) for o in outputs], self.structure)
+
+
+#: engine name -> (package, label, extra of setup.cfg that installs it)
+EXPORTED = {"onnx": ("onnxruntime", "ONNX Runtime", "onnx"), "openvino": ("openvino", "OpenVINO", "openvino")}
+
+
+def installed(engine: str) -> bool:
+    return importlib.util.find_spec(EXPORTED[engine][0]) is not None
+
+
+def open_engine(engine: str, path: Path) -> nn.Module:
+    """The exported ``engine`` on ``path``; one line naming the extra to install when its package is missing."""
+    package, label, extra = EXPORTED[engine]
+    if not installed(engine):
+        raise ScrapvisionError(f"--engine {engine}: {label} is not installed (pip install scrapvision[{extra}])")
+    return OnnxEngine(path) if engine == "onnx" else OpenVinoEngine(path)
 
 
 def cached_onnx(task: Task, model: nn.Module, checkpoint: Path) -> Path:
@@ -87,23 +142,80 @@ def _say(message: str) -> None:
     print(f"scrapvision: engine auto: {message}", file=sys.stderr)
 
 
+def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], budget_s: float = 2.0) -> dict[str, float]:
+    """Median seconds per call of each engine on ``example``, interleaved (one call each per round, 3 to 9
+    rounds within about ``budget_s``), so a busy neighbour slows all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    start = time.perf_counter()
+    with torch.no_grad():
+        for round_ in range(9):
+            if round_ >= 3 and time.perf_counter() - start > budget_s:
+                break
+            for name, engine in engines.items():
+                tick = time.perf_counter()
+                engine(*example)
+                times[name].append(time.perf_counter() - tick)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {EXPORTED[e][0]: version(EXPORTED[e][0]) for e in EXPORTED if installed(e)}
+
+
+def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path) -> str:
+    """The faster of the engines on the head's example input, timed once per exported graph and cached in
+    ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change)."""
+    key = {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count()}
+    record_path = onnx_path.with_suffix(".engine.json")
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("key") == key and record.get("engine") in engines:
+            return record["engine"]
+    except (OSError, ValueError):
+        pass
+    seconds = _median_call_s(engines, example)
+    choice = min(seconds, key=seconds.get)
+    with atomic_write(record_path, "w") as handle:
+        json.dump({"key": key, "engine": choice, "median_s_per_call": seconds,
+                   "batch": int(example[0].shape[0])}, handle, indent=1)
+    return choice
+
+
 def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | None:
-    """ONNX Runtime on the cached ``CKPT.onnx`` when it exports and agrees with torch within PARITY_ATOL on
-    :func:`parity_example`; None (run torch) otherwise, after one stderr line that says why."""
+    """The engine ``--engine auto`` runs on CPU, or None for torch.
+
+    Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
+    when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
+    on that input (batch 2, timed once and cached by :func:`faster_engine`) runs. Torch runs when the task
+    says its model is not all in the graph (:meth:`Task.torch_only`), when neither package is installed,
+    when export fails or when no candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
+    """
     reason = task.torch_only()
-    if reason:
-        _say(f"{reason}; using torch")
-        return None
-    if importlib.util.find_spec("onnxruntime") is None:
-        _say("onnxruntime is not installed, using torch")
+    candidates = [e for e in EXPORTED if installed(e)]
+    if reason or not candidates:
+        _say(f"{reason or 'neither onnxruntime nor openvino is installed'}; using torch")
         return None
     try:
-        engine = OnnxEngine(cached_onnx(task, model, checkpoint))
-        gap = parity_gap(model, engine, parity_example(task))
-    except (ScrapvisionError, ImportError) as exc:  # export, load or run failed, or onnx is missing
+        path = cached_onnx(task, model, checkpoint)
+    except (ScrapvisionError, ImportError) as exc:  # export failed, or onnx is missing
         _say(f"{first_line(exc)}; using torch")
         return None
-    if gap > PARITY_ATOL:
-        _say(f"ONNX differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example input, using torch")
-        return None
-    return engine
+    example, agreeing, problems = parity_example(task), {}, []
+    for name in candidates:
+        label = EXPORTED[name][1]
+        try:
+            engine = open_engine(name, path)
+            gap = parity_gap(model, engine, example)
+        except (ScrapvisionError, ImportError) as exc:
+            problems.append(f"{label}: {first_line(exc)}")
+            continue
+        if gap > PARITY_ATOL:
+            problems.append(f"{label} differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example input")
+            continue
+        agreeing[name] = engine
+    choice = (faster_engine(agreeing, example, path) if len(agreeing) > 1 else next(iter(agreeing))) if agreeing else None
+    if problems:
+        _say(f"{'; '.join(problems)}; using {EXPORTED[choice][1] if choice else 'torch'}")
+    return agreeing[choice] if choice else None

@@ -1,0 +1,100 @@
+"""The OpenVINO engine against torch on every head, how ``--engine auto`` chooses between two exported
+engines that both agree with torch, and the one line a missing engine package gives."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import one_line_error
+from scrapvision import TASKS, engines
+from scrapvision.api import load_engine
+from scrapvision.cli import main
+from scrapvision.engines import OnnxEngine, OpenVinoEngine
+from scrapvision.export import export_onnx, flatten_outputs
+from scrapvision.heads import load_all
+
+load_all()
+HEADS = [name for name in TASKS.names() if name != "toy"]
+#: |OpenVINO - torch| on the smoke models is at most ~8e-6 (fp32 both; summation order differs)
+FP32_ATOL = 1e-4
+
+
+def inputs_of(task, batch: int) -> list[tuple[torch.Tensor, ...]]:
+    """The example input at ``batch``, and once more with each dynamic axis one longer (canet: 3 photos)."""
+    example = task.example_input(batch)
+    example = example if isinstance(example, tuple) else (example,)
+    grown = [tuple(torch.cat([t, t.narrow(axis, 0, 1)], axis) for t in example) for axis in task.export_dynamic_axes()]
+    return [tuple(torch.rand_like(t) for t in x) for x in (example, *grown)]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_openvino_engine_matches_torch(name, smoke, tmp_path, one_thread):
+    pytest.importorskip("openvino")
+    task, model, _ = smoke(name)
+    engine = OpenVinoEngine(export_onnx(task, model, tmp_path / "m.onnx"), threads=1)
+    torch.manual_seed(0)
+    for x in inputs_of(task, 3):
+        with torch.no_grad():
+            expected, got = model(*x), engine(*x)
+        assert type(got) is type(expected)
+        for e, g in zip(flatten_outputs(expected), flatten_outputs(got)):
+            torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
+
+
+def copy_of(smoke, name, tmp_path):
+    _, _, checkpoint = smoke(name)
+    local = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, local)
+    return local
+
+
+def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, one_thread, monkeypatch):
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "segdec", tmp_path)
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 2.0, "openvino": 1.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    record = json.loads(local.with_suffix(".engine.json").read_text())
+    assert record["engine"] == "openvino" and record["median_s_per_call"] == {"onnx": 2.0, "openvino": 1.0}
+
+    def no_timing(found, example):
+        raise AssertionError("timed again although the graph did not change")
+
+    monkeypatch.setattr(engines, "_median_call_s", no_timing)
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    local.touch()  # a newer checkpoint: exported again, so timed again
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
+
+
+@pytest.fixture()
+def no_openvino(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else find_spec(n, *a))
+
+
+def test_missing_openvino_is_one_line_and_auto_quietly_uses_onnx_runtime(smoke, tmp_path, one_thread, capsys,
+                                                                        no_openvino):
+    local = copy_of(smoke, "severstal", tmp_path)
+    assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", "openvino"]) == 2
+    assert "pip install scrapvision[openvino]" in one_line_error(capsys)
+    assert isinstance(load_engine("severstal", local, engine="auto")[1], OnnxEngine)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_eval_on_openvino_scores_as_torch_and_torch_refuses_an_onnx_file(smoke, tmp_path, one_thread, capsys):
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "severstal", tmp_path)
+    scores = {}
+    for engine in ("torch", "openvino"):
+        out = tmp_path / f"{engine}.json"
+        assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", engine, "--out", str(out)]) == 0
+        scores[engine] = json.loads(out.read_text())
+    assert scores["openvino"] == pytest.approx(scores["torch"], abs=1e-4)
+    capsys.readouterr()
+    assert main(["eval", "--task", "severstal", "--checkpoint", str(local.with_suffix(".onnx")), "--engine", "torch"]) == 2
+    assert "is an exported graph" in one_line_error(capsys)
