@@ -134,14 +134,22 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     _engine(p)
     _inference(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside), optionally int8",
                        formatter_class=fmt,
-                       epilog=f"example:\n  scrapvision export --task {t} --checkpoint best.pt --out {t}.onnx\n"
-                       f"  scrapvision predict --task {t} --checkpoint {t}.onnx --engine onnx --input DIR --out preds/")
+                       epilog=f"examples:\n  scrapvision export --task {t} --checkpoint best.pt --out {t}.onnx\n"
+                       f"  scrapvision predict --task {t} --checkpoint {t}.onnx --input DIR --out preds/\n"
+                       f"  scrapvision export --task {t} --checkpoint best.pt --int8 --calibrate 64   # best.int8.onnx\n"
+                       f"  scrapvision eval --task {t} --checkpoint best.int8.onnx --data DIR")
     p.add_argument("--task", required=True)
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument("--format", choices=("onnx",), default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="FILE", help="the fp32 graph (default: CKPT with .onnx); --int8 adds FILE.int8.onnx")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8 graph: post-training static quantisation (ONNX Runtime, QDQ, per-channel "
+                   "weights) calibrated on --calibrate training items; prints how far its outputs are from fp32")
+    p.add_argument("--calibrate", type=int, default=64, metavar="N",
+                   help="training items whose activation ranges set the int8 scales (default 64; with --int8)")
+    p.add_argument("--data", metavar="DIR", help="with --int8: the dataset to calibrate on (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                    help="torch.onnx exporter: torchscript (default; fast) or dynamo (torch.export)")
