@@ -120,32 +120,35 @@ def inference_layout(model: nn.Module) -> nn.Module:
 
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
                 engine: str = "torch", device: str | torch.device = "cpu", tuned: bool = True,
-                tta: str | None = None) -> tuple[Task, nn.Module]:
+                tta: str | None = None, precision: str = "fp32") -> tuple[Task, nn.Module]:
     """The task plus a callable model: ``torch``, ``onnx`` (ONNX Runtime), ``openvino``, or on ``auto`` the
     one :func:`scrapvision.engines.auto_engine` picks on CPU (torch on CUDA).
 
     With an exported engine and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
     older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
     A ``.onnx`` checkpoint (``scrapvision export``, fp32 or int8) runs on OpenVINO with ``engine="openvino"``,
-    else on ONNX Runtime.
+    else on ONNX Runtime. ``precision="bf16"``: torch under bfloat16 autocast (``auto`` then means torch), or
+    OpenVINO with bf16 inference.
     """
-    from .engines import auto_engine, cached_onnx, open_engine
+    from .engines import auto_engine, bf16_autocast, cached_onnx, open_engine
 
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "last.pt"
     if checkpoint.suffix == ".onnx":
-        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta)
+        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta, precision)
     task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=tuned, tta=tta)
+    if precision == "bf16" and engine in ("auto", "torch"):
+        return task, bf16_autocast(inference_layout(model))
     if engine == "auto" and torch.device(device).type == "cpu":
         return task, auto_engine(task, model, checkpoint) or inference_layout(model)
     if engine in ("onnx", "openvino"):
-        return task, open_engine(engine, cached_onnx(task, model, checkpoint))
+        return task, open_engine(engine, cached_onnx(task, model, checkpoint), precision)
     return task, inference_layout(model)
 
 
 def _load_exported(name: str, path: Path, overrides: Sequence[str], data: str | Path | None, engine: str,
-                   tuned: bool, tta: str | None) -> tuple[Task, nn.Module]:
+                   tuned: bool, tta: str | None, precision: str) -> tuple[Task, nn.Module]:
     from .engines import installed, open_engine
     from .export import read_onnx_metadata
 
@@ -157,8 +160,8 @@ def _load_exported(name: str, path: Path, overrides: Sequence[str], data: str | 
     base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
     task = _tuned_task(name, path, base, meta["extras"], overrides, data, tuned, tta)
     if engine == "auto":
-        engine = "onnx" if installed("onnx") or not installed("openvino") else "openvino"
-    return task, open_engine(engine, path)
+        engine = "onnx" if precision == "fp32" and (installed("onnx") or not installed("openvino")) else "openvino"
+    return task, open_engine(engine, path, precision)
 
 
 def eval_loader(task: Task, batch_size: int | None = None) -> DataLoader:

@@ -71,7 +71,7 @@ def _load(args: argparse.Namespace):
 
     tuned = not args.untuned
     loaded = load_engine(args.task, args.checkpoint, args.overrides, args.data, engine=args.engine,
-                         device=args.device, tuned=tuned, tta=args.tta)
+                         device=args.device, tuned=tuned, tta=args.tta, precision=args.precision)
     if tuned and tuned_path(args.checkpoint).is_file():
         print(f"scrapvision: post-processing tuned on validation: {tuned_path(args.checkpoint)} "
               "(--untuned ignores it)", file=sys.stderr)

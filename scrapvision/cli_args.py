@@ -47,6 +47,10 @@ def _engine(p: argparse.ArgumentParser) -> None:
                    "on first use; else torch, with a line saying why; on CUDA, torch. torch, onnx (ONNX Runtime) or "
                    "openvino (pip install scrapvision[openvino]) force one. --checkpoint may also name a .onnx file "
                    "from `scrapvision export`")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 arithmetic (fast on CPUs with avx512_bf16 / AMX; outputs differ from fp32 "
+                   "by up to a few %% of their range): torch under autocast (what --engine auto then runs), or "
+                   "OpenVINO's bf16 mode with --engine openvino")
 
 
 def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:

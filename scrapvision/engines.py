@@ -106,12 +106,36 @@ def installed(engine: str) -> bool:
     return importlib.util.find_spec(EXPORTED[engine][0]) is not None
 
 
-def open_engine(engine: str, path: Path) -> nn.Module:
+def open_engine(engine: str, path: Path, precision: str = "fp32") -> nn.Module:
     """The exported ``engine`` on ``path``; one line naming the extra to install when its package is missing."""
     package, label, extra = EXPORTED[engine]
     if not installed(engine):
         raise ScrapvisionError(f"--engine {engine}: {label} is not installed (pip install scrapvision[{extra}])")
-    return OnnxEngine(path) if engine == "onnx" else OpenVinoEngine(path)
+    if precision != "fp32" and engine != "openvino":
+        raise ScrapvisionError(f"--precision {precision}: runs on --engine torch or openvino, not {engine}")
+    return OnnxEngine(path) if engine == "onnx" else OpenVinoEngine(path, precision=precision)
+
+
+def _float32(outputs: Any) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _float32(v) for k, v in outputs.items()}
+    return type(outputs)(_float32(o) for o in outputs) if isinstance(outputs, (tuple, list)) else outputs
+
+
+def bf16_autocast(model: nn.Module) -> nn.Module:
+    """``model`` with its forward under autocast to bfloat16 (``--precision bf16``) and float outputs back in
+    float32, as the heads' post-processing expects. Patched on the instance, so the model keeps its class
+    (clip_anomaly few-shot checks it) and its weights stay fp32."""
+    forward, device = model.forward, next(iter(model.parameters()), torch.empty(0)).device.type
+
+    def forward_bf16(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return _float32(forward(*args, **kwargs))
+
+    model.forward = forward_bf16
+    return model
 
 
 def cached_onnx(task: Task, model: nn.Module, checkpoint: Path) -> Path:
