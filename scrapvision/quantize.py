@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +40,17 @@ def training_inputs(task: Task, n: int, batch_size: int = 8, skip: int = 0) -> I
         yield tuple(np.ascontiguousarray(t.numpy()) for t in task.model_input(batch))
 
 
-def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None) -> Path:
+def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
+                  inputs: Iterable[tuple[np.ndarray, ...]] | None = None) -> Path:
     """Write the int8 version of the fp32 graph ``onnx_path`` (default ``X.int8.onnx``), calibrated on
-    ``n`` training items."""
+    ``n`` training items (or on the batches ``inputs``, e.g. random ones for a speed benchmark)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = training_inputs(task, n)
+            self.batches = iter(inputs) if inputs is not None else training_inputs(task, n)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
