@@ -70,3 +70,10 @@ def test_every_head_calibrates_on_its_training_items_and_runs_int8(name, smoke, 
     example = task.example_input(3)
     outputs = flatten_outputs(OnnxEngine(int8)(*(example if isinstance(example, tuple) else (example,))))
     assert all(o.shape[0] == 3 and torch.isfinite(o).all() for o in outputs)
+
+
+def test_the_int8_graph_shares_the_checkpoints_tuned_post_processing(tmp_path):
+    from scrapvision.tuning import tuned_path
+
+    for name in ("best.pt", "best.onnx", "best.int8.onnx"):
+        assert tuned_path(tmp_path / name) == tmp_path / "best.tuned.yaml", name
