@@ -147,7 +147,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument("--format", choices=("onnx",), default="onnx")
-    p.add_argument("--out", metavar="FILE", help="the fp32 graph (default: CKPT with .onnx); --int8 adds FILE.int8.onnx")
+    p.add_argument("--out", metavar="FILE", help="the fp32 graph (default: CKPT with .onnx); --int8 writes X.int8.onnx beside an X.onnx")
     p.add_argument("--int8", action="store_true",
                    help="also write an int8 graph: post-training static quantisation (ONNX Runtime, QDQ, per-channel "
                    "weights) calibrated on --calibrate training items; prints how far its outputs are from fp32")
