@@ -188,21 +188,30 @@ def _versions() -> dict[str, str]:
     return {EXPORTED[e][0]: version(EXPORTED[e][0]) for e in EXPORTED if installed(e)}
 
 
+def _timing_key(onnx_path: Path) -> dict[str, Any]:
+    return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count()}
+
+
+def remembered_engine(onnx_path: Path) -> str | None:
+    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions and CPU
+    count are still those it was timed with."""
+    try:
+        record = json.loads(onnx_path.with_suffix(".engine.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("engine") if record.get("key") == _timing_key(onnx_path) else None
+
+
 def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path) -> str:
     """The faster of the engines on the head's example input, timed once per exported graph and cached in
     ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change)."""
-    key = {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count()}
-    record_path = onnx_path.with_suffix(".engine.json")
-    try:
-        record = json.loads(record_path.read_text())
-        if record.get("key") == key and record.get("engine") in engines:
-            return record["engine"]
-    except (OSError, ValueError):
-        pass
+    remembered = remembered_engine(onnx_path)
+    if remembered in engines:
+        return remembered
     seconds = _median_call_s(engines, example)
     choice = min(seconds, key=seconds.get)
-    with atomic_write(record_path, "w") as handle:
-        json.dump({"key": key, "engine": choice, "median_s_per_call": seconds,
+    with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
+        json.dump({"key": _timing_key(onnx_path), "engine": choice, "median_s_per_call": seconds,
                    "batch": int(example[0].shape[0])}, handle, indent=1)
     return choice
 
@@ -212,7 +221,8 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | N
 
     Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
     when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
-    on that input (batch 2, timed once and cached by :func:`faster_engine`) runs. Torch runs when the task
+    on that input (batch 2, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
+    not even opened while the remembered one agrees. Torch runs when the task
     says its model is not all in the graph (:meth:`Task.torch_only`), when neither package is installed,
     when export fails or when no candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
     """
@@ -227,7 +237,10 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | N
         _say(f"{first_line(exc)}; using torch")
         return None
     example, agreeing, problems = parity_example(task), {}, []
-    for name in candidates:
+    remembered = remembered_engine(path)  # already timed: check it first, and the others only if it disagrees
+    for name in sorted(candidates, key=lambda e: e != remembered):
+        if remembered in agreeing:
+            break
         label = EXPORTED[name][1]
         try:
             engine = open_engine(name, path)

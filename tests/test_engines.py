@@ -70,8 +70,13 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
     def no_timing(found, example):
         raise AssertionError("timed again although the graph did not change")
 
-    monkeypatch.setattr(engines, "_median_call_s", no_timing)
-    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    def not_opened(*args, **kwargs):
+        raise AssertionError("ONNX Runtime opened although OpenVINO was remembered as faster and agrees")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engines, "_median_call_s", no_timing)
+        patch.setattr(engines, "OnnxEngine", not_opened)
+        assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
     local.touch()  # a newer checkpoint: exported again, so timed again
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
