@@ -108,7 +108,7 @@ def installed(engine: str) -> bool:
 
 def open_engine(engine: str, path: Path, precision: str = "fp32") -> nn.Module:
     """The exported ``engine`` on ``path``; one line naming the extra to install when its package is missing."""
-    package, label, extra = EXPORTED[engine]
+    _, label, extra = EXPORTED[engine]
     if not installed(engine):
         raise ScrapvisionError(f"--engine {engine}: {label} is not installed (pip install scrapvision[{extra}])")
     if precision != "fp32" and engine != "openvino":
@@ -222,9 +222,9 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | N
     Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
     when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
     on that input (batch 2, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
-    not even opened while the remembered one agrees. Torch runs when the task
-    says its model is not all in the graph (:meth:`Task.torch_only`), when neither package is installed,
-    when export fails or when no candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
+    not even opened while the remembered one agrees. Torch runs when the task says its model is not all in
+    the graph (:meth:`Task.torch_only`), when neither package is installed, when export fails or when no
+    candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
     """
     reason = task.torch_only()
     candidates = [e for e in EXPORTED if installed(e)]
