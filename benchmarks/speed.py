@@ -1,13 +1,22 @@
-"""Inference speed of every head at its CPU-recipe resolution, three engines side by side in one run.
+"""Inference speed of every head at its CPU-recipe resolution, every engine side by side in one run, and how
+close each comes to the machine's fp32 limit.
 
-    python benchmarks/speed.py                 # all heads, batch 8
-    python benchmarks/speed.py --heads severstal segdec --batch 4 --seconds 10
+    python benchmarks/speed.py                       # all heads, batch 1 and 8
+    python benchmarks/speed.py --heads severstal segdec --batch 8 --seconds 10
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --heads segdec --rounds 2 --seconds 1 --threads 1 --results /tmp/s
 
-Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (torch.inference_mode, plus
-channels_last for convolutional models: what `scrapvision predict --engine torch` does) and ``onnx`` (ONNX Runtime
-on the exported model, `--engine onnx`). Each (head, engine) runs in its own process so its peak resident
-memory is its own. Weights are random: speed does not depend on them. Writes
-benchmarks/results/speed.json and the `speed` section of benchmarks/results/speed.md.
+Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (`--engine torch`:
+inference_mode, channels_last for convolutional models), ``bf16`` (`--precision bf16`: tuned under bfloat16
+autocast), ``onnx`` (ONNX Runtime), ``openvino`` (OpenVINO, fp32), ``int8`` (the `export --int8` graph on ONNX
+Runtime) and ``int8_ov`` (that graph on OpenVINO). ``auto`` is the engine `--engine auto` picks for the head,
+by its own rule run here. Weights are random and int8 is calibrated on random inputs: speed depends on neither
+(the accuracy cost of int8 is measured on real data elsewhere).
+
+GFLOP/s: the peak is the best of five 4096x4096 fp32 matmuls on the same threads; a head's FLOPs per item come
+from torch.utils.flop_counter on the eager model (matmuls and convolutions, 2 FLOPs per multiply-add); achieved
+= FLOPs per item x items/s. bf16 and int8 compute in narrower types, so their share of the fp32 peak may pass
+100 % without an error. Each (head, engine) at the largest batch also runs alone in a fresh process for its
+peak resident memory. Writes RESULTS/speed.json and the `speed` section of RESULTS/speed.md.
 """
 
 from __future__ import annotations
@@ -26,29 +35,48 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ENGINES = ("eager", "tuned", "onnx")
+ENGINES = ("eager", "tuned", "bf16", "onnx", "openvino", "int8", "int8_ov")
+LABELS = {"eager": "eager", "tuned": "torch", "bf16": "torch bf16", "onnx": "ONNX Runtime", "openvino": "OpenVINO",
+          "int8": "int8 ORT", "int8_ov": "int8 OpenVINO"}
 
 
 def _inputs(example):
     return tuple(example) if isinstance(example, (tuple, list)) else (example,)
 
 
-def build_runner(task, model, engine: str, inputs: tuple, threads: int):
-    """(callable, autograd context, inputs) of one engine, built as `scrapvision predict` builds it."""
+def _int8_graph(task, fp32_path: Path, threads: int) -> Path:
+    import torch
+
+    from scrapvision.quantize import quantize_int8
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [tuple(torch.rand(t.shape, generator=generator).numpy() for t in _inputs(task.example_input(2)))
+               for _ in range(4)]
+    return quantize_int8(task, fp32_path, len(batches), inputs=batches)
+
+
+def build_runner(task, model, engine: str, inputs: tuple, threads: int, graphs: dict):
+    """(callable, autograd context, inputs) of one engine, built as `scrapvision predict` builds it; ``graphs``
+    caches the exported fp32 and int8 files of the head."""
     import torch
 
     from scrapvision.api import prefers_channels_last
-    from scrapvision.export import OnnxEngine, export_onnx
+    from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast
+    from scrapvision.export import export_onnx
 
-    if engine == "onnx":
-        path = Path(tempfile.mkdtemp()) / f"{task.name}.onnx"
-        export_onnx(task, model, path)
-        return OnnxEngine(path, threads=threads), torch.inference_mode, inputs
-    if engine == "tuned":  # what `predict --engine torch` runs
+    if engine in ("onnx", "openvino", "int8", "int8_ov"):
+        if "fp32" not in graphs:
+            graphs["fp32"] = export_onnx(task, model, Path(tempfile.mkdtemp()) / f"{task.name}.onnx")
+        if engine.startswith("int8") and "int8" not in graphs:
+            graphs["int8"] = _int8_graph(task, graphs["fp32"], threads)
+        path = graphs["int8" if engine.startswith("int8") else "fp32"]
+        runner = OpenVinoEngine(path, threads) if engine in ("openvino", "int8_ov") else OnnxEngine(path, threads)
+        return runner, torch.inference_mode, inputs
+    if engine in ("tuned", "bf16"):  # what `predict --engine torch [--precision bf16]` runs
         if prefers_channels_last(model):
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs)
-        return model, torch.inference_mode, inputs
+        return (bf16_autocast(copy.deepcopy(model)) if engine == "bf16" else model), torch.inference_mode, inputs
     return model, torch.no_grad, inputs
 
 
@@ -72,30 +100,75 @@ def _rate(runner, context, inputs, seconds: float) -> float:
         return runs * inputs[0].shape[0] / (time.perf_counter() - start)
 
 
-def measure_round_robin(head: str, batch: int, seconds: float, threads: int, rounds: int) -> list[dict]:
-    """Throughput of the three engines in one process, interleaved: each round times every engine for
+def gflop_per_item(model, inputs) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    return counter.get_total_flops() / inputs[0].shape[0] / 1e9
+
+
+def auto_choice(task, model) -> str:
+    """The engine `--engine auto` picks for this model (a checkpoint in a temporary folder, so it is exported,
+    parity-checked and timed by the CLI's own code)."""
+    from scrapvision.api import load_engine
+    from scrapvision.checkpoint import model_payload, save_checkpoint
+
+    checkpoint = Path(tempfile.mkdtemp()) / f"{task.name}.pt"
+    save_checkpoint(model_payload(task, model), checkpoint)
+    engine = load_engine(task.name, checkpoint, engine="auto")[1]
+    return {"OnnxEngine": "onnx", "OpenVinoEngine": "openvino"}.get(type(engine).__name__, "tuned")
+
+
+def measure_round_robin(head: str, batches: list[int], seconds: float, threads: int, rounds: int) -> list[dict]:
+    """Throughput of every engine in one process, interleaved: each round times every engine for
     ``seconds / rounds``, starting from a different engine each round; the median round counts. Machine
     drift then hits all engines alike, which separate sequential runs do not."""
-    task, model, inputs = _setup(head, batch, threads)
-    runners = {e: build_runner(task, model, e, inputs, threads) for e in ENGINES}
-    for runner, context, x in runners.values():
-        _rate(runner, context, x, 0.0)  # warm-up (allocations, ORT graph optimisation)
-    rates: dict[str, list[float]] = {e: [] for e in ENGINES}
-    for r in range(rounds):
-        for engine in ENGINES[r % 3:] + ENGINES[:r % 3]:
-            rates[engine].append(_rate(*runners[engine], seconds / rounds))
-    return [{"head": head, "engine": e, "batch": inputs[0].shape[0], "input_shape": list(inputs[0].shape),
-             "items_per_s": statistics.median(rates[e]), "rounds_items_per_s": rates[e]} for e in ENGINES]
+    task, model, _ = _setup(head, 1, threads)
+    graphs: dict = {}
+    rows, auto = [], auto_choice(task, model)
+    for batch in batches:
+        inputs = _inputs(task.example_input(batch))
+        flops = gflop_per_item(model, inputs)
+        runners = {e: build_runner(task, model, e, inputs, threads, graphs) for e in ENGINES}
+        for runner, context, x in runners.values():
+            _rate(runner, context, x, 0.0)  # warm-up (allocations, graph optimisation)
+        rates: dict[str, list[float]] = {e: [] for e in ENGINES}
+        for r in range(rounds):
+            shift = r % len(ENGINES)
+            for engine in ENGINES[shift:] + ENGINES[:shift]:
+                rates[engine].append(_rate(*runners[engine], seconds / rounds))
+        rows += [{"head": head, "engine": e, "batch": batch, "input_shape": list(inputs[0].shape), "auto": auto,
+                  "gflop_per_item": flops, "items_per_s": statistics.median(rates[e]), "rounds_items_per_s": rates[e]}
+                 for e in ENGINES]
+    return rows
 
 
 def peak_rss_one(head: str, engine: str, batch: int, threads: int) -> dict:
     """Peak resident memory of one engine alone (a fresh process, so the figure is that engine's)."""
     task, model, inputs = _setup(head, batch, threads)
-    runner, context, x = build_runner(task, model, engine, inputs, threads)
-    if engine == "onnx":
+    runner, context, x = build_runner(task, model, engine, inputs, threads, {})
+    if engine not in ("eager", "tuned", "bf16"):
         del model
     _rate(runner, context, x, 1.0)
     return {"head": head, "engine": engine, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def peak_gflops(threads: int, size: int = 4096, repeats: int = 5) -> float:
+    """This machine's fp32 limit as torch reaches it: the best of ``repeats`` large matmuls."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def all_heads() -> list[str]:
@@ -106,101 +179,69 @@ def all_heads() -> list[str]:
     return TASKS.names()
 
 
+def _child(args: list[str]) -> tuple[object, str]:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", nargs="*")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per (head, engine)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per (head, engine, batch)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per head (median counts)")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per head and batch (median counts)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of speed.json / speed.md")
     parser.add_argument("--one", nargs=2, metavar=("HEAD", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--rr", metavar="HEAD", help=argparse.SUPPRESS)
     parser.add_argument("--rerender", action="store_true", help="rewrite speed.md from speed.json, measuring nothing")
     args = parser.parse_args()
     if args.rerender:
-        rerender()
+        record = json.loads((args.results / "speed.json").read_text())
+        (args.results / "speed.md").write_text(render(record, record.get("argv", "")))
         return
     if args.one:
-        print(json.dumps(peak_rss_one(*args.one, args.batch, args.threads)))
+        print(json.dumps(peak_rss_one(*args.one, max(args.batch), args.threads)))
         return
     if args.rr:
         print(json.dumps(measure_round_robin(args.rr, args.batch, args.seconds, args.threads, args.rounds)))
         return
     heads = args.heads or all_heads()
-    import torch
     from bench_env import machine  # here, not at the top: the timed child processes must not import it
 
-    torch.set_num_threads(args.threads)  # what the children run with, for the record
     start, host = time.time(), machine()
-    results = []
-    common = ["--batch", str(args.batch), "--seconds", str(args.seconds), "--threads", str(args.threads),
-              "--rounds", str(args.rounds)]
+    peak = peak_gflops(args.threads)
+    print(f"peak fp32 matmul: {peak:.1f} GFLOP/s on {args.threads} threads", file=sys.stderr)
+    results, common = [], ["--seconds", str(args.seconds), "--threads", str(args.threads), "--rounds", str(args.rounds),
+                           "--batch", *map(str, args.batch)]
     for head in heads:
-        proc = subprocess.run([sys.executable, __file__, "--rr", head, *common], capture_output=True, text=True)
-        if proc.returncode != 0:
-            error = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+        rows, error = _child(["--rr", head, *common])
+        if rows is None:
             results += [{"head": head, "engine": e, "error": error} for e in ENGINES]
             print(f"{head:14s} FAILED: {error[:200]}", file=sys.stderr)
             continue
-        rows = {r["engine"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
         for engine in ENGINES:
-            rss = subprocess.run([sys.executable, __file__, "--one", head, engine, *common], capture_output=True, text=True)
-            row = rows[engine]
-            row["peak_rss_mib"] = json.loads(rss.stdout.strip().splitlines()[-1])["peak_rss_mib"] if rss.returncode == 0 else float("nan")
-            results.append(row)
-            print(f"{head:14s} {engine:6s} {row['items_per_s']:8.2f} items/s  peak {row['peak_rss_mib']:.0f} MiB",
-                  file=sys.stderr)
+            rss, _ = _child(["--one", head, engine, *common])
+            for row in (r for r in rows if r["engine"] == engine):
+                row["peak_rss_mib"] = rss["peak_rss_mib"] if rss else float("nan")
+                print(f"{head:14s} {engine:8s} batch {row['batch']}: {row['items_per_s']:8.2f} items/s", file=sys.stderr)
+        results += rows
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]),
-              "machine": host,
-              "batch": args.batch, "threads": args.threads, "seconds_per_head_and_engine": args.seconds, "rounds": args.rounds,
+              "machine": host, "batches": args.batch, "threads": args.threads, "peak_gflops": peak,
+              "seconds_per_head_and_engine": args.seconds, "rounds": args.rounds,
               "wall_s": round(time.time() - start, 1), "results": results}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(record, indent=2))
-    (RESULTS / "speed.md").write_text(render(record, " ".join(sys.argv[1:])))
-    print(render(record, " ".join(sys.argv[1:])))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "speed.json").write_text(json.dumps(record, indent=2))
+    (args.results / "speed.md").write_text(render(record, record["argv"]))
+    print(render(record, record["argv"]))
 
 
 def render(record: dict, argv: str) -> str:
-    by = {(r["head"], r["engine"]): r for r in record["results"]}
-    heads = sorted({r["head"] for r in record["results"]})
-    lines = [
-        "### Inference speed per head (random weights, CPU-recipe input size)",
-        "",
-        f"Throughput: the three engines of a head timed in one process, interleaved over {record.get('rounds', 1)} "
-        "rounds, median round; peak RSS: each engine alone in a fresh process.",
-        "",
-        f"`python benchmarks/speed.py {argv}`".replace(" `", "`") + f" on {record['machine']}, {record['date']}, "
-        f"batch {record['batch']}, {record['threads']} threads"
-        + (f", load average {record['load_avg_at_start']} at start" if "load_avg_at_start" in record else "")
-        + f", wall {record['wall_s']} s.",
-        "",
-        "| head | input | eager items/s | tuned items/s | ONNX Runtime items/s | tuned / eager | ONNX / eager | peak RSS eager / tuned / ONNX (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for head in heads:
-        rows = [by.get((head, e), {}) for e in ENGINES]
-        if any("items_per_s" not in r for r in rows):
-            errors = "; ".join(f"{e}: {r.get('error', 'missing')}" for e, r in zip(ENGINES, rows) if "items_per_s" not in r)
-            lines.append(f"| {head} | | | | | | | failed: {errors} |")
-            continue
-        eager, tuned, ort = (r["items_per_s"] for r in rows)
-        shape = "x".join(str(s) for s in rows[0]["input_shape"])
-        lines.append(f"| {head} | {shape} | {eager:.2f} | {tuned:.2f} | {ort:.2f} | {tuned / eager:.2f}x | "
-                     f"{ort / eager:.2f}x | " + " / ".join(f"{r['peak_rss_mib']:.0f}" for r in rows) + " |")
-    lines += ["", "Goal: the default engine at least 1.5x naive eager. Ratios below 1.5x are misses and are "
-              "reported as measured."]
-    for engine, label in (("tuned", "Default engine (`--engine torch`: inference_mode, channels_last for conv models)"),
-                          ("onnx", "ONNX Runtime (`--engine onnx`)")):
-        misses = [h for h in heads if "items_per_s" in by.get((h, engine), {}) and "items_per_s" in by.get((h, "eager"), {})
-                  and by[(h, engine)]["items_per_s"] < 1.5 * by[(h, "eager")]["items_per_s"]]
-        lines.append(f"- {label}: below 1.5x on {', '.join(misses) if misses else 'no head'}.")
-    return "\n".join(lines) + "\n"
+    from speed_render import render_tables
 
-
-def rerender() -> None:
-    """Rewrite speed.md from speed.json without measuring again."""
-    record = json.loads((RESULTS / "speed.json").read_text())
-    (RESULTS / "speed.md").write_text(render(record, record.get("argv", "")))
+    return render_tables(record, argv, ENGINES, LABELS)
 
 
 if __name__ == "__main__":

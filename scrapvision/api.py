@@ -120,78 +120,48 @@ def inference_layout(model: nn.Module) -> nn.Module:
 
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
                 engine: str = "torch", device: str | torch.device = "cpu", tuned: bool = True,
-                tta: str | None = None) -> tuple[Task, nn.Module]:
-    """The task plus a callable model: PyTorch, or ONNX Runtime for ``engine="onnx"`` / a ``.onnx`` file.
+                tta: str | None = None, precision: str = "fp32") -> tuple[Task, nn.Module]:
+    """The task plus a callable model: ``torch``, ``onnx`` (ONNX Runtime), ``openvino``, or on ``auto`` the
+    one :func:`scrapvision.engines.auto_engine` picks on CPU (torch on CUDA).
 
-    With ``engine="onnx"`` and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
+    With an exported engine and a ``.pt`` checkpoint, ``CKPT.onnx`` is exported next to it when missing,
     older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
+    A ``.onnx`` checkpoint (``scrapvision export``, fp32 or int8) runs on OpenVINO with ``engine="openvino"``,
+    else on ONNX Runtime. ``precision="bf16"``: torch under bfloat16 autocast (``auto`` then means torch), or
+    OpenVINO with bf16 inference.
     """
-    from .export import OnnxEngine, read_onnx_metadata
+    from .engines import auto_engine, bf16_autocast, cached_onnx, open_engine
 
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "last.pt"
     if checkpoint.suffix == ".onnx":
-        meta = read_onnx_metadata(checkpoint)
-        if meta["task"] != name:
-            raise CheckpointError(f"ONNX model {checkpoint}: was exported for task {meta['task']!r}, not {name!r}")
-        base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
-        task = _tuned_task(name, checkpoint, base, meta["extras"], overrides, data, tuned, tta)
-        return task, OnnxEngine(checkpoint)
+        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta, precision)
     task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=tuned, tta=tta)
-    if engine == "auto":
-        return task, _auto_engine(task, model, checkpoint, device)
+    if precision == "bf16" and engine in ("auto", "torch"):
+        return task, bf16_autocast(inference_layout(model))
+    if engine == "auto" and torch.device(device).type == "cpu":
+        return task, auto_engine(task, model, checkpoint) or inference_layout(model)
+    if engine in ("onnx", "openvino"):
+        return task, open_engine(engine, cached_onnx(task, model, checkpoint), precision)
+    return task, inference_layout(model)
+
+
+def _load_exported(name: str, path: Path, overrides: Sequence[str], data: str | Path | None, engine: str,
+                   tuned: bool, tta: str | None, precision: str) -> tuple[Task, nn.Module]:
+    from .engines import installed, open_engine
+    from .export import read_onnx_metadata
+
     if engine == "torch":
-        return task, inference_layout(model)
-    return task, OnnxEngine(_cached_onnx(task, model, checkpoint))
-
-
-def _cached_onnx(task: Task, model: nn.Module, checkpoint: Path) -> Path:
-    """``CKPT.onnx`` next to the checkpoint, exported when missing, older than it or with other dynamic axes."""
-    from .export import export_onnx, read_onnx_metadata
-
-    onnx_path = checkpoint.with_suffix(".onnx")
-    if (not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime
-            or read_onnx_metadata(onnx_path)["axes"] != task.export_dynamic_axes()):
-        export_onnx(task, model.cpu(), onnx_path)
-    return onnx_path
-
-
-#: largest |ONNX - torch| accepted by ``--engine auto`` on the head's example input (fp32 engines agree to ~1e-5)
-PARITY_ATOL = 1e-3
-
-
-def _auto_engine(task: Task, model: nn.Module, checkpoint: Path, device: str | torch.device) -> nn.Module:
-    """ONNX Runtime on CPU when it exports and agrees with torch within PARITY_ATOL; torch otherwise (always
-    on CUDA), with one line on stderr that says why."""
-    import importlib.util
-    import sys
-
-    from .export import OnnxEngine, flatten_outputs
-
-    torch_model = inference_layout(model)
-    if torch.device(device).type != "cpu":
-        return torch_model
-    if importlib.util.find_spec("onnxruntime") is None:
-        print("scrapvision: engine auto: onnxruntime is not installed, using torch", file=sys.stderr)
-        return torch_model
-    try:
-        engine = OnnxEngine(_cached_onnx(task, model, checkpoint))
-        generator = torch.Generator().manual_seed(0)
-        example = task.example_input(2)
-        example = tuple(torch.rand(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point() else t
-                        for t in (example if isinstance(example, tuple) else (example,)))
-        with torch.no_grad():
-            expected, got = flatten_outputs(model(*example)), flatten_outputs(engine(*example))
-        gap = max(float((e.float() - g.float()).abs().max()) for e, g in zip(expected, got))
-    except (ScrapvisionError, ImportError) as exc:  # export, load or run failed, or onnx is missing
-        print(f"scrapvision: engine auto: {first_line(exc)}; using torch", file=sys.stderr)
-        return torch_model
-    if gap > PARITY_ATOL:
-        print(f"scrapvision: engine auto: ONNX differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example "
-              "input, using torch", file=sys.stderr)
-        return torch_model
-    return engine
+        raise ScrapvisionError(f"--engine torch: {path} is an exported graph; give the .pt checkpoint it came from")
+    meta = read_onnx_metadata(path)
+    if meta["task"] != name:
+        raise CheckpointError(f"ONNX model {path}: was exported for task {meta['task']!r}, not {name!r}")
+    base = get_task_class(name).upgrade_checkpoint({"config": meta["config"]})["config"]
+    task = _tuned_task(name, path, base, meta["extras"], overrides, data, tuned, tta)
+    if engine == "auto":
+        engine = "onnx" if precision == "fp32" and (installed("onnx") or not installed("openvino")) else "openvino"
+    return task, open_engine(engine, path, precision)
 
 
 def eval_loader(task: Task, batch_size: int | None = None) -> DataLoader:

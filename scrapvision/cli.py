@@ -71,7 +71,7 @@ def _load(args: argparse.Namespace):
 
     tuned = not args.untuned
     loaded = load_engine(args.task, args.checkpoint, args.overrides, args.data, engine=args.engine,
-                         device=args.device, tuned=tuned, tta=args.tta)
+                         device=args.device, tuned=tuned, tta=args.tta, precision=args.precision)
     if tuned and tuned_path(args.checkpoint).is_file():
         print(f"scrapvision: post-processing tuned on validation: {tuned_path(args.checkpoint)} "
               "(--untuned ignores it)", file=sys.stderr)
@@ -82,8 +82,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     from .api import load_trained
     from .export import export_onnx
 
-    task, model = load_trained(args.task, args.checkpoint, args.overrides)
-    print(f"wrote {export_onnx(task, model, args.out, opset=args.opset, exporter=args.exporter)}")
+    if args.calibrate < 1:
+        raise ScrapvisionError(f"--calibrate {args.calibrate}: needs at least one training item")
+    task, model = load_trained(args.task, args.checkpoint, args.overrides, args.data)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    print(f"wrote {export_onnx(task, model, out, opset=args.opset, exporter=args.exporter)}")
+    if args.int8:
+        from .quantize import int8_gap, quantize_int8
+
+        int8 = quantize_int8(task, out, args.calibrate)
+        print(f"wrote {int8}\n" + "\n".join(int8_gap(task, out, int8, args.calibrate)))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

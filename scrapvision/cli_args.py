@@ -41,10 +41,16 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
 
 
 def _engine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("torch", "onnx", "auto"), default="torch",
-                   help="torch (default), onnx (ONNX Runtime on CKPT.onnx, exported next to CKPT when missing; "
-                   "--checkpoint may also name a .onnx file from `scrapvision export`) or auto (onnx on CPU when "
-                   "it agrees with torch within 1e-3 on the head's example input, else torch with a line saying why)")
+    p.add_argument("--engine", choices=("auto", "torch", "onnx", "openvino"), default="auto",
+                   help="auto (default): on CPU, ONNX Runtime or OpenVINO (whichever is installed, agrees with torch "
+                   "within 1e-3 on the head's example input and is faster on it) on CKPT.onnx, exported next to CKPT "
+                   "on first use; else torch, with a line saying why; on CUDA, torch. torch, onnx (ONNX Runtime) or "
+                   "openvino (pip install scrapvision[openvino]) force one. --checkpoint may also name a .onnx file "
+                   "from `scrapvision export`")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 arithmetic (fast on CPUs with avx512_bf16 / AMX; outputs differ from fp32 "
+                   "by up to a few %% of their range): torch under autocast (what --engine auto then runs), or "
+                   "OpenVINO's bf16 mode with --engine openvino")
 
 
 def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:
@@ -132,14 +138,22 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     _engine(p)
     _inference(p)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside)",
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch, metadata inside), optionally int8",
                        formatter_class=fmt,
-                       epilog=f"example:\n  scrapvision export --task {t} --checkpoint best.pt --out {t}.onnx\n"
-                       f"  scrapvision predict --task {t} --checkpoint {t}.onnx --engine onnx --input DIR --out preds/")
+                       epilog=f"examples:\n  scrapvision export --task {t} --checkpoint best.pt --out {t}.onnx\n"
+                       f"  scrapvision predict --task {t} --checkpoint {t}.onnx --input DIR --out preds/\n"
+                       f"  scrapvision export --task {t} --checkpoint best.pt --int8 --calibrate 64   # best.int8.onnx\n"
+                       f"  scrapvision eval --task {t} --checkpoint best.int8.onnx --data DIR")
     p.add_argument("--task", required=True)
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
     p.add_argument("--format", choices=("onnx",), default="onnx")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", metavar="FILE", help="the fp32 graph (default: CKPT with .onnx); --int8 writes X.int8.onnx beside an X.onnx")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8 graph: post-training static quantisation (ONNX Runtime, QDQ, per-channel "
+                   "weights) calibrated on --calibrate training items; prints how far its outputs are from fp32")
+    p.add_argument("--calibrate", type=int, default=64, metavar="N",
+                   help="training items whose activation ranges set the int8 scales (default 64; with --int8)")
+    p.add_argument("--data", metavar="DIR", help="with --int8: the dataset to calibrate on (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                    help="torch.onnx exporter: torchscript (default; fast) or dynamo (torch.export)")

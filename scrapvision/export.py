@@ -1,10 +1,9 @@
-"""ONNX export and an ONNX Runtime engine that stands in for the PyTorch model in eval and predict.
+"""ONNX export: the graph the ONNX Runtime and OpenVINO engines (:mod:`scrapvision.engines`) run.
 
 The exported file carries the task name, the config and the task extras as ONNX metadata, so
 ``scrapvision predict --checkpoint model.onnx`` needs nothing else. The input axes a task names in
 ``Task.export_dynamic_axes`` (the batch; canet's photos per sample) stay dynamic, and so do the output axes
-that follow them. The engine takes and returns torch
-tensors, so a head's ``evaluate`` and ``predict_batch`` run unchanged on either engine.
+that follow them.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -154,39 +152,3 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     return {"task": meta[META_TASK], "config": json.loads(meta[META_CONFIG]),
             "extras": json.loads(meta.get(META_EXTRAS, "{}")), "outputs": meta.get(META_OUTPUTS, "tuple"),
             "axes": None if axes is None else {int(k): v for k, v in axes.items()}}
-
-
-class OnnxEngine(nn.Module):
-    """Calls an ONNX Runtime session like the PyTorch model: torch tensors in, the same structure out
-    (tensor, tuple or dict) as the model's forward, so heads run unchanged on either engine."""
-
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        self.structure = read_onnx_metadata(path)["outputs"]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.providers(ort))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({first_line(exc, 200)})") from None
-        self.path = Path(path)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    @staticmethod
-    def providers(ort: Any) -> Sequence[str]:
-        available = ort.get_available_providers()
-        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-    def forward(self, *inputs: torch.Tensor) -> Any:
-        feeds = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(self.input_names, inputs)}
-        try:
-            outputs = self.session.run(None, feeds)
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own pybind types; say what did not fit
-            given = ", ".join(f"{name} {list(array.shape)}" for name, array in feeds.items())
-            takes = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
-            raise ScrapvisionError(f"ONNX model {self.path}: cannot run on {given} (it takes {takes}; re-export "
-                                   f"it with `scrapvision export` if it predates this version): {first_line(exc)}") from None
-        return restore_outputs([torch.from_numpy(o) for o in outputs], self.structure)

@@ -143,6 +143,16 @@ class Task:
         """A model input of the recipe's shape, for export, speed benchmarks and tests."""
         raise ScrapvisionError(f"task {self.name!r} does not provide an example input")
 
+    def model_input(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """The model's forward arguments in a collated training batch (int8 calibration feeds them to the
+        exported graph). Default: ``(batch["image"],)``."""
+        return (batch["image"],)
+
+    def torch_only(self) -> str:
+        """Why this config runs only on the PyTorch engine ('' when the exported graph is the whole model):
+        ``--engine auto`` then uses torch and prints this. Default: ''."""
+        return ""
+
     def export_dynamic_axes(self) -> dict[int, str]:
         """Axes of every model input whose size may differ at inference (axis -> name). ONNX export keeps
         them dynamic and fixes every other axis to the size :meth:`example_input` has. Default: the batch."""

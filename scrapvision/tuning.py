@@ -29,9 +29,12 @@ SUFFIX = ".tuned.yaml"
 
 
 def tuned_path(checkpoint: str | Path) -> Path:
-    """``runs/x/best.pt`` -> ``runs/x/best.tuned.yaml`` (``best.onnx`` shares it)."""
+    """``runs/x/best.pt`` -> ``runs/x/best.tuned.yaml`` (``best.onnx`` and ``best.int8.onnx`` share it)."""
     checkpoint = Path(checkpoint)
-    return (checkpoint / "last.pt" if checkpoint.is_dir() else checkpoint).with_suffix(SUFFIX)
+    path = checkpoint / "last.pt" if checkpoint.is_dir() else checkpoint
+    if path.name.endswith(".int8.onnx"):
+        path = path.with_name(path.name.removesuffix(".int8.onnx") + ".onnx")
+    return path.with_suffix(SUFFIX)
 
 
 def file_sha256(path: str | Path) -> str:

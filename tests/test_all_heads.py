@@ -18,7 +18,8 @@ from scrapvision import TASKS
 from scrapvision.api import evaluate, train
 from scrapvision.checkpoint import load_checkpoint, save_checkpoint
 from scrapvision.cli import main
-from scrapvision.export import OnnxEngine, export_onnx
+from scrapvision.engines import OnnxEngine
+from scrapvision.export import export_onnx
 from scrapvision.heads import load_all
 from scrapvision.trainer import TrainingDiverged
 

@@ -158,7 +158,8 @@ def test_predict_writes_masks_overlays_and_csv(trained, tmp_path):
 
 
 def test_onnx_export_matches_torch(trained, tmp_path):
-    from scrapvision.export import OnnxEngine, export_onnx
+    from scrapvision.engines import OnnxEngine
+    from scrapvision.export import export_onnx
 
     task, result = trained
     model = task.build_model().eval()

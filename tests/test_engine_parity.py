@@ -16,7 +16,8 @@ import torch
 from conftest import one_line_error, write_photos
 from scrapvision import TASKS
 from scrapvision.cli import main
-from scrapvision.export import OnnxEngine, export_onnx
+from scrapvision.engines import OnnxEngine
+from scrapvision.export import export_onnx
 from scrapvision.heads import load_all
 from scrapvision.heads.canet import CanetTask
 
@@ -129,7 +130,7 @@ def test_graph_with_a_fixed_photo_count_fails_in_one_line_and_a_cached_one_is_re
         assert main(["export", "--task", "canet", "--checkpoint", str(checkpoint),
                      "--out", str(checkpoint.with_suffix(".onnx"))]) == 0
     capsys.readouterr()
-    assert predict("canet", checkpoint.with_suffix(".onnx"), photos, tmp_path / "old") == 2
+    assert predict("canet", checkpoint.with_suffix(".onnx"), photos, tmp_path / "old", engine="auto") == 2
     line = one_line_error(capsys)
     assert "canet.onnx: cannot run on input0 [1, 3, 3," in line and "re-export" in line, line
     assert predict("canet", checkpoint, photos, tmp_path / "cached", engine="onnx") == 0
@@ -137,30 +138,46 @@ def test_graph_with_a_fixed_photo_count_fails_in_one_line_and_a_cached_one_is_re
 
 
 @pytest.mark.parametrize("name", HEADS)
-def test_auto_engine_picks_onnx_runtime_on_cpu_when_it_agrees_with_torch(name, smoke, tmp_path, one_thread, capsys):
+def test_auto_engine_picks_an_exported_engine_on_cpu_when_it_agrees_with_torch(name, smoke, tmp_path, one_thread, capsys):
     from scrapvision.api import load_engine
+    from scrapvision.engines import OpenVinoEngine
 
     _, _, checkpoint = smoke(name)
     local = tmp_path / checkpoint.name  # the cached CKPT.onnx goes next to this copy
     shutil.copy(checkpoint, local)
     _, engine = load_engine(name, local, engine="auto")
-    assert isinstance(engine, OnnxEngine), capsys.readouterr().err
+    assert isinstance(engine, (OnnxEngine, OpenVinoEngine)), capsys.readouterr().err
     assert local.with_suffix(".onnx").is_file() and "engine auto" not in capsys.readouterr().err
 
 
 def test_auto_engine_falls_back_to_torch_in_one_line(smoke, tmp_path, one_thread, capsys, monkeypatch):
     import importlib.util
 
-    from scrapvision import api
+    from scrapvision import api, engines
 
     _, _, checkpoint = smoke("segdec")
     local = tmp_path / checkpoint.name
     shutil.copy(checkpoint, local)
-    monkeypatch.setattr(api, "PARITY_ATOL", -1.0)  # no engine can agree that closely
+    monkeypatch.setattr(engines, "PARITY_ATOL", -1.0)  # no engine can agree that closely
     _, engine = api.load_engine("segdec", local, engine="auto")
     err = capsys.readouterr().err.strip()
-    assert not isinstance(engine, OnnxEngine) and "\n" not in err and "ONNX differs from torch" in err
+    assert isinstance(engine, torch.nn.Module) and not hasattr(engine, "path"), err
+    assert "\n" not in err and "ONNX Runtime differs from torch" in err and err.endswith("using torch"), err
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else find_spec(n, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n in ("onnxruntime", "openvino") else find_spec(n, *a))
     _, engine = api.load_engine("segdec", local, engine="auto")
-    assert not isinstance(engine, OnnxEngine) and "onnxruntime is not installed" in capsys.readouterr().err
+    assert not hasattr(engine, "path") and "neither onnxruntime nor openvino is installed" in capsys.readouterr().err
+
+
+def test_auto_engine_runs_a_few_shot_clip_anomaly_on_torch_and_says_why(smoke, tmp_path, one_thread, capsys):
+    """The few-shot memory bank is filled on the torch model after loading, outside any exported graph."""
+    from scrapvision.api import evaluate, load_engine
+
+    _, _, checkpoint = smoke("clip_anomaly")
+    local = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, local)
+    task, engine = load_engine("clip_anomaly", local, ["model.mode=few_shot", "few_shot.k=2"], engine="auto")
+    err = capsys.readouterr().err.strip()
+    assert not isinstance(engine, OnnxEngine) and "\n" not in err and "few_shot" in err, err
+    assert "pixel_ap" in " ".join(evaluate(task, engine))

@@ -12,7 +12,8 @@ import torch
 from scrapvision.api import evaluate, load_engine, load_trained, train
 from scrapvision.cli import main
 from scrapvision.data.synthetic.steel_strip import write_kaggle_layout
-from scrapvision.export import OnnxEngine, export_onnx, read_onnx_metadata
+from scrapvision.engines import OnnxEngine
+from scrapvision.export import export_onnx, read_onnx_metadata
 from scrapvision.heads.severstal import SeverstalTask
 
 TINY = [

@@ -183,6 +183,9 @@ class CanetTask(Task):
             upgraded["model"] = state
         return upgraded
 
+    def model_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        return (batch["images"],)
+
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         size = self.cfg.model.img_size
         return torch.rand(batch_size, self.cfg.data.images_per_sample, 3, size, size)

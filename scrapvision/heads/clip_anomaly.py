@@ -284,6 +284,9 @@ class ClipAnomalyTask(Task):
         if extras.get("class_names") and not self.cfg.model.class_names:
             self._class_names = tuple(extras["class_names"])
 
+    def torch_only(self) -> str:
+        return "model.mode=few_shot keeps its memory bank outside the exported graph" if self.cfg.model.mode == "few_shot" else ""
+
     # ----------------------------------------------------------------- training and evaluation
     def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         if self.cfg.model.mode != "supervised":
@@ -297,7 +300,7 @@ class ClipAnomalyTask(Task):
         if self.cfg.model.mode != "few_shot":
             return
         if not isinstance(model, ClipAnomalySegmenter):
-            raise ScrapvisionError("model.mode=few_shot needs the PyTorch engine (the memory bank is not exported)")
+            raise ScrapvisionError(f"{self.torch_only()}: it needs --engine torch")
         few_shot_cfg = self.cfg.few_shot
         images, masks = reference_batch(self._datasets()[0], few_shot_cfg.k, few_shot_cfg.references == "normal")
         if tuple(images.shape[-2:]) != tuple(self.cfg.model.image_size):  # tiled: the bank holds every tile

@@ -191,6 +191,9 @@ class PretrainTask(Task):
         return [save_grid(rows, titles, out / "worst_pairs.png", ("view 1", "view 2"),
                           "least similar embeddings of two views of one image first")]
 
+    def model_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        return (batch["view1"],)
+
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         size = self.cfg.data.crop_size
         return torch.randn(batch_size, 3, size, size)

@@ -1,0 +1,258 @@
+"""Inference engines behind :func:`scrapvision.api.load_engine`, and the rule ``--engine auto`` follows.
+
+Every engine takes and returns torch tensors in the structure of the model's forward (tensor, tuple or
+dict), so a head's ``evaluate`` and ``predict_batch`` run unchanged on any of them. ONNX Runtime and
+OpenVINO both run the graph :func:`scrapvision.export.export_onnx` writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write
+from .errors import CheckpointError, ScrapvisionError, first_line
+from .export import export_onnx, flatten_outputs, read_onnx_metadata, restore_outputs
+from .task import Task
+
+#: largest |engine - torch| accepted by ``--engine auto`` on the head's example input (fp32 engines agree to ~1e-5)
+PARITY_ATOL = 1e-3
+
+
+class OnnxEngine(nn.Module):
+    """Calls an ONNX Runtime session like the PyTorch model."""
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.structure = read_onnx_metadata(path)["outputs"]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self.providers(ort))
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"ONNX model {path}: cannot be loaded ({first_line(exc, 200)})") from None
+        self.path = Path(path)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @staticmethod
+    def providers(ort: Any) -> Sequence[str]:
+        available = ort.get_available_providers()
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        feeds = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(self.input_names, inputs)}
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own pybind types; say what did not fit
+            takes = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
+            raise _run_error(self.path, list(feeds.values()), takes, exc) from None
+        return restore_outputs([torch.from_numpy(o) for o in outputs], self.structure)
+
+
+def _run_error(path: Path, feeds: Sequence[np.ndarray], takes: str, exc: Exception) -> ScrapvisionError:
+    given = ", ".join(f"input{i} {list(array.shape)}" for i, array in enumerate(feeds))
+    return ScrapvisionError(f"ONNX model {path}: cannot run on {given} (it takes {takes}; re-export it with "
+                            f"`scrapvision export` if it predates this version): {first_line(exc)}")
+
+
+class OpenVinoEngine(nn.Module):
+    """Calls OpenVINO's CPU plugin on the exported ONNX graph like the PyTorch model. Compiled in fp32: on a
+    CPU with bf16 units the plugin's default precision is bf16, which would not be the model torch runs."""
+
+    def __init__(self, path: str | Path, threads: int = 0, precision: str = "fp32") -> None:
+        super().__init__()
+        import openvino as ov
+
+        self.structure = read_onnx_metadata(path)["outputs"]
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"ONNX model {path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
+        self.request = self.compiled.create_infer_request()
+        self.path = Path(path)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        feeds = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
+        try:
+            outputs = self.request.infer(feeds).to_tuple()  # copies: the request reuses its buffers
+        except Exception as exc:  # noqa: BLE001
+            takes = ", ".join(f"{i.any_name} {i.partial_shape}" for i in self.compiled.inputs)
+            raise _run_error(self.path, feeds, takes, exc) from None
+        return restore_outputs([torch.from_numpy(np.asarray(o)) for o in outputs], self.structure)
+
+
+#: engine name -> (package, label, extra of setup.cfg that installs it)
+EXPORTED = {"onnx": ("onnxruntime", "ONNX Runtime", "onnx"), "openvino": ("openvino", "OpenVINO", "openvino")}
+
+
+def installed(engine: str) -> bool:
+    return importlib.util.find_spec(EXPORTED[engine][0]) is not None
+
+
+def open_engine(engine: str, path: Path, precision: str = "fp32") -> nn.Module:
+    """The exported ``engine`` on ``path``; one line naming the extra to install when its package is missing."""
+    _, label, extra = EXPORTED[engine]
+    if not installed(engine):
+        raise ScrapvisionError(f"--engine {engine}: {label} is not installed (pip install scrapvision[{extra}])")
+    if precision != "fp32" and engine != "openvino":
+        raise ScrapvisionError(f"--precision {precision}: runs on --engine torch or openvino, not {engine}")
+    return OnnxEngine(path) if engine == "onnx" else OpenVinoEngine(path, precision=precision)
+
+
+def _float32(outputs: Any) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _float32(v) for k, v in outputs.items()}
+    return type(outputs)(_float32(o) for o in outputs) if isinstance(outputs, (tuple, list)) else outputs
+
+
+def bf16_autocast(model: nn.Module) -> nn.Module:
+    """``model`` with its forward under autocast to bfloat16 (``--precision bf16``) and float outputs back in
+    float32, as the heads' post-processing expects. Patched on the instance, so the model keeps its class
+    (clip_anomaly few-shot checks it) and its weights stay fp32."""
+    forward, device = model.forward, next(iter(model.parameters()), torch.empty(0)).device.type
+
+    def forward_bf16(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return _float32(forward(*args, **kwargs))
+
+    model.forward = forward_bf16
+    return model
+
+
+def cached_onnx(task: Task, model: nn.Module, checkpoint: Path) -> Path:
+    """``CKPT.onnx`` next to the checkpoint, exported when missing, older than it or with other dynamic axes."""
+    onnx_path = checkpoint.with_suffix(".onnx")
+    if (not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime
+            or read_onnx_metadata(onnx_path)["axes"] != task.export_dynamic_axes()):
+        export_onnx(task, model.cpu(), onnx_path)
+    return onnx_path
+
+
+def parity_example(task: Task) -> tuple[torch.Tensor, ...]:
+    """The head's example input at batch 2, float inputs filled with seeded noise in [0, 1) (an image's range)."""
+    generator = torch.Generator().manual_seed(0)
+    example = task.example_input(2)
+    return tuple(torch.rand(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point() else t
+                 for t in (example if isinstance(example, tuple) else (example,)))
+
+
+def parity_gap(reference: nn.Module, engine: nn.Module, example: tuple[torch.Tensor, ...]) -> float:
+    """Largest |engine - reference| over every output on ``example``."""
+    with torch.no_grad():
+        expected, got = flatten_outputs(reference(*example)), flatten_outputs(engine(*example))
+    return max(float((e.float() - g.float()).abs().max()) for e, g in zip(expected, got))
+
+
+def _say(message: str) -> None:
+    print(f"scrapvision: engine auto: {message}", file=sys.stderr)
+
+
+def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], budget_s: float = 2.0) -> dict[str, float]:
+    """Median seconds per call of each engine on ``example``, interleaved (one call each per round, 3 to 9
+    rounds within about ``budget_s``), so a busy neighbour slows all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    start = time.perf_counter()
+    with torch.no_grad():
+        for round_ in range(9):
+            if round_ >= 3 and time.perf_counter() - start > budget_s:
+                break
+            for name, engine in engines.items():
+                tick = time.perf_counter()
+                engine(*example)
+                times[name].append(time.perf_counter() - tick)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {EXPORTED[e][0]: version(EXPORTED[e][0]) for e in EXPORTED if installed(e)}
+
+
+def _timing_key(onnx_path: Path) -> dict[str, Any]:
+    return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count()}
+
+
+def remembered_engine(onnx_path: Path) -> str | None:
+    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions and CPU
+    count are still those it was timed with."""
+    try:
+        record = json.loads(onnx_path.with_suffix(".engine.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("engine") if record.get("key") == _timing_key(onnx_path) else None
+
+
+def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path) -> str:
+    """The faster of the engines on the head's example input, timed once per exported graph and cached in
+    ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change)."""
+    remembered = remembered_engine(onnx_path)
+    if remembered in engines:
+        return remembered
+    seconds = _median_call_s(engines, example)
+    choice = min(seconds, key=seconds.get)
+    with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
+        json.dump({"key": _timing_key(onnx_path), "engine": choice, "median_s_per_call": seconds,
+                   "batch": int(example[0].shape[0])}, handle, indent=1)
+    return choice
+
+
+def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | None:
+    """The engine ``--engine auto`` runs on CPU, or None for torch.
+
+    Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
+    when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
+    on that input (batch 2, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
+    not even opened while the remembered one agrees. Torch runs when the task says its model is not all in
+    the graph (:meth:`Task.torch_only`), when neither package is installed, when export fails or when no
+    candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
+    """
+    reason = task.torch_only()
+    candidates = [e for e in EXPORTED if installed(e)]
+    if reason or not candidates:
+        _say(f"{reason or 'neither onnxruntime nor openvino is installed'}; using torch")
+        return None
+    try:
+        path = cached_onnx(task, model, checkpoint)
+    except (ScrapvisionError, ImportError) as exc:  # export failed, or onnx is missing
+        _say(f"{first_line(exc)}; using torch")
+        return None
+    example, agreeing, problems = parity_example(task), {}, []
+    remembered = remembered_engine(path)  # already timed: check it first, and the others only if it disagrees
+    for name in sorted(candidates, key=lambda e: e != remembered):
+        if remembered in agreeing:
+            break
+        label = EXPORTED[name][1]
+        try:
+            engine = open_engine(name, path)
+            gap = parity_gap(model, engine, example)
+        except (ScrapvisionError, ImportError) as exc:
+            problems.append(f"{label}: {first_line(exc)}")
+            continue
+        if gap > PARITY_ATOL:
+            problems.append(f"{label} differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example input")
+            continue
+        agreeing[name] = engine
+    choice = (faster_engine(agreeing, example, path) if len(agreeing) > 1 else next(iter(agreeing))) if agreeing else None
+    if problems:
+        _say(f"{'; '.join(problems)}; using {EXPORTED[choice][1] if choice else 'torch'}")
+    return agreeing[choice] if choice else None

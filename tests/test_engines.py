@@ -1,0 +1,145 @@
+"""The OpenVINO engine and bf16 against torch fp32 on every head, how ``--engine auto`` chooses between
+two exported engines that both agree with torch, and the one line a missing engine package gives."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import one_line_error
+from scrapvision import TASKS, engines
+from scrapvision.api import load_engine
+from scrapvision.cli import main
+from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast, parity_example
+from scrapvision.export import export_onnx, flatten_outputs
+from scrapvision.heads import load_all
+
+load_all()
+HEADS = [name for name in TASKS.names() if name != "toy"]
+#: |OpenVINO - torch| on the smoke models is at most ~8e-6 (fp32 both; summation order differs)
+FP32_ATOL = 1e-4
+#: bf16 keeps 8 significant bits: accepted max |bf16 - fp32| per output, as a fraction of the output's
+#: largest |fp32| value. Measured on the smoke models (torch autocast): segdec 2.9 %, clip_anomaly 0.9 %,
+#: canet 0.6 %, severstal 0.5 %, scrap_cls 0.2 %, pretrain 0.9 %; OpenVINO bf16: segdec 3.6 %, pretrain
+#: 1.0 %, the others at most 0.6 %. This test prints them with -s.
+BF16_FRACTION = 0.05
+
+
+def inputs_of(task, batch: int) -> list[tuple[torch.Tensor, ...]]:
+    """The example input at ``batch``, and once more with each dynamic axis one longer (canet: 3 photos)."""
+    example = task.example_input(batch)
+    example = example if isinstance(example, tuple) else (example,)
+    grown = [tuple(torch.cat([t, t.narrow(axis, 0, 1)], axis) for t in example) for axis in task.export_dynamic_axes()]
+    return [tuple(torch.rand_like(t) for t in x) for x in (example, *grown)]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_openvino_engine_matches_torch(name, smoke, tmp_path, one_thread):
+    pytest.importorskip("openvino")
+    task, model, _ = smoke(name)
+    engine = OpenVinoEngine(export_onnx(task, model, tmp_path / "m.onnx"), threads=1)
+    torch.manual_seed(0)
+    for x in inputs_of(task, 3):
+        with torch.no_grad():
+            expected, got = model(*x), engine(*x)
+        assert type(got) is type(expected)
+        for e, g in zip(flatten_outputs(expected), flatten_outputs(got)):
+            torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
+
+
+def copy_of(smoke, name, tmp_path):
+    _, _, checkpoint = smoke(name)
+    local = tmp_path / checkpoint.name
+    shutil.copy(checkpoint, local)
+    return local
+
+
+def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, one_thread, monkeypatch):
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "segdec", tmp_path)
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 2.0, "openvino": 1.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    record = json.loads(local.with_suffix(".engine.json").read_text())
+    assert record["engine"] == "openvino" and record["median_s_per_call"] == {"onnx": 2.0, "openvino": 1.0}
+
+    def no_timing(found, example):
+        raise AssertionError("timed again although the graph did not change")
+
+    def not_opened(*args, **kwargs):
+        raise AssertionError("ONNX Runtime opened although OpenVINO was remembered as faster and agrees")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engines, "_median_call_s", no_timing)
+        patch.setattr(engines, "OnnxEngine", not_opened)
+        assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    local.touch()  # a newer checkpoint: exported again, so timed again
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
+
+
+@pytest.fixture()
+def no_openvino(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else find_spec(n, *a))
+
+
+def test_missing_openvino_is_one_line_and_auto_quietly_uses_onnx_runtime(smoke, tmp_path, one_thread, capsys,
+                                                                        no_openvino):
+    local = copy_of(smoke, "severstal", tmp_path)
+    assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", "openvino"]) == 2
+    assert "pip install scrapvision[openvino]" in one_line_error(capsys)
+    assert isinstance(load_engine("severstal", local, engine="auto")[1], OnnxEngine)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_eval_on_openvino_scores_as_torch_and_torch_refuses_an_onnx_file(smoke, tmp_path, one_thread, capsys):
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "severstal", tmp_path)
+    scores = {}
+    for engine in ("torch", "openvino"):
+        out = tmp_path / f"{engine}.json"
+        assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", engine, "--out", str(out)]) == 0
+        scores[engine] = json.loads(out.read_text())
+    assert scores["openvino"] == pytest.approx(scores["torch"], abs=1e-4)
+    capsys.readouterr()
+    assert main(["eval", "--task", "severstal", "--checkpoint", str(local.with_suffix(".onnx")), "--engine", "torch"]) == 2
+    assert "is an exported graph" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+@pytest.mark.parametrize("name", HEADS)
+def test_bf16_stays_within_a_stated_fraction_of_fp32(name, engine, smoke, tmp_path, one_thread):
+    task, model, _ = smoke(name)
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+        bf16 = OpenVinoEngine(export_onnx(task, model, tmp_path / "m.onnx"), threads=1, precision="bf16")
+    else:
+        bf16 = bf16_autocast(copy.deepcopy(model))
+    example = parity_example(task)
+    with torch.no_grad():
+        pairs = list(zip(flatten_outputs(model(*example)), flatten_outputs(bf16(*example))))
+    fractions = [float((g - e).abs().max() / e.abs().max()) for e, g in pairs]
+    print(f"{name} {engine} bf16: max |bf16 - fp32| / max |fp32| per output: {[f'{f:.2%}' for f in fractions]}")
+    assert all(g.dtype == e.dtype for e, g in pairs)  # back in fp32 for the heads' post-processing
+    assert max(fractions) <= BF16_FRACTION
+    assert max(fractions) > 0  # it did compute in bf16
+
+
+def test_cli_precision_bf16_evaluates_and_is_refused_on_onnx_runtime(smoke, tmp_path, one_thread, capsys):
+    local = copy_of(smoke, "severstal", tmp_path)
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.json"
+        assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", "torch",
+                     "--precision", precision, "--out", str(out)]) == 0
+        scores[precision] = json.loads(out.read_text())
+    assert scores["bf16"]["images"] == scores["fp32"]["images"]
+    assert scores["bf16"]["dice"] == pytest.approx(scores["fp32"]["dice"], abs=0.05)
+    capsys.readouterr()
+    assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", "onnx", "--precision", "bf16"]) == 2
+    assert "--precision bf16: runs on --engine torch or openvino" in one_line_error(capsys)
