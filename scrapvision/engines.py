@@ -210,9 +210,12 @@ def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ..
         return remembered
     seconds = _median_call_s(engines, example)
     choice = min(seconds, key=seconds.get)
-    with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
-        json.dump({"key": _timing_key(onnx_path), "engine": choice, "median_s_per_call": seconds,
-                   "batch": int(example[0].shape[0])}, handle, indent=1)
+    try:
+        with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
+            json.dump({"key": _timing_key(onnx_path), "engine": choice, "median_s_per_call": seconds,
+                       "batch": int(example[0].shape[0])}, handle, indent=1)
+    except OSError:  # a read-only run folder (the graph was exported earlier): choose again next time
+        pass
     return choice
 
 

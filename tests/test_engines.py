@@ -82,6 +82,20 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
 
 
+def test_auto_in_a_read_only_run_folder_chooses_without_remembering(smoke, tmp_path, one_thread, monkeypatch):
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "segdec", tmp_path)
+    load_engine("segdec", local, engine="onnx")  # the graph exported earlier, then the folder became read-only
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(local.with_suffix(".engine.json")))
+
+    monkeypatch.setattr(engines, "atomic_write", read_only)  # root ignores chmod, so the write itself fails
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
+    assert not local.with_suffix(".engine.json").exists()
+
+
 @pytest.fixture()
 def no_openvino(monkeypatch):
     find_spec = importlib.util.find_spec
