@@ -18,7 +18,8 @@ Defaults are the CPU recipe: a 0.5 M-parameter ViT (``scrap-vit-tiny``, 128 px, 
 scratch on the built-in synthetic scrap scenes. ``tasks/clip_anomaly-paper.yaml`` is the paper scale.
 Images larger than the ViT input (``data.resolution`` above ``model.image_size``) are tiled: training on
 crops, inference by overlapping tiles stitched back at the working size (:mod:`.clip_anomaly_parts.tiles`);
-the KolektorSDD recipe of ``benchmarks/clip_anomaly_kolektor.py`` is 128x104 tiles of the image at 512x208.
+the KolektorSDD recipe (``tasks/clip_anomaly-kolektor.yaml``, run by ``benchmarks/clip_anomaly_kolektor.py``)
+is 128x104 tiles of the image at 512x208, dilated training masks, and best.pt by validation pixel AP.
 """
 
 from __future__ import annotations
