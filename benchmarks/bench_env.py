@@ -42,9 +42,10 @@ def forward_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5, warm
     return x.shape[0] * repeats / (time.perf_counter() - start)
 
 
-def train_final(task: Any, run_dir: Path) -> tuple[torch.nn.Module, float]:
+def train_final(task: Any, run_dir: Path, checkpoint: str = "last.pt") -> tuple[torch.nn.Module, float]:
     """Train ``task`` with the one Trainer, then reload its final epoch's weights (so held-out data never picks
-    a checkpoint); returns the model in eval mode and the training seconds."""
+    a checkpoint), or ``best.pt``, the one the task's monitor chose on the validation split; returns the model
+    in eval mode and the training seconds."""
     from scrapvision.checkpoint import load_checkpoint
     from scrapvision.trainer import Trainer
 
@@ -52,7 +53,7 @@ def train_final(task: Any, run_dir: Path) -> tuple[torch.nn.Module, float]:
     Trainer(task, run_dir=run_dir).fit()
     train_s = time.time() - start
     model = task.build_model()
-    model.load_state_dict(load_checkpoint(run_dir / "last.pt", task=task.name)["model"])
+    model.load_state_dict(load_checkpoint(run_dir / checkpoint, task=task.name)["model"])
     return model.eval(), train_s
 
 

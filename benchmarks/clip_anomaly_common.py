@@ -28,10 +28,12 @@ def make_task(overrides: list[str]) -> ClipAnomalyTask:
     return ClipAnomalyTask(load_config(ClipAnomalyConfig, None, overrides))
 
 
-def train_last(overrides: list[str], run_dir: Path) -> tuple[ClipAnomalyTask, torch.nn.Module, float]:
-    """Train, then reload the final epoch's weights (held-out data never picks a checkpoint)."""
+def train_last(overrides: list[str], run_dir: Path, checkpoint: str = "last.pt"
+               ) -> tuple[ClipAnomalyTask, torch.nn.Module, float]:
+    """Train, then reload the final epoch's weights, or ``best.pt`` (chosen on the validation split by
+    ``monitor``): held-out data never picks a checkpoint."""
     task = make_task(overrides)
-    model, train_s = train_final(task, run_dir)
+    model, train_s = train_final(task, run_dir, checkpoint)
     return task, model, train_s
 
 

@@ -6,13 +6,15 @@
     python benchmarks/clip_anomaly_kolektor.py --quick           # fold 0, 1 epoch (smoke run)
 
 Same folds as the segdec benchmark (``kolektor_folds(items, 3, seed 0)`` by kosNN item, duplicated items
-kept together), validation carved from the training folds as segdec does. ``--resolution H,W`` larger than the
-model input ``--height x --width`` is the tiled recipe: training on crops of the image at that working size,
-inference by overlapping tiles stitched back at it (``data.resolution``). ``--layout folder`` first rewrites
+kept together), validation carved from the training folds as segdec does. The recipe is
+``tasks/clip_anomaly-kolektor.yaml`` (its comments say why each value); the options below override it.
+``--resolution H,W`` larger than the model input ``--height x --width`` is the tiled recipe: training on crops
+of the image at that working size, inference by overlapping tiles stitched back at it (``data.resolution``). ``--layout folder`` first rewrites
 KolektorSDD with ``kolektor_to_folder.py`` into a temporary folder and trains on that (``data.format=folder``):
 the folds and validation split are the same. The encoder is the CPU recipe's tiny ViT from random weights (no
-pretrained CLIP offline); each fold is scored with its final epoch's weights; pooled metrics concatenate the
-three held-out folds. Besides the pixel AP at the working resolution, the map is also scored with segdec's own
+pretrained CLIP offline); each fold is scored with the checkpoint ``--select`` names: ``best`` is the one of the
+best validation ``monitor`` (the recipe's), ``last`` the final epoch's; pooled metrics concatenate the three
+held-out folds. Besides the pixel AP at the working resolution, the map is also scored with segdec's own
 pixel-AP protocol (:func:`clip_anomaly_common.segdec_protocol_ap`), next to segdec's figure on the same folds.
 """
 
@@ -22,14 +24,17 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_env import forward_rate, machine, now, write_section  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     DATA,
+    REPO,
     RESULTS,
     make_task,
     pct,
@@ -40,27 +45,31 @@ from clip_anomaly_common import (  # noqa: E402
 )
 from kolektor_to_folder import convert  # noqa: E402
 
+from scrapvision.config import read_yaml  # noqa: E402
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter  # noqa: E402
+from scrapvision.loggers import flat  # noqa: E402
 
 KEYS = ("pixel_ap", "pixel_auroc", "aupro", "image_ap", "image_auroc", "miou", "iou_defect", "pixel_ap_segdec")
 #: segdec's pixel AP on the same three folds: the "base" run of benchmarks/results/segdec_transfer.md (2026-12-01,
 #: default CPU recipe 128x80, 10 epochs, seed 0), scored at its output stride 8 on 5-px dilated masks
 SEGDEC_PIXEL_AP = {0: 79.1, 1: 88.0, 2: 78.7}
-PROMPTS = ["prompts.normal=object which is a flawless commutator surface",
-           "prompts.anomaly=object which is a commutator surface with a {}"]
+RECIPE = REPO / "tasks" / "clip_anomaly-kolektor.yaml"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--folds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=48)
-    parser.add_argument("--height", type=int, default=128, help="model input (the tile when --resolution is larger)")
-    parser.add_argument("--width", type=int, default=104)
-    parser.add_argument("--resolution", default="512,208", metavar="H,W",
+    parser.add_argument("--epochs", type=int, help="train.epochs (default: the recipe's)")
+    parser.add_argument("--height", type=int, help="model input (the tile when --resolution is larger)")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--resolution", metavar="H,W",
                         help="working size of the whole image (data.resolution): train on crops, stitch tiles")
-    parser.add_argument("--patch", type=int, default=0, help="ViT patch size (0 = scrap-vit-tiny's 8)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap of the stitched inference")
+    parser.add_argument("--patch", type=int, help="ViT patch size (0 = scrap-vit-tiny's 8)")
+    parser.add_argument("--overlap", type=float, help="tile overlap of the stitched inference")
+    parser.add_argument("--select", choices=("best", "last"), default="best",
+                        help="checkpoint scored: best validation `monitor` (the recipe's), or the final epoch")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--few-shot", default="", metavar="K,K,...",
                         help="also score each fold with a memory bank of k normal training images (e.g. 1,4) on "
                              "the fine-tuned encoder; the bank is dense, so k=16 of 512x208 images took over 15 min "
@@ -72,32 +81,41 @@ def main() -> None:
                         help="read KolektorSDD natively, or converted into the generic folder layout")
     args = parser.parse_args()
     if args.quick:
-        args.folds, args.epochs = "0", 1
+        args.folds = "0"
     root = DATA / "kolektorsdd"
     if not root.is_dir():
         sys.exit(f"KolektorSDD not found at {root} (set SCRAPVISION_DATA)")
     torch.set_num_threads(args.threads)
-    resolution = [int(v) for v in args.resolution.split(",")] if args.resolution else [args.height, args.width]
-    base = ["data.sampling=balanced", f"data.resolution=[{resolution[0]}, {resolution[1]}]",
-            f"data.tile_overlap={args.overlap}", f"model.patch_size={args.patch}",
-            f"model.image_size=[{args.height}, {args.width}]", f"train.epochs={args.epochs}",
-            f"train.eval_every={args.epochs}", "train.device=cpu", "train.log_every=100000", *PROMPTS]
+    if (args.height is None) != (args.width is None):
+        sys.exit("--height and --width go together")
+    options = {"train.epochs": args.epochs, "model.image_size": args.height and f"[{args.height}, {args.width}]",
+               "data.resolution": args.resolution and f"[{args.resolution}]", "model.patch_size": args.patch,
+               "data.tile_overlap": args.overlap}
+    recipe = {**flat(read_yaml(RECIPE)), **{k: v for k, v in options.items() if v is not None}}
+    base = [f"{k}={v}" for k, v in recipe.items()]
+    base += ["train.device=cpu", "train.log_every=100000", *args.set]
+    if args.quick:
+        base.append("train.epochs=1")
+    cfg = make_task(base).cfg
+    resolution = list(cfg.data.resolution or cfg.model.image_size)
     suffix = ("_folder" if args.layout == "folder" else "") + ("_quick" if args.quick else "")
     started, t0 = now(), time.time()
     payload = {"command": "python benchmarks/clip_anomaly_kolektor.py " + " ".join(sys.argv[1:]), "date": started,
-               "machine": machine(), "input": [args.height, args.width], "resolution": resolution,
-               "patch": args.patch or 8, "overlap": args.overlap, "epochs": args.epochs, "layout": args.layout,
-               "folds": {}}
+               "machine": machine(), "input": list(cfg.model.image_size), "resolution": resolution,
+               "patch": cfg.model.patch_size or 8, "overlap": cfg.data.tile_overlap, "epochs": cfg.train.epochs,
+               "eval_every": cfg.train.eval_every, "dilate": cfg.data.dilate, "loss": asdict(cfg.loss),
+               "select": args.select, "monitor": cfg.monitor, "layout": args.layout, "folds": {}}
     pooled = SegAnomalyMeter(("normal", "defect"))
     ks = [int(k) for k in args.few_shot.split(",")] if args.few_shot else []
     kinds = ("fine-tuned", "untrained") if args.few_shot_untrained else ("fine-tuned",)
     few_pooled = {(kind, k): SegAnomalyMeter(("normal", "defect")) for kind in kinds for k in ks}
     with tempfile.TemporaryDirectory(prefix="clip_kolektor_") as tmp:
         data = convert(root, Path(tmp) / "folder") if args.layout == "folder" else root
-        base = [f"data.root={data}", f"data.format={args.layout}", *base]
+        base = [*base, f"data.root={data}", f"data.format={args.layout}"]
         payload["overrides"] = base
         for fold in [int(f) for f in args.folds.split(",")]:
-            task, model, train_s = train_last([*base, f"data.fold={fold}"], Path(tmp) / f"fold{fold}")
+            task, model, train_s = train_last([*base, f"data.fold={fold}"], Path(tmp) / f"fold{fold}",
+                                              f"{args.select}.pt")
             test = task.build_eval_dataset()  # the held-out fold, never the validation split
             meter = score(task, model, test)
             pooled.extend(meter)
@@ -105,6 +123,7 @@ def main() -> None:
             for (kind, k), few_meter in few_pooled.items():
                 few_meter.extend(few_shot_score(kind, k, [*base, f"data.fold={fold}"], model, test))
             payload["folds"][fold] = {"metrics": {k: m[k] for k in KEYS}, "train_s": round(train_s, 1),
+                                      "validation": validation_curve(Path(tmp) / f"fold{fold}", cfg.monitor),
                                       "n_train": len(task.build_datasets()[0]), "n_test": len(meter.maps),
                                       "n_defective": int(sum(meter.image_labels))}
             print(f"fold {fold}: pixel AP {pct(m['pixel_ap'])} pixel AUROC {pct(m['pixel_auroc'])} "
@@ -139,6 +158,21 @@ class WholeImage(torch.nn.Module):
         return self.task.probabilities(self.model, x)
 
 
+def validation_curve(run_dir: Path, monitor: str) -> dict[str, float]:
+    """The validation ``monitor`` of every evaluated epoch of a run (from its metrics.csv), by epoch."""
+    frame = pd.read_csv(run_dir / "metrics.csv")
+    frame = frame[frame[f"val_{monitor}"].notna()]
+    return {str(int(e)): round(float(v), 4) for e, v in zip(frame["epoch"], frame[f"val_{monitor}"])}
+
+
+def curve_summary(curve: dict[str, float]) -> str:
+    """"final, best (epoch)" of a validation curve, in percent (the Trainer keeps the first of tied bests)."""
+    if not curve:
+        return ""
+    best = max(curve, key=lambda e: (curve[e], -int(e)))
+    return f"{pct(curve[max(curve, key=int)])}, {pct(curve[best])} ({best})"
+
+
 def few_shot_score(kind: str, k: int, overrides: list[str], model: torch.nn.Module, test) -> SegAnomalyMeter:
     """The held-out fold scored with a memory bank of the first ``k`` normal training images, on the fine-tuned
     encoder of this fold or on a random one (the frozen, training-free mode of the head)."""
@@ -160,33 +194,42 @@ def markdown(p: dict) -> str:
     how = (f"{p['epochs']} epochs of balanced sampling on {tw}x{th} crops (a defective image's crop holds a defect) of "
            f"the image at {w}x{h}; eval stitches overlapping {tw}x{th} tiles ({p['overlap']:.0%} overlap) back at "
            f"{w}x{h}" if tiled else f"{p['epochs']} epochs of balanced sampling (half the draws defective)")
+    monitor = {"pixel_ap": "pixel AP", "image_ap": "image AP", "aupro": "AUPRO", "miou": "mIoU"}[p.get("monitor", "miou")]
+    loss = p.get("loss", {"focal_weight": 1.0, "dice_weight": 1.0})
+    loss = f"loss {loss['focal_weight']:g} x focal + {loss['dice_weight']:g} x Dice"
+    dilate = (f", training masks dilated by a {p['dilate']}x{p['dilate']} square (scored on the labels as drawn)"
+              if p.get("dilate", 1) > 1 else "")
+    chosen = (f" and picks the checkpoint: the epoch of the best validation {monitor}, evaluated every "
+              f"{p['eval_every']} epochs (per fold below)" if p.get("select") == "best"
+              else " and only logged; final-epoch weights")
     lines = [
         f"Command: `{p['command']}`  ",
         f"Date: {p['date']}; machine: {p['machine']}; wall time {p['wall_s'] / 60:.1f} min.  ",
         f"Setup: `scrap-vit-tiny` from random weights (patch {p.get('patch', 8)}), KolektorSDD at {w}x{h} (W x H; the "
         f"originals are ~500x1250, so {w / 500:.2f}x), the same folds as the segdec benchmark, classes normal / "
-        f"defect, {how}; focal + Dice, final-epoch weights. Validation (20 % of the training folds' items) is "
-        "carved out of the training folds and only logged; the held-out fold is scored. Metrics at the working "
-        f"resolution {w}x{h}, ground truth downsampled by per-pixel area vote.",
+        f"defect, {how}; {loss}{dilate}. Validation (20 % of the training folds' items) is carved out of the "
+        f"training folds{chosen}; the held-out fold is scored. Metrics at the working resolution {w}x{h}, ground "
+        "truth downsampled by per-pixel area vote.",
         *(["Data: KolektorSDD rewritten by benchmarks/kolektor_to_folder.py into the generic layout (images/, "
            "0/255 masks/, labels.csv with the item as group) and read with `data.format=folder`."]
           if p.get("layout") == "folder" else []),
         "",
         "| fold | train images | test images (defective) | pixel AP | pixel AUROC | AUPRO | image AP | image AUROC "
-        "| IoU defect | pixel AP, segdec's protocol | segdec pixel AP (reference) | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| IoU defect | pixel AP, segdec's protocol | segdec pixel AP (reference) | validation {monitor}: final, best "
+        "(epoch) | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fold, r in p["folds"].items():
         m = r["metrics"]
         lines.append(f"| {fold} | {r.get('n_train', '')} | {r['n_test']} ({r['n_defective']}) | {pct(m['pixel_ap'])} "
                      f"| {pct(m['pixel_auroc'])} | {pct(m['aupro'])} | {pct(m['image_ap'])} | {pct(m['image_auroc'])} "
                      f"| {pct(m['iou_defect'])} | {pct(m['pixel_ap_segdec'])} | {SEGDEC_PIXEL_AP.get(int(fold), '')} "
-                     f"| {r['train_s']:.0f} |")
+                     f"| {curve_summary(r.get('validation', {}))} | {r['train_s']:.0f} |")
     q = p["pooled"]
     speed = p["inference_images_per_s"]
     lines += [
         f"| pooled | | | {pct(q['pixel_ap'])} | {pct(q['pixel_auroc'])} | {pct(q['aupro'])} | {pct(q['image_ap'])} "
-        f"| {pct(q['image_auroc'])} | {pct(q['iou_defect'])} | {pct(q['pixel_ap_segdec'])} | | |",
+        f"| {pct(q['image_auroc'])} | {pct(q['iou_defect'])} | {pct(q['pixel_ap_segdec'])} | | | |",
         "",
         "Image scores are the maximum of the pixel anomaly map (1 - p(normal)). *Pixel AP, segdec's protocol*: "
         "the map scored as segdec's benchmarks score theirs (128x80, 5-px dilated truth, 8x8 cells, a cell's "

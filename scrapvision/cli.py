@@ -48,14 +48,13 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .api import get_task_class, train
+    from .api import train
     from .runlog import describe_run
 
     result = train(args.task, args.config, args.overrides, args.data, run_dir=args.out, resume=args.resume,
                    command=getattr(args, "command_line", None))
     if int(os.environ.get("RANK", "0")) == 0:
-        monitor = get_task_class(args.task).monitor[0]
-        print(f"done: best {monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
+        print(f"done: best {result.monitor} = {result.best_metric:.4f}\n{describe_run(result.run_dir)}")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:

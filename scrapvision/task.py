@@ -32,7 +32,8 @@ class Task:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
-    #: metric that selects the best checkpoint, and whether higher ("max") or lower ("min") is better
+    #: metric that selects the best checkpoint, and whether higher ("max") or lower ("min") is better; a head
+    #: may set it per instance from its config (clip_anomaly's ``monitor``), the Trainer reads the instance's
     monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
     #: one-paragraph description shown by ``scrapvision list`` and ``--help``
     summary: ClassVar[str] = ""

@@ -108,6 +108,7 @@ class FitResult:
     last_path: Path
     best_metric: float
     metrics: dict[str, float]
+    monitor: str = ""  # the metric best_metric is of (the task's monitor)
 
 
 class Trainer:
@@ -188,7 +189,8 @@ class Trainer:
             barrier(self.info)
         if self.info.is_main and (self.run_dir / "metrics.csv").exists():
             plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png", *self.task.monitor)
-        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", run.best, run.last_metrics)
+        return FitResult(self.run_dir, self.run_dir / "best.pt", self.run_dir / "last.pt", run.best, run.last_metrics,
+                         self.task.monitor[0])
 
     def _prepare(self) -> _Run:
         """Data, model, optimiser, schedule and sampler; a resumed run's state restored."""

@@ -18,7 +18,8 @@ Defaults are the CPU recipe: a 0.5 M-parameter ViT (``scrap-vit-tiny``, 128 px, 
 scratch on the built-in synthetic scrap scenes. ``tasks/clip_anomaly-paper.yaml`` is the paper scale.
 Images larger than the ViT input (``data.resolution`` above ``model.image_size``) are tiled: training on
 crops, inference by overlapping tiles stitched back at the working size (:mod:`.clip_anomaly_parts.tiles`);
-the KolektorSDD recipe of ``benchmarks/clip_anomaly_kolektor.py`` is 128x104 tiles of the image at 512x208.
+the KolektorSDD recipe (``tasks/clip_anomaly-kolektor.yaml``, run by ``benchmarks/clip_anomaly_kolektor.py``)
+is 128x104 tiles of the image at 512x208, dilated training masks, and best.pt by validation pixel AP.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ class ClipDataConfig:
     # (holding a defect on defective images) and eval / predict stitch overlapping tiles back at this size
     resolution: tuple[int, ...] = ()
     tile_overlap: float = 0.25  # share of a tile that overlaps its neighbour in tiled inference
+    # training masks only: each anomaly grows by a dilate x dilate square at the working size (1 = off); thin
+    # labels (KolektorSDD's cracks) then hold the pixels around them too, as segdec's loss.dilate does
+    dilate: int = 1
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,9 @@ class ClipAnomalyConfig:
     few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     data: ClipDataConfig = field(default_factory=ClipDataConfig)
     post: ClipPostConfig = field(default_factory=ClipPostConfig)
+    # validation metric that picks best.pt (higher is better); pixel_ap suits rare thin anomalies, where the
+    # arg-max mIoU stays near the normal class's IoU
+    monitor: Literal["miou", "pixel_ap", "aupro", "image_ap"] = "miou"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05, warmup_epochs=0.5))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=16, log_every=5))
 
@@ -157,6 +164,9 @@ class ClipAnomalyTask(Task):
 
     def __init__(self, cfg: ClipAnomalyConfig) -> None:
         super().__init__(cfg)
+        self.monitor = (cfg.monitor, "max")
+        if cfg.data.dilate < 1:
+            raise ConfigError(f"config key 'data.dilate': {cfg.data.dilate} must be >= 1 (1 = off)")
         self._sets: tuple[SegDataset, SegDataset, tuple[str, ...]] | None = None
         self._test: SegDataset | None = None
         self._class_names: tuple[str, ...] | None = None
@@ -216,6 +226,7 @@ class ClipAnomalyTask(Task):
             else:
                 self._sets = class_mask_sets(data_cfg.root, size, data_cfg.val_fraction, data_cfg.split_seed, seed)
             self._sets[0].crop = None if size == tuple(self.cfg.model.image_size) else tuple(self.cfg.model.image_size)
+            self._sets[0].dilate = data_cfg.dilate
             if len(self._sets[2]) != len(self.class_names()):
                 raise ConfigError(f"config key 'model.class_names': {len(self.class_names())} names, the data "
                                   f"has {len(self._sets[2])} classes ({', '.join(self._sets[2])})")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...data.class_masks import ClassMaskItem, list_class_mask_items, read_class_list, read_item
+from ...data.class_masks import IGNORE_INDEX, ClassMaskItem, list_class_mask_items, read_class_list, read_item
 from ...data.images import read_image, sample_rng
 from ...data.inference import ImageFiles
 from ...data.kolektor import item_group, list_kolektor, read_kolektor_mask
@@ -56,15 +56,27 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def dilate_anomalies(mask: np.ndarray, size: int) -> np.ndarray:
+    """``mask`` with each anomaly class grown by a ``size`` x ``size`` square into normal pixels (class 0);
+    ignored pixels (255) neither grow nor are overwritten. Where two classes meet, the higher index wins."""
+    if size <= 1:
+        return mask
+    labels = np.where(mask == IGNORE_INDEX, 0, mask).astype(np.uint8)
+    grown = cv2.dilate(labels, np.ones((size, size), np.uint8))
+    return np.where(mask == 0, grown, mask).astype(mask.dtype)
+
+
 class SegDataset(Dataset):
     """(image, class-index mask) pairs from ``loader(i)``, resized, cached, optionally augmented; with ``crop``
-    (H, W) smaller than ``size``, one random crop per draw (:func:`.tiles.random_crop`)."""
+    (H, W) smaller than ``size``, one random crop per draw (:func:`.tiles.random_crop`); with ``dilate`` > 1,
+    anomalies grown by :func:`dilate_anomalies` (training sets: evaluation scores the labels as drawn)."""
 
     def __init__(self, loader: Loader, length: int, size: Sequence[int], names: Sequence[str],
                  augment: bool = False, seed: int = 0, cache: bool = True,
                  flags: Sequence[bool] | None = None, crop: Sequence[int] | None = None) -> None:
         self.loader, self.length, self.size = loader, length, tuple(size)
         self.crop = tuple(crop) if crop is not None and tuple(crop) != self.size else None
+        self.dilate = 1
         self.names, self.augment, self.seed, self.cache = list(names), augment, seed, cache
         self.flags = list(flags) if flags is not None else None
         self.epoch = 0
@@ -93,6 +105,7 @@ class SegDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, mask = self.raw(index)
+        mask = dilate_anomalies(mask, self.dilate)
         rng = sample_rng(self.seed, self.epoch, index) if self.augment or self.crop else None
         if self.augment:
             if rng.random() < 0.5:
