@@ -53,7 +53,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),
                                                              ("kolektor", 2), ("kolektor", 3)]]),
-    ("speed.md", ["benchmarks/speed.py", "benchmarks/startup.py --rounds 10"], []),
+    ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"], []),
 ]
 
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of

@@ -187,6 +187,8 @@ def _child(args: list[str]) -> tuple[object, str]:
 
 
 def main() -> None:
+    from bench_env import write_section  # the benchmarks folder is on sys.path when run as a script
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", nargs="*")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -200,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rerender:
         record = json.loads((args.results / "speed.json").read_text())
-        (args.results / "speed.md").write_text(render(record, record.get("argv", "")))
+        write_section(args.results / "speed.md", "speed", render(record, record.get("argv", "")), header="\n")
         return
     if args.one:
         print(json.dumps(peak_rss_one(*args.one, max(args.batch), args.threads)))
@@ -234,7 +236,7 @@ def main() -> None:
               "wall_s": round(time.time() - start, 1), "results": results}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "speed.json").write_text(json.dumps(record, indent=2))
-    (args.results / "speed.md").write_text(render(record, record["argv"]))
+    write_section(args.results / "speed.md", "speed", render(record, record["argv"]), header="\n")  # keeps startup's
     print(render(record, record["argv"]))
 
 
