@@ -46,7 +46,6 @@ RECIPES: dict[str, list[str]] = {
     "letterbox_photometric": ["data.resize=letterbox", "data.photometric=true"],
     "pos_weight": ["loss.pos_weight=0"],  # the automatic defect-pixel weight alone
     "dice": ["loss.pos_weight=0", "loss.dice=1"],  # the weight plus a batch soft-Dice term (the recipe file's loss)
-    "no_stop_gradient": ["loss.pos_weight=0", "model.stop_gradient=false"],  # decision loss reaches the encoder
     # the weight with every augmentation for new sets and a faster decision head (the first draft of the recipe)
     "augmented": ["data.resize=letterbox", "data.rotate90=true", "data.photometric=true", "loss.pos_weight=0",
                   "optim.decision_lr_scale=10"],
