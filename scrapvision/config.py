@@ -30,6 +30,10 @@ class OptimConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     warmup_epochs: float = 0.0
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    # lr multiplier of the pretrained part (the model's ``backbone`` or ``encoder``, what ``model.weights``
+    # loads); 0 freezes it. A few hundred labelled images can wash out weights pretrained on thousands,
+    # so fine-tuning often moves the backbone slower than the new head (1 = one lr for everything)
+    backbone_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .checkpoint import atomic_copy, load_checkpoint, model_payload, save_checkp
 from .config import save_config, to_dict
 from .data.sampling import EpochSampler, epoch_seed
 from .distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed
-from .errors import ScrapvisionError
+from .errors import ConfigError, ScrapvisionError
 from .loggers import Logger, make_logger
 from .plots import plot_curves
 from .runlog import RunLog, prepare_run_dir, record_run
@@ -111,6 +111,17 @@ class FitResult:
     monitor: str = ""  # the metric best_metric is of (the task's monitor)
 
 
+def _backbone_ids(model: nn.Module, task: str) -> set[int]:
+    """Ids of the parameters of the model's pretrained part: its ``backbone`` (scrap_cls, canet, pretrain) or
+    ``encoder`` (severstal, segdec, clip_anomaly) submodule, whichever it has."""
+    for name in ("backbone", "encoder"):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module):
+            return {id(p) for p in part.parameters()}
+    raise ConfigError(f"config key 'optim.backbone_lr_scale': the {task} model has no backbone or encoder "
+                      "submodule to scale; leave it at 1")
+
+
 class Trainer:
     """Fits ``task`` with its ``cfg.optim`` and ``cfg.train``; writes everything under one run folder."""
 
@@ -157,18 +168,31 @@ class Trainer:
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """AdamW over the task's parameter groups (frozen parameters left out); each group's missing
-        ``lr`` / ``weight_decay`` come from ``cfg.optim``."""
+        ``lr`` / ``weight_decay`` come from ``cfg.optim``. With ``optim.backbone_lr_scale`` != 1 every group is
+        split in two, its backbone part at that multiple of the group's lr (0: not optimised at all)."""
+        optim = self.cfg.optim
+        scale = float(getattr(optim, "backbone_lr_scale", 1.0))
+        if not scale >= 0:
+            raise ConfigError(f"config key 'optim.backbone_lr_scale': {scale} is negative; 0 freezes the backbone")
+        in_backbone = _backbone_ids(model, self.task.name) if scale != 1.0 else set()
         groups = []
         for group in self.task.param_groups(model):
             params = [p for p in group["params"] if p.requires_grad]
-            if params:
-                groups.append({**group, "params": params})
+            rest = [p for p in params if id(p) not in in_backbone]
+            if rest:
+                groups.append({**group, "params": rest})
+            backbone = [p for p in params if id(p) in in_backbone]
+            if backbone and scale > 0:
+                groups.append({**group, "params": backbone, "lr": group.get("lr", optim.lr) * scale})
+        if scale == 0:
+            for p in model.parameters():
+                if id(p) in in_backbone:
+                    p.requires_grad_(False)  # no gradients computed for a frozen backbone
         grouped = {id(p) for group in groups for p in group["params"]}
         left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
         if left_out:
             raise ScrapvisionError(f"task {self.task.name}: param_groups() leaves out trainable parameters "
                                    f"({', '.join(left_out[:3])})")
-        optim = self.cfg.optim
         return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
 
     # ------------------------------------------------------------------ loop

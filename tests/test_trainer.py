@@ -63,6 +63,47 @@ def test_param_groups_that_leave_out_a_trainable_parameter_are_refused(tmp_path,
         train("toy", overrides=["train.epochs=1"], run_dir=tmp_path / "run")
 
 
+class BackboneAndHead(torch.nn.Module):
+    """The toy regression with its first layer named ``backbone``, as the heads name their pretrained part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)).squeeze(-1)
+
+
+def test_backbone_lr_scale_moves_the_backbone_slower_and_zero_freezes_it(tmp_path, monkeypatch):
+    initial = {}
+
+    def build_model(self):
+        torch.manual_seed(123)
+        model = BackboneAndHead()
+        initial.update({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(toy_task.ToyTask, "build_model", build_model)
+    result = train("toy", overrides=["train.epochs=2", "optim.backbone_lr_scale=0.1"], run_dir=tmp_path / "slow")
+    groups = load_checkpoint(result.last_path)["optimizer"]["param_groups"]
+    assert [len(g["params"]) for g in groups] == [2, 2]  # head weight + bias, then the backbone's
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"]) and groups[0]["lr"] > 0
+
+    result = train("toy", overrides=["train.epochs=2", "optim.backbone_lr_scale=0"], run_dir=tmp_path / "frozen")
+    trained = weights(result.last_path)
+    for key in ("backbone.0.weight", "backbone.0.bias"):
+        torch.testing.assert_close(trained[key], initial[key], rtol=0, atol=0)
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])  # the head still learned
+
+
+def test_backbone_lr_scale_on_a_model_without_a_backbone_names_the_key(tmp_path):
+    with pytest.raises(ScrapvisionError, match="optim.backbone_lr_scale"):
+        train("toy", overrides=["train.epochs=1", "optim.backbone_lr_scale=0.5"], run_dir=tmp_path / "run")
+    with pytest.raises(ScrapvisionError, match="optim.backbone_lr_scale.*negative"):
+        train("toy", overrides=["train.epochs=1", "optim.backbone_lr_scale=-1"], run_dir=tmp_path / "neg")
+
+
 def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
     from scrapvision.cli import main
 
