@@ -59,7 +59,9 @@ RECIPE = REPO / "tasks" / "clip_anomaly-kolektor.yaml"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--folds", default="0,1,2")
+    parser.add_argument("--folds", default="0,1,2",
+                        help="a subset writes results/clip_anomaly_kolektor_foldsNN.json only (no RESULTS section), "
+                             "so it never overwrites the 3-fold record")
     parser.add_argument("--epochs", type=int, help="train.epochs (default: the recipe's)")
     parser.add_argument("--height", type=int, help="model input (the tile when --resolution is larger)")
     parser.add_argument("--width", type=int)
@@ -98,7 +100,10 @@ def main() -> None:
         base.append("train.epochs=1")
     cfg = make_task(base).cfg
     resolution = list(cfg.data.resolution or cfg.model.image_size)
-    suffix = ("_folder" if args.layout == "folder" else "") + ("_quick" if args.quick else "")
+    folds = [int(f) for f in args.folds.split(",")]
+    partial = not args.quick and sorted(folds) != [0, 1, 2]  # its own JSON: the 3-fold record stays as it is
+    suffix = (("_folder" if args.layout == "folder" else "") + ("_quick" if args.quick else "")
+              + ("_folds" + "".join(map(str, folds)) if partial else ""))
     started, t0 = now(), time.time()
     payload = {"command": "python benchmarks/clip_anomaly_kolektor.py " + " ".join(sys.argv[1:]), "date": started,
                "machine": machine(), "input": list(cfg.model.image_size), "resolution": resolution,
@@ -113,7 +118,7 @@ def main() -> None:
         data = convert(root, Path(tmp) / "folder") if args.layout == "folder" else root
         base = [*base, f"data.root={data}", f"data.format={args.layout}"]
         payload["overrides"] = base
-        for fold in [int(f) for f in args.folds.split(",")]:
+        for fold in folds:
             task, model, train_s = train_last([*base, f"data.fold={fold}"], Path(tmp) / f"fold{fold}",
                                               f"{args.select}.pt")
             test = task.build_eval_dataset()  # the held-out fold, never the validation split
@@ -140,7 +145,7 @@ def main() -> None:
                                              for b in (1, 16)}
     payload["wall_s"] = round(time.time() - t0, 1)
     write_json(f"clip_anomaly_kolektor{suffix}.json", payload)
-    if not args.quick:
+    if not args.quick and not partial:
         title = "through the generic folder layout" if args.layout == "folder" else "anomaly segmentation"
         write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_kolektor" + suffix,
                       f"## KolektorSDD {title}, 3-fold CV\n" + markdown(payload))
