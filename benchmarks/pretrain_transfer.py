@@ -11,6 +11,7 @@ accuracy against pretraining time from one pretraining run (its cosine schedule 
     python benchmarks/pretrain_transfer.py --seeds 0 --fold-list 2        # one thread each
     python benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef   # full scale
     python benchmarks/pretrain_transfer.py --report                       # rebuild the markdown
+    python benchmarks/pretrain_transfer.py --pretrain-epochs 60 --frozen --arms pretrained-frozen  # one more arm
 
 Pretrained backbones are kept in ``--work`` (default /tmp/pretrain_transfer), keyed by fold and pretraining
 recipe, so later processes (more seeds, other variants) reuse them; an interrupted pretraining resumes.
@@ -115,7 +116,11 @@ def arms(info: dict, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     out = [("scratch", [])]
     out += [(f"pretrained@{e}ep", [f"model.weights={s['file']}"]) for e, s in sorted(info["snapshots"].items(),
                                                                                       key=lambda kv: int(kv[0]))]
-    return out + [("pretrained", [f"model.weights={info['backbone']}"])]
+    out.append(("pretrained", [f"model.weights={info['backbone']}"]))
+    if args.frozen:  # the same backbone kept as pretrained: only the new head learns
+        out.append(("pretrained-frozen", [f"model.weights={info['backbone']}", "optim.backbone_lr_scale=0"]))
+    wanted = [a for a in args.arms.split(",") if a]
+    return [(arm, extra) for arm, extra in out if not wanted or arm in wanted]
 
 
 def load_all() -> list[dict]:
@@ -172,7 +177,9 @@ def summaries(payload: dict, n_folds: int) -> dict[tuple[str, str], dict]:
 def arm_order(arm: str) -> tuple[int, int]:
     if arm == "scratch":
         return (0, 0)
-    return (1, int(arm.split("@")[1].removesuffix("ep"))) if "@" in arm else (2, 0)
+    if "@" in arm:
+        return (1, int(arm.split("@")[1].removesuffix("ep")))
+    return (2, 1 if arm.endswith("-frozen") else 0)
 
 
 def _pretrain_value(payload: dict, key: str) -> int:
@@ -187,7 +194,8 @@ def arm_steps(payload: dict) -> dict[str, float]:
     """Pretraining steps (mean over folds) behind each arm; 0 for scratch. Steps, not the wall clock, compare
     runs made under different machine loads."""
     pretraining = list(payload["pretraining"].values())
-    steps: dict[str, list[float]] = {"scratch": [0.0], "pretrained": [p["steps"] for p in pretraining]}
+    full = [p["steps"] for p in pretraining]
+    steps: dict[str, list[float]] = {"scratch": [0.0], "pretrained": full, "pretrained-frozen": full}
     for p in pretraining:
         for e, snap in p["snapshots"].items():
             steps.setdefault(f"pretrained@{e}ep", []).append(snap["steps"])
@@ -214,7 +222,7 @@ def plot_curve(every: list[dict], n_folds: int) -> Path | None:
         table, steps = summaries(payload, n_folds), arm_steps(payload)
         for variant in sorted({v for _, v in table}):
             points = sorted((steps[a], r["accuracy"], r["accuracy_sd"], len(r["per_seed"]))
-                            for (a, v), r in table.items() if v == variant and a in steps)
+                            for (a, v), r in table.items() if v == variant and a in steps and "frozen" not in a)
             if len(points) >= 2:
                 x, y, e, n = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
@@ -313,6 +321,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pretrain-only", action="store_true", help="only pretrain (and cache) the folds")
+    parser.add_argument("--frozen", action="store_true",
+                        help="add the arm pretrained-frozen: the pretrained backbone not fine-tuned "
+                             "(optim.backbone_lr_scale=0)")
+    parser.add_argument("--arms", default="", help="run only these arms (comma-separated names, e.g. "
+                                                   "pretrained-frozen); default: all")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     args.quick = False
