@@ -48,7 +48,12 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_probe.py --finetune baseline:60::1 baseline:180::1 baseline:60::2 baseline:180::2",
         "benchmarks/pretrain_probe.py --finetune baseline:60:data.image_size=160:0 baseline:60:optim.lr=0.001:0 "
         "baseline:60:data.augment=light:0 baseline:random::0 baseline:60:train.epochs=40:0 "
-        "baseline:random:data.image_size=160:0"]),
+        "baseline:random:data.image_size=160:0",
+        "benchmarks/pretrain_probe.py --finetune " + " ".join(
+            f"baseline:180:optim.backbone_lr_scale={scale}:{seed}"
+            for scale, seed in [("0.1", 0), ("0", 0), ("0.3", 0), ("0.1", 1), ("0.1", 2), ("0.3", 1), ("0.3", 2)]),
+        "benchmarks/pretrain_probe.py --finetune baseline:180:optim.backbone_lr_scale=0:1 "
+        "baseline:180:optim.backbone_lr_scale=0:2"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),
