@@ -46,6 +46,8 @@ RECIPES: dict[str, list[str]] = {
     "letterbox_photometric": ["data.resize=letterbox", "data.photometric=true"],
     "pos_weight": ["loss.pos_weight=0"],  # the automatic defect-pixel weight alone
     "dice": ["loss.pos_weight=0", "loss.dice=1"],  # the weight plus a batch soft-Dice term (the recipe file's loss)
+    # the same at a tenth of segdec's lr: the escape from the flat answer stopped depending on the seed
+    "dice_lr03": ["loss.pos_weight=0", "loss.dice=1", "optim.lr=0.0003"],
     # the weight with every augmentation for new sets and a faster decision head (the first draft of the recipe)
     "augmented": ["data.resize=letterbox", "data.rotate90=true", "data.photometric=true", "loss.pos_weight=0",
                   "optim.decision_lr_scale=10"],
