@@ -87,6 +87,16 @@ def test_every_batch_of_every_epoch_holds_assayed_samples(tmp_path, batch_size):
     assert drawn == set(range(14))  # the mask-only bags are cycled through over the epochs
 
 
+def test_each_ddp_rank_gets_assayed_samples_in_every_batch(tmp_path):
+    task = tiny_task(tmp_path, "data.assayed=4", "train.batch_size=4")
+    train, _ = task.build_datasets()
+    for rank in (0, 1):
+        sampler = EpochSampler(task.epoch_indices, train, seed=0, info=DistInfo(rank=rank, world_size=2))
+        sampler.set_epoch(1)
+        shard = list(sampler)
+        assert all(any(i < 4 for i in shard[b:b + 2]) for b in range(0, len(shard), 2))  # 2 = 4 / world_size
+
+
 def test_synthetic_mask_only_run_trains(tmp_path):
     task = tiny_task(tmp_path, "data.assayed=3", "train.epochs=2")
     metrics = Trainer(task).fit().metrics
