@@ -40,10 +40,11 @@ def test_content_term_ignores_mask_only_samples():
     loss, logs = canet_loss(outputs, area, content, 0.2, 0.8, assayed=assayed)
     expected = ((0.8 - 0.9) ** 2 + (0.75 - 0.7) ** 2) / 2  # mean over the two assayed samples only
     assert logs["content_mse"] == pytest.approx(expected)
-    assert float(loss.detach()) == pytest.approx(0.8 * expected)
+    value = loss.detach().item()
+    assert value == pytest.approx(0.8 * expected)
     other = canet_loss(outputs, area, torch.tensor([0.9, 0.5, 0.7]), 0.2, 0.8, assayed=assayed)[0]
-    assert float(other) == pytest.approx(float(loss))  # the placeholder's value does not count
-    assert float(canet_loss(outputs, area, content, 0.2, 0.8)[0]) != pytest.approx(float(loss))  # it would, unweighted
+    assert other.detach().item() == pytest.approx(value)  # the placeholder's value does not count
+    assert canet_loss(outputs, area, content, 0.2, 0.8)[0].detach().item() != pytest.approx(value)  # it would, unweighted
     loss.backward()
     assert pred.grad[1] == 0 and torch.isfinite(pred.grad).all()
 
@@ -53,7 +54,7 @@ def test_a_batch_without_assayed_samples_keeps_a_finite_area_term():
     area = torch.tensor([[0.3, 0.4], [0.5, 0.6]])
     loss, logs = canet_loss({"content": pred, "area": area + 0.1}, area, torch.zeros(2), 0.2, 0.8,
                             assayed=torch.zeros(2))
-    assert logs["content_mse"] == 0 and float(loss) == pytest.approx(0.2 * 0.01)
+    assert logs["content_mse"] == 0 and loss.detach().item() == pytest.approx(0.2 * 0.01)
     loss.backward()
     assert torch.equal(pred.grad, torch.zeros(2))
 
