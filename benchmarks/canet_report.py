@@ -286,7 +286,9 @@ def mask_only_markdown(r: dict) -> str:
               "that sweep's runs again; the mask-only run's epoch is every assayed bag once plus as many mask-only "
               "draws (every batch half assayed), so it has `train.epochs` = half the alone run's, its warmup set "
               "to the same steps, and half as many validations. Training seed 0, the best-on-val checkpoint, "
-              f"{s['test']} test bags and {s['test']} fresh bags (generator seed {r['fresh_seed']}), N = 4.",
+              f"{s['test']} test bags and {s['test']} fresh bags (generator seed {r['fresh_seed']}), N = 4. Train wall "
+              "includes rendering a train split the process has not rendered yet (the first mask-only row: "
+              f"{s['train']} bags x {s['stirs']} photos; CANet alone: its K bags).",
               f"- CSV `canet_mask_only{r.get('suffix', '')}.csv`.", "",
               "| assayed bags | mask-only bags | model | MAE pp (test / fresh) | RMSE pp | area MAE pp | train wall |",
               "|---|---|---|---|---|---|---|"]

@@ -325,10 +325,15 @@ def main() -> None:
                         help="comma-separated parts to run (separate processes can run different parts; results "
                              f"merge): {', '.join(PARTS)}, oracle")
     parser.add_argument("--report", action="store_true",
-                        help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
+                        help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing "
+                             "(with --only mask_only: that part's section)")
     args = parser.parse_args()
     if args.report:
         suffix = "_quick" if args.quick else ""
+        if args.only == "mask_only":  # that section alone, from its own JSON
+            report = json.loads((RESULTS / f"canet_mask_only{suffix}.json").read_text())
+            write_section(MARKDOWN, "canet_mask_only", mask_only_markdown(report), quick=args.quick, header=HEADER)
+            return
         report = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
         sweep_outputs(report, suffix)
         if not args.quick:
