@@ -265,3 +265,40 @@ def synthetic_markdown(r: dict) -> str:
         lines.append("")
     lines.append(f"_Section written {time.strftime('%Y-%m-%d %H:%M %Z')}._")
     return "\n".join(lines)
+
+
+# part ``mask_only`` of canet_synthetic.py: report key of each model -> label
+MASK_ONLY_KINDS = (("mask_only", "CANet, assayed + mask-only bags"), ("canet", "CANet, assayed bags alone"),
+                   ("direct_lr", f"direct regression, lr {DIRECT_CHECK_LR}, assayed bags alone"))
+
+
+def mask_only_markdown(r: dict) -> str:
+    """The ``canet_mask_only`` section: per number of assayed bags, CANet with the other bags mask-only
+    against CANet and direct regression on the assayed bags alone (test and fresh bags)."""
+    s = r["sizes"]
+    lines = ["## Few assays, many masks (`benchmarks/canet_synthetic.py --only mask_only`)", ""]
+    lines += [f"- `{run['command']}` (commit {run['commit']}): started {run['started']}, {run['machine']}"
+              for run in r["runs"]]
+    lines += [f"- K assayed bags (the first K of the {s['train']}-bag train split, i.e. the bags of "
+              f"`data.synthetic_train=K`); with `data.assayed=K` the other {s['train']} - K bags are mask-only (masks, "
+              "no content), feeding only the area and per-patch terms. Every run takes about "
+              f"{s['data_steps']} optimizer steps of 8 bags (the data-efficiency sweep's budget): the alone rows are "
+              "that sweep's runs again; the mask-only run's epoch is every assayed bag once plus as many mask-only "
+              "draws (every batch half assayed), so it has `train.epochs` = half the alone run's, its warmup set "
+              "to the same steps, and half as many validations. Training seed 0, the best-on-val checkpoint, "
+              f"{s['test']} test bags and {s['test']} fresh bags (generator seed {r['fresh_seed']}), N = 4. Train wall "
+              "includes rendering a train split the process has not rendered yet (the first mask-only row: "
+              f"{s['train']} bags x {s['stirs']} photos; CANet alone: its K bags).",
+              f"- CSV `canet_mask_only{r.get('suffix', '')}.csv`.", "",
+              "| assayed bags | mask-only bags | model | MAE pp (test / fresh) | RMSE pp | area MAE pp | train wall |",
+              "|---|---|---|---|---|---|---|"]
+    for bags in sorted({row["assayed"] for row in r["rows"].values()}):
+        for kind, label in MASK_ONLY_KINDS:
+            if (row := r["rows"].get(f"{kind} assayed={bags}")) is None:
+                continue
+            test, fresh = row["test"], row.get("test_fresh", {})
+            lines.append(f"| {bags} | {row['mask_only']} | {label} | {_fmt(test['content_mae_pp'])} / "
+                         f"{_fmt(fresh.get('content_mae_pp'))} | {_fmt(test['content_rmse_pp'])} | "
+                         f"{_fmt(test.get('area_mae_pp'))} | {row['train_wall_s'] / 60:.1f} min |")
+    lines += ["", f"_Section written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._"]
+    return "\n".join(lines)

@@ -19,6 +19,10 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
   content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``, and
   ``data_direct_lr`` for the baseline at the ``direct_lr`` learning rate).
+- ``mask_only`` (issue 22): CANet trained on K assayed bags plus the other 640 - K bags with masks only
+  (``data.assayed=K``), against CANet and direct regression (at the ``direct_lr`` learning rate) on the K
+  assayed bags alone, K in {40, 80}, with the data sweep's 1600 steps; it writes its own
+  ``canet_mask_only.json`` / ``.csv`` and the ``canet_mask_only`` section of ``canet.md``.
 - Sweeps: lambda_a in {0, 0.1, 0.2, 0.5, 1}; I+1 latent classes below / at / above the true 10; N photos
   per sample in {2, 4, 8, 16, 32} (trained and tested at N with the same photos-per-step budget), plus the
   main model tested at every N.
@@ -58,10 +62,12 @@ from canet_report import (  # noqa: E402
     LONG_DATA_PARTS,
     LONG_DATA_SEEDS,
     MARKDOWN,
+    MASK_ONLY_KINDS,
     data_label,
     long_data_key,
     long_data_runs,
     main_steps,
+    mask_only_markdown,
     run_value,
     synthetic_markdown,
 )
@@ -102,7 +108,7 @@ SCHEDULES = {("epochs",): (("main", "direct_lr", *MAIN_VARIANTS),
              ("epochs", "long_data_bags"): (LONG_DATA_PARTS, LONG_DATA_PARTS)}
 # every part, in the order a bare run does them ("oracle" alone redoes just the references that "main" writes)
 PARTS = ("main", "direct_lr", *MAIN_VARIANTS, *(f"data_{k}" for k in DATA_KINDS),
-         *LONG_DATA_PARTS, "lambda", "classes", "n")
+         *LONG_DATA_PARTS, "lambda", "classes", "n", "mask_only")
 # the paper's sweeps: report key -> (CSV column, plot title)
 SWEEPS = {"sweep_lambda_a": ("lambda_a", "area-loss weight lambda_a"),
           "sweep_classes": ("num_classes", "latent classes I+1 (true: 10)"),
@@ -112,9 +118,9 @@ PAPER = {"canet_real_mae_pp": 2.87, "direct_real_mae_pp": 20.63}
 # epochs (4000 steps) the val error of CANet was still falling where the cosine schedule ended. The sweeps get
 # 1600 steps (320 bags x 40 epochs / batch 8), the data sweep's budget; at 400 steps their spread was noise.
 FULL = {"train": 640, "val": 32, "test": 100, "stirs": 32, "epochs": 100, "sweep_train": 320, "sweep_epochs": 40,
-        "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600, "long_data_bags": [40, 80]}
+        "data_bags": [40, 80, 160, 320, 640], "data_steps": 1600, "long_data_bags": [40, 80], "mask_only_bags": [40, 80]}
 QUICK = {"train": 16, "val": 4, "test": 8, "stirs": 32, "epochs": 1, "sweep_train": 16, "sweep_epochs": 1,
-         "data_bags": [4, 16], "data_steps": 4, "long_data_bags": [4]}
+         "data_bags": [4, 16], "data_steps": 4, "long_data_bags": [4], "mask_only_bags": [4]}
 
 
 def base_overrides(size: dict, out_dir: Path) -> list[str]:
@@ -239,6 +245,42 @@ def long_data_overrides(bags: int, size: dict, recipe: CanetConfig) -> list[str]
             f"train.eval_every={max(1, round(recipe.train.eval_every * scale))}"]
 
 
+def mask_only_overrides(kind: str, bags: int, size: dict, recipe: CanetConfig) -> list[str]:
+    """The data sweep's runs on ``bags`` assayed bags alone; ``mask_only``: the same bags assayed among all the
+    train bags. Its epoch is every assayed bag once plus as many mask-only draws, twice an alone epoch: half
+    the epochs and half the warmup epochs give the same optimizer steps and warmup steps."""
+    if kind != "mask_only":
+        return DATA_OVERRIDES[kind] + data_sweep_overrides(bags, size["data_steps"])
+    epochs = max(1, round(size["data_steps"] * recipe.train.batch_size / (2 * bags)))
+    return [f"data.synthetic_train={size['train']}", f"data.assayed={bags}", f"train.epochs={epochs}",
+            f"optim.warmup_epochs={recipe.optim.warmup_epochs / 2:g}"]
+
+
+def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run: dict) -> None:
+    """Part ``mask_only``: its JSON, CSV and markdown section are rewritten after every run, so the runs that
+    finished are kept if the process is stopped; rows of an earlier process with the same sizes are kept."""
+    suffix = "_quick" if quick else ""
+    path = RESULTS / f"canet_mask_only{suffix}.json"
+    sizes = {k: size[k] for k in ("train", "val", "test", "stirs", "data_steps", "mask_only_bags")}
+    report = {"sizes": sizes, "fresh_seed": FRESH_SEED, "recipe": to_dict(recipe), "suffix": suffix, "rows": {},
+              "runs": []}
+    if path.exists() and all(json.loads(path.read_text()).get(k) == report[k] for k in ("sizes", "recipe")):
+        report = json.loads(path.read_text())
+    report["runs"].append(run)
+    for bags in size["mask_only_bags"]:
+        for kind, _ in MASK_ONLY_KINDS:
+            name = f"{kind} assayed={bags}"
+            row = train_and_score(name, mask_only_overrides(kind, bags, size, recipe), size, out, fresh=True)
+            report["rows"][name] = {**row, "assayed": bags, "mask_only": size["train"] - bags if kind == "mask_only" else 0}
+            path.write_text(json.dumps(report, indent=1))
+            pd.DataFrame([{"assayed": r["assayed"], "mask_only": r["mask_only"], "model": n.split(" ")[0],
+                           "content_mae_pp": r["test"]["content_mae_pp"],
+                           "content_mae_pp_fresh": r["test_fresh"]["content_mae_pp"],
+                           "area_mae_pp": r["test"].get("area_mae_pp", float("nan")), "train_wall_s": r["train_wall_s"]}
+                          for n, r in report["rows"].items()]).to_csv(RESULTS / f"canet_mask_only{suffix}.csv", index=False)
+            write_section(MARKDOWN, "canet_mask_only", mask_only_markdown(report), quick=quick, header=HEADER)
+
+
 def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
     return pd.DataFrame([{key: v, "content_mae_pp": r["test"]["content_mae_pp"],
                           "content_rmse_pp": r["test"]["content_rmse_pp"], "content_r2": r["test"]["content_r2"],
@@ -283,10 +325,15 @@ def main() -> None:
                         help="comma-separated parts to run (separate processes can run different parts; results "
                              f"merge): {', '.join(PARTS)}, oracle")
     parser.add_argument("--report", action="store_true",
-                        help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing")
+                        help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing "
+                             "(with --only mask_only: that part's section)")
     args = parser.parse_args()
     if args.report:
         suffix = "_quick" if args.quick else ""
+        if args.only == "mask_only":  # that section alone, from its own JSON
+            report = json.loads((RESULTS / f"canet_mask_only{suffix}.json").read_text())
+            write_section(MARKDOWN, "canet_mask_only", mask_only_markdown(report), quick=args.quick, header=HEADER)
+            return
         report = json.loads((RESULTS / f"canet_synthetic{suffix}.json").read_text())
         sweep_outputs(report, suffix)
         if not args.quick:
@@ -306,6 +353,12 @@ def main() -> None:
     ns = (2, 4, 8, 16, 32)
     host = machine()  # before training: the load at start
     recipe = load_config(CanetConfig, REPO / "tasks" / "canet.yaml")
+    if "mask_only" in parts:  # its own JSON and section: the other parts' records stay as they are
+        mask_only_part(size, out, recipe, args.quick, {"command": "python " + " ".join(sys.argv), "started": started,
+                                                       "commit": commit, "machine": host})
+        parts.discard("mask_only")
+        if not parts:
+            return
     report: dict = {"sizes": size, "paper": PAPER, "fresh_seed": FRESH_SEED,
                     "recipe": {"model": to_dict(recipe.model), "loss": to_dict(recipe.loss), "optim": to_dict(recipe.optim),
                                "render_size": recipe.data.synthetic_render_size, "batch_size": recipe.train.batch_size}}

@@ -21,6 +21,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/segdec_kolektor.py --report",  # inference speed, after the runs it is reported with
       "benchmarks/segdec_ablation.py --variants all,no_se,no_decay", "benchmarks/segdec_ablation.py --variants no_atrous",
       "benchmarks/segdec_ablation.py --variants no_stop_gradient"]),
+    # canet_synthetic.py's bare run does every part, the mask-only one too (recorded as `--only mask_only`)
     ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",

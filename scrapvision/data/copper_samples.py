@@ -7,6 +7,10 @@ On disk, one folder per *sample* (one stirred bag of granules)::
                                                size, single-channel (grey, or RGB with equal channels)
     <root>/<split>/<sample>/sample.json        {"copper_content": 0.873, ...}  (mass fraction, 0..1)
 
+A *training* sample without ``sample.json`` or without ``copper_content`` (but with masks) is mask-only: it
+feeds the area and per-patch loss terms, not the content term (masking photos is far cheaper than assaying
+a bag). Validation and test samples need the content.
+
 Splits are ``train``, ``val`` and optionally ``test``. The synthetic generator
 (:mod:`scrapvision.data.synthetic.copper_granules`) writes exactly this layout. Masks are only needed for
 training and for the area-proportion metrics; ``predict`` reads ``images/`` alone.
@@ -14,7 +18,9 @@ training and for the area-proportion metrics; ``predict`` reads ``images/`` alon
 A Dataset item is a dict: ``images`` float32 [N, 3, H, W] in [0, 1], ``mask`` float32 [N, H, W] (copper
 fraction of each pixel at model resolution), ``area`` float32 [N] (copper pixel share of each photo,
 measured on the full-resolution mask) and ``content`` float32 []. Default collation stacks these into
-``images`` [B, N, 3, H, W], ``mask`` [B, N, H, W], ``area`` [B, N], ``content`` [B].
+``images`` [B, N, 3, H, W], ``mask`` [B, N, H, W], ``area`` [B, N], ``content`` [B]. ``assayed`` [B] is 1.0
+for a sample with a content label and 0.0 for a mask-only one (whose ``content`` is a 0.0 placeholder, never
+NaN, so that no NaN can reach the loss's graph).
 """
 
 from __future__ import annotations
@@ -49,15 +55,20 @@ class CopperSample:
         return self.folder.name
 
 
-def read_content(folder: Path) -> float:
-    """``copper_content`` of ``folder/sample.json``: a mass fraction in [0, 1] (not a percentage)."""
+def read_content(folder: Path, required: bool = True) -> float | None:
+    """``copper_content`` of ``folder/sample.json``: a mass fraction in [0, 1] (not a percentage). Not
+    ``required``: None when the file or the key is missing (a mask-only sample); a bad value is still an error."""
     path = folder / "sample.json"
     if not path.is_file():
+        if not required:
+            return None
         raise DataError(f"sample {folder}: no sample.json with copper_content")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    if isinstance(meta, dict) and "copper_content" not in meta and not required:
+        return None
     if not isinstance(meta, dict) or "copper_content" not in meta:
         raise DataError(f"{path}: no 'copper_content' key (expected {{\"copper_content\": 0.873, ...}})")
     value = meta["copper_content"]
@@ -77,7 +88,8 @@ def _mask_for(image: Path, mask_dir: Path) -> Path:
 
 
 def read_sample(folder: str | Path, need_content: bool = True, need_masks: bool = True) -> CopperSample:
-    """Check one sample folder and list its files (nothing is decoded yet)."""
+    """Check one sample folder and list its files (nothing is decoded yet). Without ``need_content`` a
+    sample without a content label has ``copper_content`` None."""
     folder = Path(folder)
     image_dir = folder / "images"
     images = tuple(list_images(image_dir if image_dir.is_dir() else folder, recursive=False))
@@ -87,7 +99,7 @@ def read_sample(folder: str | Path, need_content: bool = True, need_masks: bool 
         if not mask_dir.is_dir():
             raise DataError(f"sample {folder}: no masks/ folder (binary copper masks are needed for training)")
         masks = tuple(_mask_for(p, mask_dir) for p in images)
-    content = read_content(folder) if need_content or (folder / "sample.json").is_file() else None
+    content = read_content(folder, required=need_content)
     return CopperSample(folder, images, masks, content)
 
 
@@ -129,16 +141,24 @@ def read_masks(sample: CopperSample, image_shapes: list[tuple[int, int]], size: 
 
 class SampleStore:
     """Samples as arrays at model resolution. ``get(i)`` -> (photos uint8 [K,S,S,3], copper masks uint8
-    [K,S,S] (pixel copper fraction x 255), copper area of each full-resolution mask [K], content)."""
+    [K,S,S] (pixel copper fraction x 255), copper area of each full-resolution mask [K], content or None
+    for a mask-only sample)."""
 
     def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], areas: list[np.ndarray],
-                 contents: list[float]) -> None:
+                 contents: list[float | None]) -> None:
         self.images, self.masks, self.areas, self.contents = images, masks, areas, contents
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def assayed(self) -> list[bool]:
+        """Which samples have a content label (read without decoding any photo)."""
+        return [c is not None for c in self.contents]
+
+    def subset(self, indices: list[int]) -> SampleStore:
+        return SampleStore(*([seq[i] for i in indices] for seq in (self.images, self.masks, self.areas, self.contents)))
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
         return self.images[index], self.masks[index], self.areas[index], self.contents[index]
 
 
@@ -151,11 +171,17 @@ class FolderStore(SampleStore):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    def assayed(self) -> list[bool]:
+        return [s.copper_content is not None for s in self.samples]
+
+    def subset(self, indices: list[int]) -> SampleStore:
+        return FolderStore([self.samples[i] for i in indices], self.size)
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
         sample = self.samples[index]
         images, shapes = load_images(sample.images, self.size)
         areas, masks = read_masks(sample, shapes, self.size)
-        return images, masks, areas, float(sample.copper_content)
+        return images, masks, areas, sample.copper_content
 
 
 class CopperSetDataset(Dataset):
@@ -175,6 +201,9 @@ class CopperSetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
+    def assayed(self) -> list[bool]:
+        return self.store.assayed()
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         images, masks, areas, content = self.store.get(index)
         count = len(images)
@@ -189,7 +218,8 @@ class CopperSetDataset(Dataset):
         return {"images": torch.from_numpy(photos).permute(0, 3, 1, 2).float().div_(255),
                 "mask": torch.from_numpy(small).float().div_(255),
                 "area": torch.from_numpy(np.asarray(areas)[pick].astype(np.float32)),
-                "content": torch.tensor(content, dtype=torch.float32)}
+                "content": torch.tensor(0.0 if content is None else content, dtype=torch.float32),
+                "assayed": torch.tensor(float(content is not None))}
 
 
 class SamplePhotosDataset(Dataset):

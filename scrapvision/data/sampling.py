@@ -93,3 +93,26 @@ def rarest_label(labels: Sequence[Sequence[bool]]) -> list[int]:
     counts = [sum(bool(row[c]) for row in labels) for c in range(len(labels[0]))] if labels else []
     return [1 + min((c for c, on in enumerate(row) if on), key=lambda c: (counts[c], c)) if any(row) else 0
             for row in labels]
+
+
+def share_per_batch(order: Sequence[int], first: Sequence[bool], batch_size: int) -> list[int]:
+    """``order`` regrouped into batches of ``batch_size`` that each start with half their places (an odd size:
+    one more, then one fewer, in turn) of the indices flagged in ``first``, in their order, then the others.
+
+    Used with :func:`balanced_order` (as many flagged as unflagged draws), so every batch holds flagged
+    samples (canet: assayed ones). Leading each batch, they reach every DDP rank's shard (every
+    ``world_size``-th index) while ``batch_size // 2 >= world_size``. Every batch is full but the last; the
+    epoch ends with the last flagged index (with equal counts, at most one unflagged draw is left out)."""
+    flagged = [i for i in order if first[i]]
+    others = [i for i in order if not first[i]]
+    batches: list[int] = []
+    taken = used = 0
+    for k in range(len(order)):
+        if taken >= len(flagged):
+            break
+        lead = flagged[taken:taken + max(1, (batch_size + 1 - k % 2) // 2)]
+        fill = others[used:used + batch_size - len(lead)]
+        lead += flagged[taken + len(lead):taken + batch_size - len(fill)]  # no others left: more flagged
+        batches += lead + fill
+        taken, used = taken + len(lead), used + len(fill)
+    return batches

@@ -6,14 +6,20 @@ binary copper mask of every photo and each sample's copper content. ``data.root 
 physics-grounded synthetic granules of :mod:`scrapvision.data.synthetic.copper_granules`.
 
 Batches are dicts: ``images`` [B, N, 3, H, W] float in [0, 1], ``area`` [B, N] (copper share of each
-photo's mask) and ``content`` [B]. ``model.kind = "direct"`` trains the paper's direct-regression baseline
-with the same data and metrics.
+photo's mask), ``content`` [B] and ``assayed`` [B]. ``model.kind = "direct"`` trains the paper's
+direct-regression baseline with the same data and metrics.
+
+Mask-only training samples (masks, no content label: a training folder without ``copper_content``, or the
+synthetic bags beyond ``data.assayed``) feed the area and per-patch terms only. Every training batch then
+holds assayed samples for half its places (:meth:`CanetTask.epoch_indices`); the direct baseline, which has
+nothing to learn from them, drops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,7 @@ from ..data.copper_samples import (
 )
 from ..data.images import IMAGE_SUFFIXES, subfolders
 from ..data.inference import listed_paths
+from ..data.sampling import balanced_order, share_per_batch
 from ..data.synthetic.copper_granules import GeneratorSpec, render_split
 from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
@@ -66,6 +73,10 @@ class CanetDataConfig:
     images_per_sample: int = 4  # N photos per sample in a batch
     eval_images_per_sample: int = 0  # N at validation / eval; 0 = images_per_sample
     synthetic_train: int = 640  # bags in the synthetic train split (content labels are the scarce signal)
+    # synthetic train bags that keep their content label: the first ones, the exact bags of synthetic_train=assayed
+    # (bags are i.i.d. draws, so the first k are a random choice); the rest are mask-only. 0 = every bag
+    # With mask-only bags an epoch is every assayed bag once plus as many mask-only draws (see epoch_indices)
+    assayed: int = 0
     synthetic_val: int = 48  # bags in the synthetic val and test splits
     synthetic_stirs: int = 8  # photos rendered per bag
     synthetic_render_size: int = 96  # rendered pixels per side (then resized to model.img_size)
@@ -139,6 +150,12 @@ class CanetTask(Task):
             raise ConfigError(f"data.synthetic_content_range {cfg.data.synthetic_content_range}: need 0 <= lo <= hi <= 1")
         if cfg.data.images_per_sample < 1:
             raise ConfigError("data.images_per_sample must be >= 1")
+        if cfg.data.assayed < 0 or (not cfg.data.root and cfg.data.assayed > cfg.data.synthetic_train):
+            raise ConfigError(f"data.assayed={cfg.data.assayed}: need 0 (every bag) up to data.synthetic_train="
+                              f"{cfg.data.synthetic_train}")
+        if cfg.data.assayed and cfg.data.root:
+            raise ConfigError("data.assayed applies to synthetic data only; on disk a training sample without "
+                              "copper_content in its sample.json is mask-only")
         if cfg.model.kind == "direct" and cfg.data.eval_images_per_sample not in (0, cfg.data.images_per_sample):
             raise ConfigError("model.kind=direct takes a fixed N: data.eval_images_per_sample must be 0 or "
                               "equal to data.images_per_sample")
@@ -202,19 +219,43 @@ class CanetTask(Task):
                              content_range=data_cfg.synthetic_content_range)
 
     def _store(self, split: str) -> SampleStore:
+        """A split's samples; only ``train`` may hold mask-only ones (content None)."""
         data_cfg = self.cfg.data
         if not data_cfg.root:
             count = data_cfg.synthetic_train if split == "train" else data_cfg.synthetic_val
             rendered = render_split(self._spec(), data_cfg.synthetic_seed, split, count, self.cfg.model.img_size)
-            return SampleStore(list(rendered.images), list(rendered.masks), list(rendered.areas), list(rendered.contents))
-        return FolderStore(list_samples(Path(data_cfg.root) / split), self.cfg.model.img_size)
+            contents: list[float | None] = list(rendered.contents)
+            if split == "train" and data_cfg.assayed:
+                contents[data_cfg.assayed:] = [None] * (count - data_cfg.assayed)
+            return SampleStore(list(rendered.images), list(rendered.masks), list(rendered.areas), contents)
+        samples = list_samples(Path(data_cfg.root) / split, need_content=split != "train")
+        return FolderStore(samples, self.cfg.model.img_size)
+
+    def _train_store(self) -> SampleStore:
+        """The train split, without its mask-only samples for the direct baseline; says how many of each
+        (only when some are mask-only: the CLI's stderr stays for errors in the usual case)."""
+        store = self._store("train")
+        assayed = store.assayed()
+        kept, mask_only = [i for i, a in enumerate(assayed) if a], assayed.count(False)
+        if not kept:
+            where = Path(self.cfg.data.root) / "train" if self.cfg.data.root else "the synthetic train split"
+            raise DataError(f"{where}: no training sample has a copper_content (sample.json); at least one must")
+        if not mask_only:
+            return store
+        print(f"canet: {len(kept)} training samples assayed, {mask_only} mask-only", file=sys.stderr)
+        if self.cfg.model.kind == "direct":
+            print(f"canet: model.kind=direct cannot learn from mask-only samples: dropped {mask_only}", file=sys.stderr)
+            return store.subset(kept)
+        if self.cfg.train.batch_size < 2:
+            raise ConfigError("train.batch_size=1 leaves no place for mask-only samples beside an assayed one; use >= 2")
+        return store
 
     def _eval_n(self) -> int:
         return self.cfg.data.eval_images_per_sample or self.cfg.data.images_per_sample
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         seed = self.cfg.train.seed
-        train = CopperSetDataset(self._store("train"), self.cfg.data.images_per_sample, train=True, seed=seed)
+        train = CopperSetDataset(self._train_store(), self.cfg.data.images_per_sample, train=True, seed=seed)
         return train, CopperSetDataset(self._store("val"), self._eval_n(), train=False)
 
     def build_eval_dataset(self) -> Dataset:
@@ -224,11 +265,21 @@ class CanetTask(Task):
         return CopperSetDataset(self._store(split), self._eval_n(), train=False)
 
     # ------------------------------------------------------------------ training
+    def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
+        """With mask-only samples: every assayed sample once plus as many mask-only draws (cycling through
+        them from epoch to epoch), laid out so each batch is half assayed. An epoch thus counts content
+        labels, as training on the assayed samples alone does, and no step lacks the content term."""
+        assayed = dataset.assayed() if isinstance(dataset, CopperSetDataset) else []
+        if all(assayed):
+            return super().epoch_indices(dataset, epoch, generator)
+        order = balanced_order(assayed, epoch, self.cfg.train.seed, generator, anchor=1)
+        return share_per_batch(order, assayed, self.cfg.train.batch_size)
+
     def compute_loss(self, model: nn.Module, batch: dict, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = model(batch["images"])
         loss = self.cfg.loss
         return canet_loss(outputs, batch["area"], batch["content"], loss.lambda_a, loss.lambda_m,
-                          batch["mask"], loss.lambda_p)
+                          batch["mask"], loss.lambda_p, batch.get("assayed"))
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:

@@ -136,13 +136,20 @@ class DirectRegression(nn.Module):
 def canet_loss(
     outputs: dict[str, torch.Tensor], area: torch.Tensor, content: torch.Tensor,
     lambda_a: float = 0.2, lambda_m: float = 0.8, mask: torch.Tensor | None = None, lambda_p: float = 0.0,
+    assayed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``lambda_a * mean_j (p_c_j - p^_c_j)^2 + lambda_m * (content - content^)^2``, batch-averaged.
 
     The area term is skipped for models without per-photo areas (the direct baseline). ``lambda_p`` > 0
     adds a term that is not in the paper: each patch's copper probability against the copper fraction of
-    the mask pooled to the patch grid (``mask`` [B, N, H, W] in [0, 1])."""
-    content_term = F.mse_loss(outputs["content"], content)
+    the mask pooled to the patch grid (``mask`` [B, N, H, W] in [0, 1]). ``assayed`` [B] (1 = the sample has
+    a content label, 0 = mask-only) averages the content term over the assayed samples only; a mask-only
+    sample's ``content`` must be a finite placeholder (its residual is multiplied by 0, and 0 * NaN is NaN)."""
+    squared = (outputs["content"] - content) ** 2
+    if assayed is None:
+        content_term = squared.mean()
+    else:  # no assayed sample in the batch: the term is 0 (clamp), not 0 / 0
+        content_term = (squared * assayed).sum() / assayed.sum().clamp_min(1.0)
     loss = lambda_m * content_term
     logs = {"content_mse": float(content_term.detach())}
     if "area" in outputs and lambda_a > 0:
