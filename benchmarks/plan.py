@@ -34,7 +34,8 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                 "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
                                 "benchmarks/segdec_tiles.py --recipes native --size 0",
                                 "benchmarks/segdec_tiles.py --recipes dice --folds 0,1,2",
-                                "benchmarks/segdec_tiles.py --recipes dice --size 224"]),
+                                "benchmarks/segdec_tiles.py --recipes dice --size 224",
+                                "benchmarks/segdec_tiles.py --recipes dice_lr03 --size 224"]),
     ("folder_layout_kolektor.md", [], ["benchmarks/folder_layout_kolektor.py --folds 0 --epochs 6",
                                        "benchmarks/folder_layout_dagm.py"]),
     ("pretrain_transfer.md", [], [f"benchmarks/pretrain_transfer.py --seeds {seed} --variants {variant} --pretrain-epochs 60"
