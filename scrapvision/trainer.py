@@ -171,7 +171,7 @@ class Trainer:
         ``lr`` / ``weight_decay`` come from ``cfg.optim``. With ``optim.backbone_lr_scale`` != 1 every group is
         split in two, its backbone part at that multiple of the group's lr (0: not optimised at all)."""
         optim = self.cfg.optim
-        scale = float(getattr(optim, "backbone_lr_scale", 1.0))
+        scale = optim.backbone_lr_scale
         if not scale >= 0:
             raise ConfigError(f"config key 'optim.backbone_lr_scale': {scale} is negative; 0 freezes the backbone")
         in_backbone = _backbone_ids(model, self.task.name) if scale != 1.0 else set()

@@ -8,27 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_canet import TINY as CANET_TINY
+from test_canet import tiny_task as canet_tiny_task
 from torch.utils.data import DataLoader
 
-from scrapvision.config import load_config
 from scrapvision.data.copper_samples import CopperSetDataset, SampleStore
 from scrapvision.data.sampling import EpochSampler
 from scrapvision.data.synthetic.copper_granules import GeneratorSpec, write_dataset
 from scrapvision.distributed import DistInfo
 from scrapvision.errors import ConfigError, DataError
-from scrapvision.heads.canet import CanetConfig, CanetTask
+from scrapvision.heads.canet import CanetTask
 from scrapvision.models.canet import canet_loss
 from scrapvision.trainer import Trainer
 
-TINY = [
-    "model.backbone=test_vit", "model.img_size=32", "model.patch_size=8", "model.vit_depth=2", "model.hidden=16",
-    "data.images_per_sample=2", "data.synthetic_train=14", "data.synthetic_val=4", "data.synthetic_stirs=2",
-    "data.synthetic_render_size=48", "train.batch_size=4", "train.log_every=1000", "train.device=cpu",
-]
+# test_canet's tiny recipe, with a smaller split (14 training bags) and head
+TINY = [*CANET_TINY, "model.hidden=16", "data.synthetic_train=14", "data.synthetic_val=4"]
 
 
 def tiny_task(tmp_path: Path, *extra: str) -> CanetTask:
-    return CanetTask(load_config(CanetConfig, None, [*TINY, f"train.out_dir={tmp_path}", *extra]))
+    return canet_tiny_task(tmp_path, *TINY[len(CANET_TINY):], *extra)
 
 
 def test_content_term_ignores_mask_only_samples():
