@@ -354,7 +354,8 @@ class Trainer:
         if improved:
             run.best = float(value)
         self._save(run, epoch)
-        if improved or not (self.run_dir / "best.pt").exists():
+        unmonitored = value is None and run.val_loader is None  # no validation at all: best.pt is the latest
+        if improved or unmonitored or not (self.run_dir / "best.pt").exists():
             atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
         self.log.append(record)
         self.log.write_csv()

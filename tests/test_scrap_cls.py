@@ -244,6 +244,26 @@ def test_eval_split_all_scores_a_folder_too_small_to_split(tmp_path):
         ScrapClsTask(load_config(ScrapClsConfig, overrides=[f"data.root={root}"])).build_eval_dataset()
 
 
+def test_val_fraction_zero_trains_on_every_image_and_best_is_the_last_epoch(tmp_path):
+    from scrapvision.checkpoint import load_checkpoint
+    from scrapvision.trainer import Trainer
+
+    assert split_indices(["a", "a", "b"], 0.0) == ([0, 1, 2], [])  # even a class too small to split
+    root = write_scrap_grades(tmp_path / "g", per_class=4, size=24, classes=3)
+    overrides = [*ScrapClsTask.smoke_overrides, f"data.root={root}", "data.val_fraction=0", "train.epochs=2"]
+    task = ScrapClsTask(load_config(ScrapClsConfig, overrides=overrides))
+    train, val = task.build_datasets()
+    assert (len(train), len(val)) == (12, 0)
+    result = Trainer(task, run_dir=tmp_path / "run").fit()
+    best, last = load_checkpoint(result.best_path), load_checkpoint(result.last_path)
+    assert best["epoch"] == last["epoch"] == 2  # no validation to choose by: best.pt follows the latest epoch
+    assert all(torch.equal(best["model"][k], v) for k, v in last["model"].items())
+    held_out = write_scrap_grades(tmp_path / "held_out", per_class=2, size=24, classes=3, seed=5)
+    scored = ScrapClsTask(load_config(ScrapClsConfig, overrides=[*overrides[:-3], f"data.root={held_out}",
+                                                                 "data.eval_split=all"]))
+    assert len(scored.build_eval_dataset()) == 6
+
+
 def test_stratified_split_and_kfold_partition():
     labels = ["a"] * 10 + ["b"] * 6 + ["c"] * 4
     train, val = split_indices(labels, 0.25, seed=3)

@@ -113,9 +113,13 @@ def find_records(root: str | Path, layout: str = "auto", csv_name: str = "labels
 
 def split_indices(labels: Sequence[str], val_fraction: float = 0.2, seed: int = 0, folds: int = 0,
                   fold: int = 0) -> tuple[list[int], list[int]]:
-    """Stratified (train, val) indices: a fixed ``val_fraction`` split, or fold ``fold`` of ``folds``."""
+    """Stratified (train, val) indices: a fixed ``val_fraction`` split, or fold ``fold`` of ``folds``.
+    ``val_fraction`` 0 (and no folds) trains on every image: the final model of a recipe that scores its last
+    epoch needs no validation split, and small classes keep all their photos."""
     from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
+    if folds <= 1 and val_fraction == 0:
+        return list(range(len(labels))), []
     y = np.asarray(labels)
     counts = {c: int((y == c).sum()) for c in np.unique(y)}
     rare = [c for c, n in counts.items() if n < 2]

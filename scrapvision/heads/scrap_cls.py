@@ -62,7 +62,7 @@ class ScrapClsDataConfig:
     augment: Literal["none", "light", "strong"] = "strong"  # strong: crops, flips, rotation, colour, blur, cut-out
     sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: draw classes equally often
     unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: leave out (reported) or stop
-    val_fraction: float = 0.2  # stratified hold-out when folds == 0
+    val_fraction: float = 0.2  # stratified hold-out when folds == 0; 0 = train on every image (no validation)
     folds: int = 0  # > 1: stratified k-fold, validating on fold `fold`
     fold: int = 0
     split_seed: int = 0

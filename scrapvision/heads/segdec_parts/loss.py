@@ -50,7 +50,9 @@ def soft_dice_loss(seg: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor,
     """1 - soft Dice of the sigmoid map against the target, over all pixel-labelled images of the batch together
     (``gamma`` > 0). Pooled over the batch rather than per image, so a defect-free image adds its false positives
     to the denominator instead of scoring an undefined 0/0. Unlike a pixel mean, the overlap ratio does not shrink
-    with the defect's share of the image: small defects pull as hard as large ones."""
+    with the defect's share of the image: small defects pull as hard as large ones. Not smp's ``DiceLoss``: it
+    scores a batch without defect pixels as 0 (no push against false alarms there) and cannot leave out the
+    image-labelled images of weak and mixed supervision, whose targets are soft fractions, not an ignore index."""
     keep = (gamma > 0).to(seg.dtype).view(-1, 1, 1, 1)
     prob = torch.sigmoid(seg) * keep
     target = target * keep
