@@ -45,7 +45,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_transfer.py --seeds 0 --variants baseline --pretrain-epochs 180 --snapshots 60,120",
         "benchmarks/pretrain_transfer.py --seeds 0 --variants clfsef --pretrain-epochs 180 --snapshots 60,120",
         "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --snapshots 60,120 --seeds 0 --variants baseline,clfsef "
-        "--frozen --arms pretrained-frozen"]),
+        "--frozen --arms pretrained-frozen",
+        "benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef --pretrain-epochs 180 "
+        "--snapshots 60,120 --arms scratch,pretrained --threads 1",
+        "benchmarks/pretrain_transfer.py --seeds 1,2,3 --variants baseline,clfsef --pretrain-epochs 180 "
+        "--snapshots 60,120 --arms scratch,pretrained --threads 1"]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
         "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
