@@ -67,9 +67,9 @@ def read_content(folder: Path, required: bool = True) -> float | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({first_line(exc)})") from None
-    if isinstance(meta, dict) and "copper_content" not in meta and not required:
-        return None
     if not isinstance(meta, dict) or "copper_content" not in meta:
+        if isinstance(meta, dict) and not required:
+            return None
         raise DataError(f"{path}: no 'copper_content' key (expected {{\"copper_content\": 0.873, ...}})")
     value = meta["copper_content"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
