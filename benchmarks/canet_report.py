@@ -38,7 +38,9 @@ EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
                    ("canet_paper_loss_seed1", "CANet, paper loss (lambda_p = 0), training seed 1"),
                    ("canet_seed1", "CANet, training seed 1"),
                    ("direct_lr_seed1", f"direct regression, lr={DIRECT_CHECK_LR}, training seed 1"),
-                   ("canet_classes4", "CANet, 4 latent classes"))
+                   ("canet_classes4", "CANet, 4 latent classes"),
+                   ("canet_ema", "CANet, weight average (train.ema_decay = 0.999)"),
+                   ("canet_ema_seed1", "CANet, weight average (train.ema_decay = 0.999), training seed 1"))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
 
 

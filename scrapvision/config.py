@@ -51,6 +51,10 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     log_every: int = 10  # steps between metric lines
     logger: Literal["csv", "tensorboard", "mlflow"] = "csv"  # also log epochs there (scrapvision/loggers.py)
+    # exponential moving average of the weights (0 = off; 0.99-0.9999, longer runs higher): validation, best.pt
+    # and last.pt use the averaged weights, which move less from epoch to epoch than the trained ones on a
+    # small validation set; the first updates average faster (decay min(d, (1 + n) / (10 + n)) at update n)
+    ema_decay: float = 0.0
 
 
 

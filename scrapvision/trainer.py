@@ -1,4 +1,5 @@
-"""The one training loop: device, AMP, DDP, cosine schedule, clipping, atomic checkpoints, logs, resume.
+"""The one training loop: device, AMP, DDP, cosine schedule, clipping, weight averaging (EMA), atomic
+checkpoints, logs, resume.
 
 Reproducibility: every epoch re-seeds the RNGs from ``(seed, epoch)`` and the sample order comes from a
 generator seeded the same way, so a run resumed from the checkpoint of epoch ``k`` continues exactly as
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -81,6 +83,24 @@ def cosine_lambda(total_steps: int, warmup_steps: int, min_ratio: float):
     return factor
 
 
+def ema_average(decay: float):
+    """``AveragedModel``'s update for ``train.ema_decay``: an exponential moving average whose decay ramps up
+    as ``min(decay, (1 + n) / (10 + n))`` over the first updates, so the random initial weights are forgotten
+    within a few dozen steps even on runs of a few hundred; integer buffers (BatchNorm's batch counter) take
+    the current value."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        for avg, cur in zip(averaged, current):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:
+                avg.copy_(cur)
+
+    return update
+
+
 @dataclass
 class _Run:
     """What one fit carries from step to step."""
@@ -99,6 +119,12 @@ class _Run:
     start_epoch: int = 0
     step: int = 0
     last_metrics: dict[str, float] = field(default_factory=dict)
+    ema: AveragedModel | None = None  # train.ema_decay > 0: the averaged weights, validated and saved
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.raw_model
 
 
 @dataclass
@@ -229,6 +255,10 @@ class Trainer:
             # PyTorch's SyncBatchNorm is GPU-only: on CPU ranks batch statistics stay per rank.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         optimizer = self._optimizer(model)
+        decay = tcfg.ema_decay
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"config key 'train.ema_decay': {decay} is outside [0, 1); 0 turns the average off, "
+                              "0.99-0.9999 are usual")
         sampler = EpochSampler(self.task.epoch_indices, train_set, tcfg.seed, info)
         sampler.set_epoch(0)
         loader = self._loader(train_set, sampler, tcfg.batch_size // info.world_size)
@@ -244,6 +274,7 @@ class Trainer:
             train_set=train_set, sampler=sampler, loader=loader, steps_per_epoch=steps_per_epoch,
             val_loader=self._loader(val_set, None, tcfg.eval_batch_size or tcfg.batch_size) if len(val_set) else None,
             best=-math.inf if mode == "max" else math.inf,
+            ema=AveragedModel(model, multi_avg_fn=ema_average(decay), use_buffers=True) if decay > 0 else None,
         )
         if self.resume_payload is not None:
             self._restore(run, self.resume_payload)
@@ -269,7 +300,11 @@ class Trainer:
 
     @staticmethod
     def _restore(run: _Run, payload: dict[str, Any]) -> None:
-        run.raw_model.load_state_dict(payload["model"])
+        # with a moving average, "model" holds the averaged weights and "train_model" the trained ones
+        run.raw_model.load_state_dict(payload.get("train_model", payload["model"]))
+        if run.ema is not None:
+            run.ema.module.load_state_dict(payload["model"])
+            run.ema.n_averaged.fill_(int(payload.get("ema_updates", payload["step"])))
         try:
             run.optimizer.load_state_dict(payload["optimizer"])
         except ValueError as exc:  # parameter groups changed since the checkpoint was written
@@ -334,6 +369,8 @@ class Trainer:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.raw_model)
         run.step += 1
         return loss_value, logs
 
@@ -342,8 +379,8 @@ class Trainer:
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": run.step, **train_logs,
                                   "lr": run.scheduler.get_last_lr()[0], "elapsed_s": elapsed_s}
         if run.val_loader is not None and ((epoch + 1) % self.tcfg.eval_every == 0 or epoch + 1 == self.tcfg.epochs):
-            run.raw_model.eval()
-            metrics = self.task.evaluate(run.raw_model, run.val_loader)
+            run.eval_model.eval()
+            metrics = self.task.evaluate(run.eval_model, run.val_loader)
             record.update({k if k.startswith("val_") else f"val_{k}": v for k, v in metrics.items()})
         run.last_metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
         metric_name, mode = self.task.monitor
@@ -360,16 +397,18 @@ class Trainer:
         self.log.append(record)
         self.log.write_csv()
         self.logger.log_epoch(record)
-        self.task.after_checkpoint(run.raw_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
+        self.task.after_checkpoint(run.eval_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)
         self.log.print_epoch(record)
         for message in self.task.epoch_end(record):
             self.log.warn(epoch + 1, message)
 
     def _save(self, run: _Run, epoch: int) -> None:
         payload = {
-            **model_payload(self.task, run.raw_model, run.last_metrics),
+            **model_payload(self.task, run.eval_model, run.last_metrics),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict() if self.use_amp else {}, "epoch": epoch + 1, "step": run.step,
             "best": run.best, "monitor": self.task.monitor[0], "metrics": run.last_metrics,
         }
+        if run.ema is not None:  # eval, predict and export read "model"; --resume continues from "train_model"
+            payload.update(train_model=run.raw_model.state_dict(), ema_updates=int(run.ema.n_averaged))
         save_checkpoint(payload, self.run_dir / "last.pt")

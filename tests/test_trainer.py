@@ -213,3 +213,55 @@ def test_warnings_of_a_head_go_to_stderr_and_metrics_jsonl_once_each(tmp_path, m
     assert [(r["epoch"], r["message"]) for r in records if r["kind"] == "warning"] == [(1, "odd epoch 1"), (3, "odd epoch 3")]
     assert capsys.readouterr().err.count("[toy] warning: odd epoch") == 2
     assert "message" not in open(result.run_dir / "metrics.csv").readline()
+
+
+def test_ema_decay_saves_the_moving_average_of_every_step_and_trains_the_same_weights(tmp_path, monkeypatch):
+    plain = train("toy", overrides=["train.epochs=2"], run_dir=tmp_path / "plain")
+    seen = []  # the trained weights at the start of every step: those after the step before
+    compute_loss = toy_task.ToyTask.compute_loss
+
+    def recording(self, model, batch, progress):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return compute_loss(self, model, batch, progress)
+
+    monkeypatch.setattr(toy_task.ToyTask, "compute_loss", recording)
+    result = train("toy", overrides=["train.epochs=2", "train.ema_decay=0.9"], run_dir=tmp_path / "ema")
+    saved = load_checkpoint(result.last_path)
+    # the average does not change training: the trained weights are the plain run's
+    assert_same_weights(saved["train_model"], weights(plain.last_path), atol=1e-6)
+    after_each_step = seen[1:] + [saved["train_model"]]
+    assert saved["ema_updates"] == len(after_each_step) == 16
+    expected = {k: v.clone() for k, v in after_each_step[0].items()}
+    for n, current in enumerate(after_each_step[1:], start=1):
+        decay = min(0.9, (1 + n) / (10 + n))
+        for key in expected:
+            expected[key] += (1 - decay) * (current[key] - expected[key])
+    assert_same_weights(saved["model"], expected, atol=1e-5)
+    assert not torch.allclose(saved["model"]["net.0.weight"], saved["train_model"]["net.0.weight"])
+    # validation scored the averaged weights: re-scoring the saved model gives the logged val_mse
+    task = build_task("toy", overrides=["train.epochs=2"])
+    model = task.build_model()
+    model.load_state_dict(saved["model"])
+    val = task.build_datasets()[1]
+    x, y = val.tensors
+    with torch.no_grad():
+        mse = torch.nn.functional.mse_loss(model(x), y).item()
+    rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
+    assert float(rows[-1]["val_mse"]) == pytest.approx(mse, rel=1e-4)
+
+
+def test_resume_with_ema_continues_exactly(tmp_path):
+    overrides = ["train.epochs=4", "train.ema_decay=0.95"]
+    full = train("toy", overrides=overrides, run_dir=tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train("toy", overrides=[*overrides, "model.interrupt_at_step=20"], run_dir=tmp_path / "part")
+    resumed = train("toy", overrides=["model.interrupt_at_step=0"], resume=tmp_path / "part")
+    a, b = load_checkpoint(full.last_path), load_checkpoint(resumed.last_path)
+    assert a["ema_updates"] == b["ema_updates"] == 32
+    assert_same_weights(a["model"], b["model"])
+    assert_same_weights(a["train_model"], b["train_model"])
+
+
+def test_ema_decay_outside_zero_to_one_names_the_key(tmp_path):
+    with pytest.raises(ScrapvisionError, match=r"train.ema_decay.*outside \[0, 1\)"):
+        train("toy", overrides=["train.epochs=1", "train.ema_decay=1"], run_dir=tmp_path / "run")
