@@ -12,6 +12,7 @@ accuracy against pretraining time from one pretraining run (its cosine schedule 
     python benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef   # full scale
     python benchmarks/pretrain_transfer.py --report                       # rebuild the markdown
     python benchmarks/pretrain_transfer.py --pretrain-epochs 60 --frozen --arms pretrained-frozen  # one more arm
+    python benchmarks/pretrain_transfer.py --pretrain-epochs 180 --ema 0.99 --arms pretrained+ema  # weight average
 
 Pretrained backbones are kept in ``--work`` (default /tmp/pretrain_transfer), keyed by fold and pretraining
 recipe, so later processes (more seeds, other variants) reuse them; an interrupted pretraining resumes.
@@ -119,6 +120,9 @@ def arms(info: dict, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     out.append(("pretrained", [f"model.weights={info['backbone']}"]))
     if args.frozen:  # the same backbone kept as pretrained: only the new head learns
         out.append(("pretrained-frozen", [f"model.weights={info['backbone']}", "optim.backbone_lr_scale=0"]))
+    if args.ema:  # scratch and the full pretraining again, scoring a moving average of the fine-tuned weights
+        out += [(f"{arm}+ema", [*extra, f"train.ema_decay={args.ema}"]) for arm, extra in out
+                if arm in ("scratch", "pretrained")]
     wanted = [a for a in args.arms.split(",") if a]
     return [(arm, extra) for arm, extra in out if not wanted or arm in wanted]
 
@@ -175,6 +179,8 @@ def summaries(payload: dict, n_folds: int) -> dict[tuple[str, str], dict]:
 
 
 def arm_order(arm: str) -> tuple[int, int]:
+    if arm.endswith("+ema"):
+        return (3, arm_order(arm.removesuffix("+ema"))[0])
     if arm == "scratch":
         return (0, 0)
     if "@" in arm:
@@ -195,7 +201,8 @@ def arm_steps(payload: dict) -> dict[str, float]:
     runs made under different machine loads."""
     pretraining = list(payload["pretraining"].values())
     full = [p["steps"] for p in pretraining]
-    steps: dict[str, list[float]] = {"scratch": [0.0], "pretrained": full, "pretrained-frozen": full}
+    steps: dict[str, list[float]] = {"scratch": [0.0], "pretrained": full, "pretrained-frozen": full,
+                                     "scratch+ema": [0.0], "pretrained+ema": full}
     for p in pretraining:
         for e, snap in p["snapshots"].items():
             steps.setdefault(f"pretrained@{e}ep", []).append(snap["steps"])
@@ -222,7 +229,8 @@ def plot_curve(every: list[dict], n_folds: int) -> Path | None:
         table, steps = summaries(payload, n_folds), arm_steps(payload)
         for variant in sorted({v for _, v in table}):
             points = sorted((steps[a], r["accuracy"], r["accuracy_sd"], len(r["per_seed"]))
-                            for (a, v), r in table.items() if v == variant and a in steps and "frozen" not in a)
+                            for (a, v), r in table.items()
+                            if v == variant and a in steps and "frozen" not in a and "+ema" not in a)
             if len(points) >= 2:
                 x, y, e, n = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
@@ -275,14 +283,15 @@ def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
                      f"{per_seed} |")
     gains = []
     for (arm, variant), r in ordered:
-        if arm != "scratch" and ("scratch", variant) in table:
-            acc, acc_se, n = paired_gain(table[("scratch", variant)], r)
-            f1, f1_se, _ = paired_gain(table[("scratch", variant)], r, "macro_f1")
-            gains.append(f"- {variant}, {arm} - scratch: {acc:+.2f} +- {_se(acc_se)} top-1 points, {f1:+.2f} +- "
+        base = arm.removesuffix("+ema") if arm.endswith("+ema") else "scratch"  # +ema: against the same arm without
+        if arm != "scratch" and (base, variant) in table:
+            acc, acc_se, n = paired_gain(table[(base, variant)], r)
+            f1, f1_se, _ = paired_gain(table[(base, variant)], r, "macro_f1")
+            gains.append(f"- {variant}, {arm} - {base}: {acc:+.2f} +- {_se(acc_se)} top-1 points, {f1:+.2f} +- "
                          f"{_se(f1_se)} macro-F1 points ({n} seed(s), paired by seed)")
     if gains:
-        lines += ["", "Gain from pretraining, paired by seed (mean +- standard error of the per-seed differences):",
-                  "", *gains]
+        lines += ["", "Gain from pretraining (and, for the +ema arms, from the weight average), paired by seed "
+                  "(mean +- standard error of the per-seed differences):", "", *gains]
     incomplete = sorted({(f["arm"], f["variant"], f["seed"]) for f in payload["folds"]}
                         - {(a, v, s["seed"]) for (a, v), r in table.items() for s in r["per_seed"]})
     if incomplete:
@@ -324,6 +333,8 @@ def main() -> None:
     parser.add_argument("--frozen", action="store_true",
                         help="add the arm pretrained-frozen: the pretrained backbone not fine-tuned "
                              "(optim.backbone_lr_scale=0)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="add the arms scratch+ema and pretrained+ema: fine-tuned with train.ema_decay=EMA")
     parser.add_argument("--arms", default="", help="run only these arms (comma-separated names, e.g. "
                                                    "pretrained-frozen); default: all")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
