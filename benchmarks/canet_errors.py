@@ -3,6 +3,10 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
 
     python benchmarks/canet_synthetic.py --only main    # first: trains runs/bench_canet/{canet,direct}/best.pt
     python benchmarks/canet_errors.py
+    python benchmarks/canet_errors.py --share "canet ema=0.999" "canet ema=0.999 seed=1"   # any CANet runs
+
+``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
+way, as one table: MAE and the model's own share, mean |CANet - oracle| per bag (section ``canet_share``).
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
 as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,25 +48,35 @@ def predict(model: torch.nn.Module, split, n: int) -> np.ndarray:
     return np.concatenate([model(batch["images"])["content"].float().numpy() for batch in split_loader(split, n)])
 
 
-def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
-    """One row per test bag: true content, visible shares of the N photos, and each prediction. The oracle
-    uses the densities ``canet_synthetic.py`` fitted and recorded (the same train bags, so no second render)."""
-    checkpoints = {key: runs / key / "best.pt" for key in ("canet", "direct")}
+def load_runs(runs: Path, names: list[str]) -> dict[str, tuple]:
+    """``load_trained`` of each run's best.pt under ``runs``; a missing one is a one-line error."""
+    checkpoints = {name: runs / name / "best.pt" for name in names}
     for path in checkpoints.values():
         if not path.is_file():
-            raise ScrapvisionError(f"{path}: missing; run `python benchmarks/canet_synthetic.py --only main` first")
-    models = {key: load_trained("canet", path) for key, path in checkpoints.items()}
-    task = models["canet"][0]
-    cfg = task.cfg
-    n, rho = cfg.data.images_per_sample, cfg.model.copper_density
+            raise ScrapvisionError(f"{path}: missing; train it with `python benchmarks/canet_synthetic.py` first")
+    return {name: load_trained("canet", path) for name, path in checkpoints.items()}
+
+
+def oracle_densities(cfg) -> tuple[np.ndarray, list[str]]:
+    """The densities ``canet_synthetic.py`` fitted and recorded (the same train bags, so no second render)."""
+    n = cfg.data.images_per_sample
     report = RESULTS / "canet_synthetic.json"
     try:
         recorded = json.loads(report.read_text())["references"][str(n)]["oracle_densities"]
         names = [m.name for m in materials(cfg.data.synthetic_impurity_types)][1:]
-        densities = np.array([recorded[name] for name in [*names, "tray"]])  # the oracle's column order
+        return np.array([recorded[name] for name in [*names, "tray"]]), names  # the oracle's column order
     except (OSError, KeyError, ValueError):
         raise ScrapvisionError(f"{report}: no oracle densities at N = {n}; run `python benchmarks/canet_synthetic.py "
                                "--only main` first") from None
+
+
+def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
+    """One row per test bag: true content, visible shares of the N photos, each prediction and the oracle's."""
+    models = load_runs(runs, ["canet", "direct"])
+    task = models["canet"][0]
+    cfg = task.cfg
+    n, rho = cfg.data.images_per_sample, cfg.model.copper_density
+    densities, names = oracle_densities(cfg)
     test = test_split(task, FULL["test"])
     shares = np.stack([m[:n].mean(0) for m in test.material_areas])  # columns: tray, copper, impurities
     frame = pd.DataFrame({"true_content": test.contents, "copper_area": shares[:, 1]})
@@ -151,14 +166,56 @@ def markdown(s: dict, command: str, started: str, wall: float, host: str, n: int
     return "\n".join(lines)
 
 
+def share_rows(runs: Path, names: list[str]) -> tuple[list[dict], int]:
+    """Per run: content MAE on the test bags, the oracle's on the same photos, and mean |CANet - oracle|."""
+    models = load_runs(runs, names)
+    task = next(iter(models.values()))[0]
+    cfg = task.cfg
+    n = cfg.data.images_per_sample
+    test = test_split(task, FULL["test"])
+    truth = np.asarray(test.contents, dtype=float)
+    oracle = oracle_contents(test, n, oracle_densities(cfg)[0], cfg.model.copper_density)
+    rows = []
+    for name, (_, model) in models.items():
+        pred = predict(model, test, n)
+        rows.append({"run": name, "mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
+                     "oracle_mae_pp": round(float(100 * np.abs(oracle - truth).mean()), 2),
+                     "canet_minus_oracle_mae_pp": round(float(100 * np.abs(pred - oracle).mean()), 2),
+                     "corr_with_oracle_error": round(float(np.corrcoef(pred - truth, oracle - truth)[0, 1]), 3)})
+    return rows, n
+
+
+def share_markdown(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> str:
+    lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py --share`)", "",
+             f"- `{command}`: {started}, wall {wall:.0f} s, {host}. Best-on-val checkpoints of `canet_synthetic.py` "
+             f"runs; the 100 test bags at N = {n}. Goal of issue 22: mean |CANet - oracle| <= 0.5 pp.", "",
+             "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the oracle's |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['mae_pp']} | {r['oracle_mae_pp']} | {r['canet_minus_oracle_mae_pp']} | "
+              f"{r['corr_with_oracle_error']} |" for r in rows]
+    return "\n".join(lines + [""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_canet",
                         help="the run folder of canet_synthetic.py (holds canet/best.pt and direct/best.pt)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--share", nargs="+", metavar="RUN", default=[],
+                        help="only the model-share table of these CANet run folders under --runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started, t0, host = now(), time.time(), machine()
+    command = "python benchmarks/canet_errors.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
+    if args.share:
+        try:
+            rows, n = share_rows(args.runs, args.share)
+        except ScrapvisionError as exc:
+            raise SystemExit(f"canet_errors: {exc}") from None
+        write_section(MARKDOWN, "canet_share", share_markdown(rows, command, started, time.time() - t0, host, n),
+                      header=HEADER)
+        print(pd.DataFrame(rows).to_string(index=False))
+        return
     try:
         frame, n = bag_table(args.runs)
     except ScrapvisionError as exc:
@@ -166,7 +223,6 @@ def main() -> None:
     frame.round(5).to_csv(RESULTS / "canet_test_bags.csv")
     scatter(frame, n, RESULTS / "canet_test_scatter.png")
     stats = summary(frame)
-    command = "python benchmarks/canet_errors.py" + "".join(f" {a}" for a in sys.argv[1:])
     write_section(MARKDOWN, "canet_errors", markdown(stats, command, started, time.time() - t0, host, n), header=HEADER)
     print(pd.Series(stats["mae_pp"]).to_string())
 
