@@ -273,3 +273,27 @@ def test_disk_data_root_trains_through_the_reader(tmp_path):
     broken = dataclasses.replace(task.cfg, data=dataclasses.replace(task.cfg.data, root=str(tmp_path / "nope")))
     with pytest.raises(DataError, match="not found"):
         CanetTask(broken).build_datasets()
+
+
+def test_eval_scores_every_photo_of_each_sample_even_when_counts_differ(trained, tmp_path):
+    from scrapvision.api import eval_loader, evaluate
+
+    _, result, _ = trained
+    write_dataset(tmp_path / "data", GeneratorSpec(image_size=48, stirs=3), {"train": 2, "test": 4})
+    sample = tmp_path / "data" / "test" / "sample_00001"
+    for folder in ("images", "masks"):  # sample 1 keeps 2 photos, the others 3
+        sorted((sample / folder).iterdir())[-1].unlink()
+    task = tiny_task(tmp_path, f"data.root={tmp_path / 'data'}")
+    model = task.build_model()
+    model.load_state_dict(torch.load(result.best_path, weights_only=True)["model"])
+    model.eval()
+    dataset = task.build_eval_dataset()
+    assert [len(dataset[i]["images"]) for i in range(4)] == [3, 2, 3, 3]  # not the training N = 2
+    assert isinstance(next(iter(eval_loader(task, batch_size=4))), list)  # one sub-batch per photo count
+    with torch.no_grad():
+        alone = [float(model(dataset[i]["images"][None])["content"][0]) - float(dataset[i]["content"])
+                 for i in range(4)]
+        metrics = evaluate(task, model, batch_size=4)
+    assert metrics["content_mae_pp"] == pytest.approx(100 * sum(map(abs, alone)) / 4, abs=1e-4)
+    fixed = tiny_task(tmp_path, f"data.root={tmp_path / 'data'}", "data.eval_images_per_sample=2").build_eval_dataset()
+    assert [len(fixed[i]["images"]) for i in range(4)] == [2, 2, 2, 2]

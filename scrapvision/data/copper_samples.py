@@ -187,11 +187,12 @@ class FolderStore(SampleStore):
 class CopperSetDataset(Dataset):
     """N photos per sample. Training draws N of the sample's photos per epoch and rotates/flips each one
     (seeded from ``sample_rng(seed, epoch, index)``); evaluation takes the first N. A sample with fewer
-    than N photos repeats them cyclically, so batches keep one shape."""
+    than N photos repeats them cyclically, so batches keep one shape. At evaluation N = 0 takes every photo
+    of each sample, as a plant would use them (samples then may differ in photo count)."""
 
     def __init__(self, store: SampleStore, images_per_sample: int, train: bool, seed: int = 0) -> None:
-        if images_per_sample < 1:
-            raise DataError(f"images_per_sample must be >= 1, got {images_per_sample}")
+        if images_per_sample < (1 if train else 0):
+            raise DataError(f"images_per_sample must be >= 1 (0: every photo, evaluation only), got {images_per_sample}")
         self.store, self.n, self.train, self.seed = store, images_per_sample, train, seed
         self.epoch = 0
 
@@ -212,7 +213,8 @@ class CopperSetDataset(Dataset):
             pick = rng.permutation(count)[: self.n] if count >= self.n else rng.integers(count, size=self.n)
             codes = rng.integers(8, size=self.n)
         else:
-            pick, codes = np.arange(self.n) % count, np.zeros(self.n, int)
+            n = self.n or count
+            pick, codes = np.arange(n) % count, np.zeros(n, int)
         photos = np.stack([_rot_flip(images[j], c) for j, c in zip(pick, codes)])
         small = np.stack([_rot_flip(masks[j], c) for j, c in zip(pick, codes)])
         return {"images": torch.from_numpy(photos).permute(0, 3, 1, 2).float().div_(255),

@@ -71,7 +71,9 @@ class CanetModelConfig:
 class CanetDataConfig:
     root: str = ""  # <root>/{train,val[,test]}/<sample>/{images,masks,sample.json}; "" = synthetic
     images_per_sample: int = 4  # N photos per sample in a batch
-    eval_images_per_sample: int = 0  # N at validation / eval; 0 = images_per_sample
+    # N at validation and at `scrapvision eval`; 0 = the training N at validation (cheap, comparable from epoch
+    # to epoch) and every photo of each sample at eval, as predict uses them (more photos, less sampling error)
+    eval_images_per_sample: int = 0
     synthetic_train: int = 640  # bags in the synthetic train split (content labels are the scarce signal)
     # synthetic train bags that keep their content label: the first ones, the exact bags of synthetic_train=assayed
     # (bags are i.i.d. draws, so the first k are a random choice); the rest are mask-only. 0 = every bag
@@ -259,10 +261,12 @@ class CanetTask(Task):
         return train, CopperSetDataset(self._store("val"), self._eval_n(), train=False)
 
     def build_eval_dataset(self) -> Dataset:
-        """The test split (synthetic: held-out bags; on disk: ``<root>/test`` when present, else val)."""
+        """The test split (synthetic: held-out bags; on disk: ``<root>/test`` when present, else val), with
+        every photo of each sample unless ``data.eval_images_per_sample`` names N (the direct baseline: its N)."""
         root = self.cfg.data.root
         split = "test" if not root or (Path(root) / "test").is_dir() else "val"
-        return CopperSetDataset(self._store(split), self._eval_n(), train=False)
+        n = self.cfg.data.images_per_sample if self.cfg.model.kind == "direct" else self.cfg.data.eval_images_per_sample
+        return CopperSetDataset(self._store(split), n, train=False)
 
     # ------------------------------------------------------------------ training
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
@@ -285,7 +289,7 @@ class CanetTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         device = model_device(model)
         true_c, pred_c, true_a, pred_a, losses = [], [], [], [], []
-        for batch in loader:
+        for batch in (group for batch in loader for group in photo_count_groups(batch)):
             batch = {k: v.to(device) for k, v in batch.items()}
             outputs = model(batch["images"])
             cfg = self.cfg.loss
@@ -294,11 +298,11 @@ class CanetTask(Task):
             losses.append(float(loss) * len(batch["content"]))
             true_c.append(batch["content"].cpu())
             pred_c.append(outputs["content"].float().cpu())
-            true_a.append(batch["area"].cpu())
+            true_a.extend(batch["area"].cpu().numpy())  # one row per sample: photo counts may differ
             if "area" in outputs:
-                pred_a.append(outputs["area"].float().cpu())
-        return content_metrics(torch.cat(true_c).numpy(), torch.cat(pred_c).numpy(), torch.cat(true_a).numpy(),
-                               torch.cat(pred_a).numpy() if pred_a else None, sum(losses))
+                pred_a.extend(outputs["area"].float().cpu().numpy())
+        return content_metrics(torch.cat(true_c).numpy(), torch.cat(pred_c).numpy(), true_a, pred_a or None,
+                               sum(losses))
 
     def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
         from .canet_parts.report import write_canet_report
@@ -361,8 +365,20 @@ class CanetTask(Task):
 
 
 def _collate(items: list[dict]) -> Any:
-    """Training batches stack as usual; prediction items stay a list, since samples differ in photo count."""
-    return items if "sample" in items[0] else default_collate(items)
+    """Training batches stack as usual; prediction items stay a list, since samples differ in photo count.
+    Evaluation samples with every photo may differ too: then the batch is a list of stacked sub-batches, one per
+    photo count (:func:`photo_count_groups` iterates either form)."""
+    if "sample" in items[0]:
+        return items
+    counts: dict[int, list[dict]] = {}
+    for item in items:
+        counts.setdefault(len(item["images"]), []).append(item)
+    return default_collate(items) if len(counts) == 1 else [default_collate(group) for group in counts.values()]
+
+
+def photo_count_groups(batch: Any) -> list[dict]:
+    """The stacked sub-batches of a collated evaluation batch (one, unless samples differ in photo count)."""
+    return batch if isinstance(batch, list) else [batch]
 
 
 def _sample_folders(inputs: Path, allow_outside: bool = False) -> list[Path]:
