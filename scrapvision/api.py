@@ -28,6 +28,18 @@ def read_checkpoint(path: str | Path, name: str) -> dict[str, Any]:
     return get_task_class(name).upgrade_checkpoint(load_checkpoint(path, task=name))
 
 
+def trained_data_root(name: str, checkpoint: str | Path) -> str:
+    """``data.root`` of the config a checkpoint (``.pt``, run folder or exported ``.onnx``) was trained with."""
+    path = Path(checkpoint)
+    if path.suffix == ".onnx":
+        from .export import read_onnx_metadata
+
+        config = read_onnx_metadata(path)["config"]
+    else:
+        config = read_checkpoint(path / "last.pt" if path.is_dir() else path, name)["config"]
+    return str((config.get("data") or {}).get("root", ""))
+
+
 def _with_data_root(cfg: Any, data: str | Path | None) -> Any:
     if data is None:
         return cfg

@@ -93,12 +93,37 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote {int8}\n" + "\n".join(int8_gap(task, out, int8, args.calibrate)))
 
 
+def _split_overrides(args: argparse.Namespace) -> tuple[list[str], str]:
+    """``eval --split``: the ``--set`` values that make the head score all of ``--data`` (``all``; ``auto`` when
+    ``--data`` is another folder than the one the checkpoint was trained on), before the user's own ``--set``;
+    and the line that says so when ``auto`` chose it."""
+    from .api import get_task_class, trained_data_root
+
+    extra = get_task_class(args.task).eval_all_overrides
+    if args.split == "held-out" or (args.split == "auto" and (not extra or args.data is None)):
+        return list(args.overrides), ""
+    if extra is None:
+        raise ScrapvisionError(f"--split all: task {args.task} scores its test split; it has no whole-folder mode")
+    notice = ""
+    if args.split == "auto":
+        trained = trained_data_root(args.task, args.checkpoint)
+        if trained and Path(trained).resolve() == Path(args.data).resolve():
+            return list(args.overrides), ""
+        notice = (f"scrapvision eval: --data {args.data} is not the folder the checkpoint was trained on "
+                  f"({trained or 'synthetic data'}): scoring every labelled image of it (--split held-out: only "
+                  "its held-out fold)")
+    return [*extra, *args.overrides], notice
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from .api import evaluate
     from .checkpoint import atomic_write
 
+    args.overrides, notice = _split_overrides(args)
     task, model = _load(args)
     metrics = evaluate(task, model)
+    if notice:  # once the data was read: bad input stays one line
+        print(notice, file=sys.stderr)
     width = max(len(k) for k in metrics) if metrics else 0
     for key, value in metrics.items():
         print(f"{key:{width}s}  {value:.4f}" if isinstance(value, float) else f"{key:{width}s}  {value}")

@@ -114,6 +114,11 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="JSON", help="also write the metrics to this JSON file")
     p.add_argument("--report", metavar="DIR", help="also write the head's pictures (worst items, overlays, curves) "
                    "to DIR; put DIR inside the run folder and `scrapvision report` shows them")
+    p.add_argument("--split", choices=("auto", "held-out", "all"), default="auto",
+                   help="what of the data to score: held-out = the test fold or split that training never saw "
+                   "(segdec, clip_anomaly: data.fold; scrap_cls: its validation split); all = every labelled "
+                   "image; auto (default) = all when --data is another folder than the checkpoint's, else "
+                   "held-out")
     _engine(p)
     _inference(p)
 

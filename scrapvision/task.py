@@ -44,6 +44,10 @@ class Task:
     #: set per instance by ``--tta`` (a head may take its default from its config) where ``supports_tta``
     tta: str = "none"
     supports_tta: ClassVar[bool] = False
+    #: ``--set`` values under which ``eval`` scores every labelled image of ``--data`` instead of its held-out
+    #: fold or split (``eval --split all``; also ``--split auto`` when ``--data`` is not the folder the checkpoint
+    #: was trained on); ``()``: eval of a given folder already scores all of it; None: no such mode
+    eval_all_overrides: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

@@ -85,3 +85,40 @@ def test_data_check_writes_a_contact_sheet(tmp_path, capsys):
     assert main(["data", "check", "--task", "severstal", "--data", str(data), "--sheet", str(sheet)]) == 0
     image = np.asarray(Image.open(sheet).convert("RGB"))
     assert image.shape[0] > 100 and (image[..., 0] > 200).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ("segdec", "clip_anomaly"))
+def test_eval_of_another_folder_scores_all_of_it_and_of_the_training_folder_its_held_out_fold(
+        name, tmp_path, one_thread, capsys, monkeypatch):
+    data = make_defect_folder(tmp_path / "data")
+    other = make_defect_folder(tmp_path / "other")  # a second folder, as a held-out set would be
+    run = tmp_path / "run"
+    assert main(["train", "--task", name, "--data", str(data), "--out", str(run), *_overrides(name)]) == 0
+    scored = []
+    evaluate = get_task_class(name).evaluate
+
+    def counting(self, model, loader):
+        scored.append(len(loader.dataset))
+        return evaluate(self, model, loader)
+
+    monkeypatch.setattr(get_task_class(name), "evaluate", counting)
+    capsys.readouterr()
+    for folder, split in ((data, "auto"), (other, "auto"), (other, "held-out"), (data, "all")):
+        assert main(["eval", "--task", name, "--data", str(folder), "--checkpoint", str(run / "last.pt"),
+                     "--split", split, "--engine", "torch", *_overrides(name)]) == 0
+    held_out = scored[0]
+    assert 0 < held_out < 16 and scored == [held_out, 16, held_out, 16]
+    err = capsys.readouterr().err
+    assert err.count("is not the folder the checkpoint was trained on") == 1 and str(other) in err
+    # every image as the test set is for eval only
+    assert main(["train", "--task", name, "--data", str(data), "--out", str(tmp_path / "again"),
+                 *_overrides(name), "--set", "data.fold=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.fold" in err[0] and "not for training" in err[0], err
+
+
+def test_eval_split_all_of_a_head_without_that_mode_is_one_line(tmp_path, capsys):
+    assert main(["eval", "--task", "canet", "--checkpoint", str(tmp_path / "missing.pt"), "--split", "all"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--split all" in err[0] and "canet" in err[0], err

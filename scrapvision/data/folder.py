@@ -258,10 +258,12 @@ def split_items(items: list[FolderItem], val_fraction: float, seed: int, n_folds
                 ) -> tuple[list[FolderItem], list[FolderItem], list[FolderItem]]:
     """(train, validation, test) items: the ``split`` column when labels.csv gives one, else fold ``fold``
     of ``n_folds`` as test (none when ``n_folds`` < 2), validation always carved from the training part."""
-    from .splits import carve_validation, fixed_split, fold_split
+    from .splits import ALL_TEST, carve_validation, fixed_split, fold_split
 
     labels, groups = [it.label for it in items], [it.group for it in items]
-    if any(it.split for it in items):
+    if fold == ALL_TEST:  # every item is the test set, whatever the split column says
+        parts = fold_split(labels, groups, n_folds, fold, val_fraction, seed)
+    elif any(it.split for it in items):
         parts = fixed_split([it.split for it in items], labels, groups, val_fraction, seed)
     elif n_folds >= 2:
         parts = fold_split(labels, groups, n_folds, fold, val_fraction, seed)

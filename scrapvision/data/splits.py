@@ -15,6 +15,9 @@ import numpy as np
 from ..errors import DataError
 
 
+#: ``data.fold`` value that makes every item the test set (eval of a folder the model never saw)
+ALL_TEST = -1
+
 def group_folds(groups: Sequence[str], labels: Sequence[int | bool], n_folds: int, seed: int) -> list[int]:
     """Fold id (0..n_folds-1) of every sample from ``StratifiedGroupKFold`` (shuffled by ``seed``): a group
     never spans two folds, and each fold gets about 1/n of every label."""
@@ -51,7 +54,10 @@ def carve_validation(indices: Sequence[int], labels: Sequence[int | bool], group
 
 def fold_split(labels: Sequence[int | bool], groups: Sequence[str], n_folds: int, fold: int,
                val_fraction: float, seed: int) -> tuple[list[int], list[int], list[int]]:
-    """(train, validation, test) indices: fold ``fold`` is the test set; validation comes from the rest."""
+    """(train, validation, test) indices: fold ``fold`` is the test set; validation comes from the rest.
+    ``fold = -1`` (``ALL_TEST``): every item is the test set, for scoring a whole folder that was never trained on."""
+    if fold == ALL_TEST:
+        return [], [], list(range(len(labels)))
     if not 0 <= fold < n_folds:
         raise DataError(f"folds: fold {fold} is not in 0..{n_folds - 1}")
     fold_of = group_folds(groups, labels, n_folds, seed)

@@ -45,6 +45,7 @@ from ..data.class_masks import read_class_list
 from ..data.folder import is_folder_layout, is_mvtec_layout
 from ..data.images import read_image
 from ..data.sampling import balanced_order
+from ..data.splits import ALL_TEST
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
 from ..errors import ConfigError, ScrapvisionError
 from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
@@ -118,7 +119,7 @@ class ClipDataConfig:
     sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: half the draws hold an anomaly
     val_fraction: float = 0.2  # class_masks without train/ and val/ folders; kolektor, folder, mvtec: of the training folds
     split_seed: int = 0
-    fold: int = 0  # kolektor, folder, mvtec: held-out fold
+    fold: int = 0  # kolektor, folder, mvtec: held-out fold; -1 (eval only): every image is the test set
     n_folds: int = 3
     # (H, W) every image is resized to; () = model.image_size. Larger: training draws model.image_size crops
     # (holding a defect on defective images) and eval / predict stitch overlapping tiles back at this size
@@ -157,6 +158,7 @@ class ClipAnomalyTask(Task):
     Config = ClipAnomalyConfig
     monitor = ("miou", "max")
     supports_tta = True
+    eval_all_overrides = ("data.fold=-1",)  # kolektor, folder and MVTec layouts (class_masks: its validation split)
     summary = ("CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
                "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).")
     smoke_overrides = ("model.image_size=[32,32]", "data.n_train=8", "data.n_val=4", "few_shot.k=2",
@@ -233,6 +235,9 @@ class ClipAnomalyTask(Task):
         return self._sets
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
+        if self.cfg.data.fold == ALL_TEST:
+            raise ConfigError("config key 'data.fold': -1 makes every image the test set; it is for eval of a folder "
+                              "the model was not trained on, not for training")
         train, val, _ = self._datasets()
         return train, val
 
@@ -313,6 +318,9 @@ class ClipAnomalyTask(Task):
         if not isinstance(model, ClipAnomalySegmenter):
             raise ScrapvisionError(f"{self.torch_only()}: it needs --engine torch")
         few_shot_cfg = self.cfg.few_shot
+        if self.cfg.data.root and self.cfg.data.fold == ALL_TEST:
+            raise ConfigError("model.mode=few_shot takes its references from the training part of data.root, and "
+                              "data.fold=-1 leaves none; score one held-out fold (eval --split held-out)")
         images, masks = reference_batch(self._datasets()[0], few_shot_cfg.k, few_shot_cfg.references == "normal")
         if tuple(images.shape[-2:]) != tuple(self.cfg.model.image_size):  # tiled: the bank holds every tile
             tile = self.cfg.model.image_size  # edge to edge: overlapping tiles would only repeat patches

@@ -110,6 +110,7 @@ class ScrapClsTask(Task):
     Config = ScrapClsConfig
     monitor = ("accuracy", "max")
     summary = "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)"
+    eval_all_overrides = ("data.eval_split=all",)
     smoke_overrides = ("model.backbone=test_efficientnet", "model.fuse_channels=16", "model.sef_groups=4",
                        "data.image_size=32", "data.synthetic_classes=3", "data.synthetic_train_per_class=6",
                        "data.synthetic_val_per_class=3", "train.epochs=1", "train.batch_size=6")

@@ -60,7 +60,7 @@ from ..data.inference import input_files, input_keys
 from ..data.kolektor import item_group, list_kolektor
 from ..data.sampling import balanced_order
 from ..data.severstal import SeverstalRecord, load_records
-from ..data.splits import fold_split
+from ..data.splits import ALL_TEST, fold_split
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
@@ -116,6 +116,7 @@ class SegDecTask(Task):
     Config = SegDecConfig
     monitor = ("val_ap", "max")
     supports_tta = True
+    eval_all_overrides = ("data.fold=-1",)
     summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
                "SE + atrous network, constant / dynamic / decay loss balance.")
     smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",
@@ -128,8 +129,9 @@ class SegDecTask(Task):
         if data_cfg.height % 8 or data_cfg.width % 8 or min(data_cfg.height, data_cfg.width) < 8 * MIN_DECISION_INPUT:
             raise ConfigError(f"config keys 'data.height'/'data.width': {data_cfg.height}x{data_cfg.width} must be multiples "
                               f"of 8 and at least {8 * MIN_DECISION_INPUT}")
-        if not 0 <= data_cfg.fold < data_cfg.n_folds:
-            raise ConfigError(f"config key 'data.fold': {data_cfg.fold} is not in 0..{data_cfg.n_folds - 1}")
+        if not (0 <= data_cfg.fold < data_cfg.n_folds or data_cfg.fold == ALL_TEST):
+            raise ConfigError(f"config key 'data.fold': {data_cfg.fold} is not in 0..{data_cfg.n_folds - 1} (or -1: "
+                              "every image as the test set, for eval)")
         if data_cfg.crop and not (data_cfg.crop % 8 == 0 and 8 * MIN_DECISION_INPUT <= data_cfg.crop
                                   <= min(data_cfg.height, data_cfg.width)):
             raise ConfigError(f"config key 'data.crop': {data_cfg.crop} must be a multiple of 8 from "
@@ -228,6 +230,9 @@ class SegDecTask(Task):
                              rotate90=data_cfg.rotate90 and train, crop=data_cfg.crop if train else 0)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
+        if self.cfg.data.fold == ALL_TEST:
+            raise ConfigError("config key 'data.fold': -1 makes every image the test set; it is for eval of a folder "
+                              "the model was not trained on, not for training")
         train, val, _ = self.split()
         train_set = self._dataset(train, True)
         if self.cfg.loss.pos_weight <= 0:

@@ -132,6 +132,7 @@ class SeverstalTask(Task):
     Config = SeverstalConfig
     monitor = ("dice", "max")
     supports_tta = True
+    eval_all_overrides = ()  # eval --data DIR scores every fully-labelled image of DIR already
     summary = "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer"
     smoke_overrides = ("model.backbone=tiny_cnn", "model.decoder_channels=[16,16,8,8,8]", "data.image_size=[32,192]",
                        "data.synthetic_shape=[64,384]", "data.synthetic_train=8", "data.synthetic_val=4",

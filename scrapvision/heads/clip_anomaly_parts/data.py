@@ -20,7 +20,7 @@ from ...data.class_masks import IGNORE_INDEX, ClassMaskItem, list_class_mask_ite
 from ...data.images import read_image, sample_rng
 from ...data.inference import ImageFiles
 from ...data.kolektor import item_group, list_kolektor, read_kolektor_mask
-from ...data.splits import fold_split
+from ...data.splits import ALL_TEST, fold_split
 from ...data.synthetic.scrap_anomaly import SCRAP_CLASSES, VAL_OFFSET, make_scene
 from ...errors import ConfigError, DataError
 from .tiles import random_crop
@@ -150,8 +150,9 @@ def kolektor_sets(root: str, size: Sequence[int], fold: int, n_folds: int, val_f
                   aug_seed: int) -> tuple[SegDataset, SegDataset, SegDataset, tuple[str, ...]]:
     """(train, validation, test, class names): fold ``fold`` of the KolektorSDD folds (segdec's, by item,
     duplicates joined) is the test set; validation is carved from the training folds, never the test fold."""
-    if not 0 <= fold < n_folds:
-        raise ConfigError(f"config key 'data.fold': {fold} is not in 0..{n_folds - 1}")
+    if not (0 <= fold < n_folds or fold == ALL_TEST):
+        raise ConfigError(f"config key 'data.fold': {fold} is not in 0..{n_folds - 1} (or -1: every image as the "
+                          "test set, for eval)")
     items = list_kolektor(root)
     parts = fold_split([it.defective for it in items], [item_group(it.item) for it in items], n_folds, fold,
                        val_fraction, split_seed)

@@ -33,7 +33,7 @@ class SegDecDataConfig:
     dataset: Literal["kolektor", "severstal", "folder", "mvtec"] = "kolektor"
     height: int = 128  # working resolution (multiples of 8, >= 72); KolektorSDD is ~1250 x 500
     width: int = 80
-    fold: int = 0  # cross-validation: this fold is the test fold, the others train and validate
+    fold: int = 0  # cross-validation: this fold is the test fold, the others train and validate; -1 (eval only): every image is the test set
     n_folds: int = 3
     val_fraction: float = 0.2  # share of the training folds' items held out to pick best.pt and the threshold
     split_seed: int = 0  # fold and validation assignment, and the choice of mixed-supervision positives
