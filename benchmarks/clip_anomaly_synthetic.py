@@ -2,6 +2,9 @@
 
     python benchmarks/clip_anomaly_synthetic.py            # CPU recipe (tasks/clip_anomaly.yaml), ~10 min
     python benchmarks/clip_anomaly_synthetic.py --quick    # smoke run: 64 px, 1 epoch
+    python benchmarks/clip_anomaly_synthetic.py --row NAME --set data.n_train=384 --set train.epochs=24
+        # one more fine-tuned row with those overrides, scored on the same held-out scenes and added to the
+        # recorded table (its command and date listed under it)
 
 Both encoders start from random weights (no pretrained CLIP exists offline): "frozen" trains only the
 adapters and the temperature on top of a random ViT, a lower bound, not the paper's frozen pretrained CLIP.
@@ -13,6 +16,7 @@ real CLIP weights.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -46,10 +50,36 @@ def test_set(size: tuple[int, int], n: int, clean_fraction: float) -> SegDataset
                       [f"test_{i:05d}" for i in range(n)])
 
 
-def run(args: argparse.Namespace) -> dict:
+def base_overrides(quick: bool) -> list[str]:
     base = ["train.device=cpu", "train.log_every=100000"]
-    if args.quick:
-        base += ["model.image_size=[64, 64]", "data.n_train=32", "data.n_val=8", "train.epochs=1"]
+    return base + (["model.image_size=[64, 64]", "data.n_train=32", "data.n_val=8", "train.epochs=1"] if quick else [])
+
+
+def extra_row(args: argparse.Namespace, path: Path) -> dict:
+    """``--row``: the recorded payload with one more fully fine-tuned row trained with ``--set``."""
+    import json
+
+    if not path.exists():
+        sys.exit(f"{path}: no recorded run to add a row to; run the benchmark without --row first")
+    payload = json.loads(path.read_text())
+    base = base_overrides(args.quick)
+    size = make_task(base).cfg.model.image_size
+    test = test_set(size, payload["result"]["n_test"], make_task(base).cfg.data.clean_fraction)
+    overrides = [*base, "model.finetune=full", *args.set]
+    started, t0 = now(), time.time()
+    with tempfile.TemporaryDirectory(prefix="clip_anomaly_bench_") as tmp:
+        task, model, train_s = train_last(overrides, Path(tmp) / "row")
+        metrics = score(task, model, test).compute()
+    print(f"{args.row}: mIoU {pct(metrics['miou'])} pixel AP {pct(metrics['pixel_ap'])} ({train_s:.0f} s)", flush=True)
+    payload["result"]["rows"][args.row] = {
+        "metrics": metrics, "train_s": round(train_s, 1), "overrides": overrides,
+        "command": "python benchmarks/clip_anomaly_synthetic.py " + shlex.join(sys.argv[1:]), "date": started,
+        "machine": machine(), "wall_s": round(time.time() - t0, 1)}
+    return payload
+
+
+def run(args: argparse.Namespace) -> dict:
+    base = base_overrides(args.quick)
     size = make_task(base).cfg.model.image_size
     test = test_set(size, args.n_test, make_task(base).cfg.data.clean_fraction)
     rows, models = {}, {}
@@ -151,10 +181,14 @@ def markdown(p: dict) -> str:
     ]
     for name, row in r["rows"].items():
         m = row["metrics"]
+        name = f"{name} (*)" if "command" in row else name
         ious = " | ".join(pct(m[f"iou_{c.replace(' ', '_')}"]) for c in SCRAP_CLASSES)
         lines.append(f"| {name} | {ious} | {pct(m['miou'])} | {pct(m['miou_impurities'])} | {pct(m['pixel_ap'])} | "
                      f"{pct(m['pixel_auroc'])} | {pct(m['aupro'])} | {pct(m['image_auroc'])} | {row['train_s']:.0f} |")
     speed = r["inference_images_per_s"]
+    lines += [f"\n(*) added later: `{row['command']}` ({row['date']}, {row['machine']}, wall {row['wall_s'] / 60:.1f} "
+              f"min): the fine-tuned recipe with `{' '.join(o for o in row['overrides'] if o not in p['base'])}`."
+              for name, row in r["rows"].items() if "command" in row]
     lines += [
         "",
         f"Paper reference: {PAPER}. Proprietary data and ViT-L/14 at 336 px vs our synthetic scenes and a tiny "
@@ -180,17 +214,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on the shared, oversubscribed CPU")
+    parser.add_argument("--row", help="train one more fine-tuned row with --set and add it to the recorded table")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides of the --row run")
     args = parser.parse_args()
     if args.quick:
         args.n_test = 16
     torch.set_num_threads(args.threads)
+    suffix = "_quick" if args.quick else ""
+    if args.row:
+        payload = extra_row(args, RESULTS / f"clip_anomaly_synthetic{suffix}.json")
+        payload.setdefault("base", base_overrides(args.quick))
+        write_json(f"clip_anomaly_synthetic{suffix}.json", payload)
+        if not args.quick:
+            write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_synthetic",
+                          "## Synthetic scrap: fine-tuned vs frozen encoder\n" + markdown(payload))
+        return
     started, t0 = now(), time.time()
     cfg = make_task(["model.image_size=[64, 64]", "data.n_train=32", "train.epochs=1"] if args.quick else []).cfg
     payload = {"command": "python benchmarks/clip_anomaly_synthetic.py " + " ".join(sys.argv[1:]),
                "date": started, "machine": machine(), "n_train": cfg.data.n_train, "epochs": cfg.train.epochs}
     payload["result"] = run(args)
     payload["wall_s"] = round(time.time() - t0, 1)
-    suffix = "_quick" if args.quick else ""
+    payload["base"] = base_overrides(args.quick)
     write_json(f"clip_anomaly_synthetic{suffix}.json", payload)
     if not args.quick:
         write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_synthetic",
