@@ -22,7 +22,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/segdec_ablation.py --variants all,no_se,no_decay", "benchmarks/segdec_ablation.py --variants no_atrous",
       "benchmarks/segdec_ablation.py --variants no_stop_gradient"]),
     # canet_synthetic.py's bare run does every part, the mask-only one too (recorded as `--only mask_only`)
-    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py"]),
+    ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py",
+                                                       "benchmarks/canet_errors.py --share 'canet ema=0.999' "
+                                                       "'canet ema=0.999 seed=1'"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
@@ -49,7 +51,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef --pretrain-epochs 180 "
         "--snapshots 60,120 --arms scratch,pretrained --threads 1",
         "benchmarks/pretrain_transfer.py --seeds 1,2,3 --variants baseline,clfsef --pretrain-epochs 180 "
-        "--snapshots 60,120 --arms scratch,pretrained --threads 1"]),
+        "--snapshots 60,120 --arms scratch,pretrained --threads 1",
+        "benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef --pretrain-epochs 180 --ema 0.99 "
+        "--arms pretrained+ema --threads 1",
+        "benchmarks/pretrain_transfer.py --seeds 0,1 --variants baseline,clfsef --pretrain-epochs 180 --ema 0.99 "
+        "--arms pretrained+ema --threads 1"]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
         "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
