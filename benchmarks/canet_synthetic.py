@@ -462,6 +462,20 @@ def data_sweep_outputs(report: dict, suffix: str) -> None:
         ax.set_xticks(ticks, [str(b) for b in ticks])
 
 
+def same_recipe(old: dict, new: dict) -> bool:
+    """Equal wherever both records have a value: a config key added since the old rows were trained (at its
+    default, or the rows' overrides would name it) did not shape them."""
+    if old.keys() != new.keys():
+        return False
+    for key, value in old.items():
+        if isinstance(value, dict) and isinstance(new[key], dict):
+            if any(value[k] != new[key][k] for k in value.keys() & new[key].keys()):
+                return False
+        elif value != new[key]:
+            return False
+    return True
+
+
 def merge_reports(path: Path, report: dict) -> dict:
     """Parts of the benchmark may run in separate processes (``--only``); each adds its keys to the JSON.
 
@@ -474,7 +488,8 @@ def merge_reports(path: Path, report: dict) -> dict:
     sizes, old_sizes = report["sizes"], old.get("sizes", {})
     scheduled = {k: None for group in SCHEDULES for k in group}
     shared = old_sizes.keys() & sizes.keys()  # a size the old JSON lacks did not shape its rows
-    if old.get("recipe") != report["recipe"] or any(old_sizes[k] != sizes[k] for k in shared - scheduled.keys()):
+    if not same_recipe(old.get("recipe", {}), report["recipe"]) or any(old_sizes[k] != sizes[k]
+                                                                       for k in shared - scheduled.keys()):
         return report
     stale = set(report["runs"][0]["parts"])
     for group, (parts, keys) in SCHEDULES.items():

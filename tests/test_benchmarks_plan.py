@@ -80,3 +80,21 @@ def test_readme_speed_range_is_the_recorded_one():
     quoted = re.search(rf"`--engine {engine}`.*?measured ([\d.]+)-([\d.]+)x", readme, re.S)
     assert quoted, "README no longer quotes the measured speed-up"
     assert quoted.groups() == (f"{min(ratios):.2f}", f"{max(ratios):.2f}")
+
+
+def test_canet_rows_survive_a_config_key_added_since_they_were_recorded(tmp_path):
+    from canet_synthetic import FULL, merge_reports
+
+    recipe = {"model": {"num_classes": 10}, "optim": {"lr": 0.003}, "loss": {}, "render_size": 96, "batch_size": 8}
+    sizes = dict(FULL)
+    old = {"recipe": recipe, "sizes": sizes, "canet": {"test": 1.87},
+           "runs": [{"command": "old", "parts": ["main"]}]}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(old))
+    grown = {**recipe, "optim": {"lr": 0.003, "backbone_lr_scale": 1.0}}  # a key the code gained later
+    merged = merge_reports(path, {"recipe": grown, "sizes": sizes, "canet_ema": {"test": 1.86},
+                                  "runs": [{"command": "new", "parts": ["ema"]}]})
+    assert merged["canet"] == {"test": 1.87} and merged["canet_ema"] == {"test": 1.86}
+    assert [r["command"] for r in merged["runs"]] == ["old", "new"]
+    changed = {**recipe, "optim": {"lr": 0.001}}  # a recorded value that differs: the rows start over
+    assert "canet" not in merge_reports(path, {"recipe": changed, "sizes": sizes, "runs": [{"command": "x", "parts": ["ema"]}]})
