@@ -61,16 +61,17 @@ def extra_row(args: argparse.Namespace, path: Path) -> dict:
 
     if not path.exists():
         sys.exit(f"{path}: no recorded run to add a row to; run the benchmark without --row first")
-    payload = json.loads(path.read_text())
+    n_test = json.loads(path.read_text())["result"]["n_test"]
     base = base_overrides(args.quick)
     size = make_task(base).cfg.model.image_size
-    test = test_set(size, payload["result"]["n_test"], make_task(base).cfg.data.clean_fraction)
+    test = test_set(size, n_test, make_task(base).cfg.data.clean_fraction)
     overrides = [*base, "model.finetune=full", *args.set]
     started, t0 = now(), time.time()
     with tempfile.TemporaryDirectory(prefix="clip_anomaly_bench_") as tmp:
         task, model, train_s = train_last(overrides, Path(tmp) / "row")
         metrics = score(task, model, test).compute()
     print(f"{args.row}: mIoU {pct(metrics['miou'])} pixel AP {pct(metrics['pixel_ap'])} ({train_s:.0f} s)", flush=True)
+    payload = json.loads(path.read_text())  # read now: a full run may have rewritten it meanwhile
     payload["result"]["rows"][args.row] = {
         "metrics": metrics, "train_s": round(train_s, 1), "overrides": overrides,
         "command": "python benchmarks/clip_anomaly_synthetic.py " + shlex.join(sys.argv[1:]), "date": started,
