@@ -186,7 +186,7 @@ def share_rows(runs: Path, names: list[str]) -> tuple[list[dict], int]:
 
 
 def share_markdown(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> str:
-    lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py --share`)", "",
+    lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py`, option --share)", "",
              f"- `{command}`: {started}, wall {wall:.0f} s, {host}. Best-on-val checkpoints of `canet_synthetic.py` "
              f"runs; the 100 test bags at N = {n}. Goal of issue 22: mean |CANet - oracle| <= 0.5 pp.", "",
              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the oracle's |",

@@ -30,7 +30,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"],
-     ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder"]),
+     ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder",
+      # rows added to the synthetic table after its run (the default's run replaces them)
+      "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 1536 scenes x 16 epochs' --set data.n_train=1536",
+      "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 384 scenes x 16 epochs' --set data.n_train=384 "
+      "--set train.epochs=16"]),
     ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes base --folds 0,1", "benchmarks/segdec_tiles.py --recipes pos_weight --folds 0,1",
                                 "benchmarks/segdec_tiles.py --recipes augmented",
                                 "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
@@ -78,6 +82,8 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of
 # canet_synthetic.py): each process merges into the same rows, which the command without them reproduces
 SPLIT_OPTIONS = ("--folds", "--only", "--fold-list")
+# options of how a process runs, not of what it records (torch threads): dropped like the split options
+RUNTIME_OPTIONS = ("--threads",)
 # the same, for options without a value (pretrain_transfer.py's --pretrain-only runs a share of the pretrainings)
 SPLIT_FLAGS = ("--pretrain-only",)
 # a benchmark command in a code span of one line, as the sections write them: `python benchmarks/x.py --a b`
@@ -94,8 +100,9 @@ def normalise(command: str) -> str:
     """``command`` without ``python`` and without the options that only split one run among processes."""
     words = command.split()
     words = words[1:] if words[:1] == ["python"] else words
+    valued = SPLIT_OPTIONS + RUNTIME_OPTIONS
     kept = [w for i, w in enumerate(words)
-            if w not in SPLIT_OPTIONS + SPLIT_FLAGS and (i == 0 or words[i - 1] not in SPLIT_OPTIONS)]
+            if w not in valued + SPLIT_FLAGS and (i == 0 or words[i - 1] not in valued)]
     return " ".join(kept)
 
 
