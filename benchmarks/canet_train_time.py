@@ -27,8 +27,14 @@ from canet_report import HEADER, MARKDOWN, RESULTS  # noqa: E402
 
 
 def run(command: list[str]) -> tuple[float, str]:
+    """Time one CLI command; ``scrapvision`` is the one beside this Python (a venv need not be activated)."""
+    beside = Path(sys.executable).parent / command[0]
     start = time.time()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    try:
+        done = subprocess.run([str(beside) if beside.is_file() else command[0], *command[1:]], cwd=REPO,
+                              capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit(f"{command[0]}: not found beside {sys.executable} nor on PATH; pip install -e . first") from None
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return time.time() - start, done.stdout + done.stderr
