@@ -111,7 +111,8 @@ class CanetConfig:
     # lr chosen on the val split (1e-3 left the latent impurity classes undertrained)
     optim: CanetOptimConfig = field(
         default_factory=lambda: CanetOptimConfig(lr=3e-3, weight_decay=0.01, warmup_epochs=1.0))
-    # 8 bags of N photos per step; 60 epochs = 4800 steps, 9.3 min on 2 cores (benchmarks/results/canet.md)
+    # 8 bags of N photos per step; 60 epochs = 4800 steps, 15.1 min on 2 cores on 2026-12-02 (9.3 on 2026-11-24;
+    # benchmarks/results/canet.md)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, batch_size=8, log_every=20))
 
 
