@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import DataError
 
-
 #: ``data.fold`` value that makes every item the test set (eval of a folder the model never saw)
 ALL_TEST = -1
+
 
 def group_folds(groups: Sequence[str], labels: Sequence[int | bool], n_folds: int, seed: int) -> list[int]:
     """Fold id (0..n_folds-1) of every sample from ``StratifiedGroupKFold`` (shuffled by ``seed``): a group

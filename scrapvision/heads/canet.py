@@ -290,8 +290,8 @@ class CanetTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         device = model_device(model)
         true_c, pred_c, true_a, pred_a, losses = [], [], [], [], []
-        for batch in (group for batch in loader for group in photo_count_groups(batch)):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for group in (group for collated in loader for group in photo_count_groups(collated)):
+            batch = {k: v.to(device) for k, v in group.items()}
             outputs = model(batch["images"])
             cfg = self.cfg.loss
             loss, _ = canet_loss(outputs, batch["area"], batch["content"], cfg.lambda_a, cfg.lambda_m,
