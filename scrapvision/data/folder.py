@@ -261,11 +261,9 @@ def split_items(items: list[FolderItem], val_fraction: float, seed: int, n_folds
     from .splits import ALL_TEST, carve_validation, fixed_split, fold_split
 
     labels, groups = [it.label for it in items], [it.group for it in items]
-    if fold == ALL_TEST:  # every item is the test set, whatever the split column says
-        parts = fold_split(labels, groups, n_folds, fold, val_fraction, seed)
-    elif any(it.split for it in items):
+    if fold != ALL_TEST and any(it.split for it in items):  # ALL_TEST: every item, whatever the column says
         parts = fixed_split([it.split for it in items], labels, groups, val_fraction, seed)
-    elif n_folds >= 2:
+    elif n_folds >= 2 or fold == ALL_TEST:
         parts = fold_split(labels, groups, n_folds, fold, val_fraction, seed)
     else:
         parts = (*carve_validation(range(len(items)), labels, groups, val_fraction, seed), [])

@@ -12,10 +12,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 #: ``data.fold`` value that makes every item the test set (eval of a folder the model never saw)
 ALL_TEST = -1
+
+
+def refuse_all_test(fold: int) -> None:
+    """Training needs a training part: ``data.fold = -1`` (every item the test set) is for eval only."""
+    if fold == ALL_TEST:
+        raise ConfigError("config key 'data.fold': -1 makes every image the test set; it is for eval of a folder "
+                          "the model was not trained on, not for training")
 
 
 def group_folds(groups: Sequence[str], labels: Sequence[int | bool], n_folds: int, seed: int) -> list[int]:

@@ -45,7 +45,7 @@ from ..data.class_masks import read_class_list
 from ..data.folder import is_folder_layout, is_mvtec_layout
 from ..data.images import read_image
 from ..data.sampling import balanced_order
-from ..data.splits import ALL_TEST
+from ..data.splits import ALL_TEST, refuse_all_test
 from ..data.synthetic.scrap_anomaly import SCRAP_CLASSES
 from ..errors import ConfigError, ScrapvisionError
 from ..models.clip_anomaly import ClipAnomalySegmenter, FocalDiceLoss, encode_prompts, set_trainable
@@ -113,7 +113,7 @@ class ClipDataConfig:
     root: str = ""  # "" = built-in synthetic scrap scenes
     format: Literal["class_masks", "kolektor", "folder", "mvtec"] = "class_masks"  # folder: images/ + masks/
     # synthetic only; chosen on the validation scenes (2026-12-02, 16 epochs, benchmarks/results/clip_anomaly.md):
-    # final impurity mIoU 34.8 / 55.1 / 71.0 with 192 (and 8 epochs) / 384 / 768 scenes; about 9 min at 1 thread
+    # final impurity mIoU 34.8 / 55.1 / 71.0 with 192 (and 8 epochs) / 384 / 768 scenes; 411 s at 1 thread
     n_train: int = 768
     n_val: int = 64  # synthetic only
     synthetic_seed: int = 0
@@ -237,9 +237,7 @@ class ClipAnomalyTask(Task):
         return self._sets
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        if self.cfg.data.fold == ALL_TEST:
-            raise ConfigError("config key 'data.fold': -1 makes every image the test set; it is for eval of a folder "
-                              "the model was not trained on, not for training")
+        refuse_all_test(self.cfg.data.fold)
         train, val, _ = self._datasets()
         return train, val
 

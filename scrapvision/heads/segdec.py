@@ -60,7 +60,7 @@ from ..data.inference import input_files, input_keys
 from ..data.kolektor import item_group, list_kolektor
 from ..data.sampling import balanced_order
 from ..data.severstal import SeverstalRecord, load_records
-from ..data.splits import ALL_TEST, fold_split
+from ..data.splits import ALL_TEST, fold_split, refuse_all_test
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
@@ -230,9 +230,7 @@ class SegDecTask(Task):
                              rotate90=data_cfg.rotate90 and train, crop=data_cfg.crop if train else 0)
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
-        if self.cfg.data.fold == ALL_TEST:
-            raise ConfigError("config key 'data.fold': -1 makes every image the test set; it is for eval of a folder "
-                              "the model was not trained on, not for training")
+        refuse_all_test(self.cfg.data.fold)
         train, val, _ = self.split()
         train_set = self._dataset(train, True)
         if self.cfg.loss.pos_weight <= 0:
