@@ -17,24 +17,36 @@ from .errors import ScrapvisionError, first_line
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from . import BACKBONES, TASKS
-    from .heads import load_all
+    """Built-in heads and backbones from the torch-free catalogue; only plug-in heads (entry points) and
+    ``--timm`` import what they need."""
+    from importlib.metadata import entry_points
 
-    load_all()
+    from .catalog import BACKBONE_NAMES, TASK_SUMMARIES
+
+    summaries = dict(TASK_SUMMARIES)
+    if entry_points(group="scrapvision.tasks"):  # a plug-in's summary lives in its class: load it
+        from . import TASKS
+        from .heads import load_all
+
+        load_all()
+        summaries.update({name: TASKS.get(name).summary for name in TASKS.names() if name not in summaries})
     print("tasks:")
-    for name in TASKS.names():
-        summary = TASKS.get(name).summary.strip().splitlines()
-        print(f"  {name:14s} {summary[0] if summary else ''}")
+    for name in sorted(summaries):
+        lines = summaries[name].strip().splitlines()
+        print(f"  {name:14s} {lines[0] if lines else ''}")
     print("backbones (registered):")
-    for name in BACKBONES.names():
+    for name in BACKBONE_NAMES:
         print(f"  {name}")
+    if not args.timm:
+        print("backbones (timm, features_only): any timm model name, e.g. resnet34, efficientnet_b0, "
+              "vit_small_patch8_224  (scrapvision list --timm 'PATTERN' lists them)")
+        return
     import timm
 
-    print(f"backbones (timm, features_only): any of {len(timm.list_models())} names, e.g. resnet34, "
-          "efficientnet_b0, vit_small_patch8_224  (scrapvision list --timm 'PATTERN')")
-    if args.timm:
-        for name in timm.list_models(args.timm):
-            print(f"  {name}")
+    names = timm.list_models(args.timm)
+    print(f"backbones (timm, features_only): {len(names)} of {len(timm.list_models())} names match {args.timm!r}")
+    for name in names:
+        print(f"  {name}")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -89,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.int8:
         from .quantize import int8_gap, quantize_int8
 
-        int8 = quantize_int8(task, out, args.calibrate)
+        int8 = quantize_int8(task, out, args.calibrate, calibration=args.calibration)
         print(f"wrote {int8}\n" + "\n".join(int8_gap(task, out, int8, args.calibrate)))
 
 

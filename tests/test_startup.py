@@ -6,8 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], []])
-def test_help_and_usage_errors_do_not_import_torch(argv):
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], [], ["list"]])
+def test_help_list_and_usage_errors_do_not_import_torch(argv):
     code = ("import sys\nfrom scrapvision.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'timm', 'torchvision', 'cv2', 'albumentations') if m in sys.modules]\n"
@@ -23,3 +23,42 @@ def test_lazy_names_still_import_from_the_package():
     assert scrapvision.Trainer.__name__ == "Trainer" and scrapvision.Task.__name__ == "Task"
     with pytest.raises(AttributeError):
         scrapvision.no_such_name  # noqa: B018
+
+
+def test_the_catalogue_that_list_prints_equals_the_registries():
+    """`scrapvision list` reads scrapvision/catalog.py instead of importing the heads: every built-in head and
+    backbone must be in it, with the summary its class shows."""
+    from scrapvision import BACKBONES, TASKS
+    from scrapvision.catalog import BACKBONE_NAMES, TASK_SUMMARIES
+    from scrapvision.heads import load_all
+
+    load_all()
+    built_in = {name: TASKS.get(name) for name in TASKS.names()
+                if TASKS.get(name).__module__.startswith("scrapvision.heads.")}
+    assert {name: cls.summary for name, cls in built_in.items()} == TASK_SUMMARIES
+    ours = {name for name in BACKBONES.names() if BACKBONES.get(name).__module__.startswith("scrapvision.")}
+    assert ours == set(BACKBONE_NAMES)
+
+
+def test_list_prints_every_catalogued_head(capsys):
+    from scrapvision.catalog import TASK_SUMMARIES
+    from scrapvision.cli import main
+
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"  {name:14s} {summary}" in printed for name, summary in TASK_SUMMARIES.items()), printed
+
+
+def test_list_shows_plug_in_heads_from_their_classes(monkeypatch, capsys):
+    """With an installed plug-in (an entry point of ``scrapvision.tasks``), list loads the registry and prints the
+    plug-in's own summary next to the catalogued heads."""
+    import importlib.metadata
+
+    import toy_task  # noqa: F401  (registers the "toy" task, as a plug-in's import would)
+    from scrapvision.cli import main
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: ["a plug-in"])
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert f"  {'toy':14s} {toy_task.ToyTask.summary.strip().splitlines()[0]}" in printed
+    assert "  segdec" in printed

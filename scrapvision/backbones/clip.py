@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..catalog import CLIP_BACKBONES
 from ..errors import CheckpointError, ScrapvisionError, first_line
 from ..registry import BACKBONES
 
@@ -239,6 +240,5 @@ def _clip_backbone(clip_name: str):
     return factory
 
 
-for _alias, _name in {"clip_vit_b16": "ViT-B-16", "clip_vit_l14_336": "ViT-L-14-336",
-                      "clip_scrap_tiny": "scrap-vit-tiny"}.items():
+for _alias, _name in CLIP_BACKBONES.items():
     BACKBONES.register(_alias)(_clip_backbone(_name))

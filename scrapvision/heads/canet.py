@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..backbones import backbone_channels, create_backbone
 from ..backbones.factory import is_timm_vit
+from ..catalog import TASK_SUMMARIES
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.copper_samples import (
@@ -139,8 +140,7 @@ class CanetTask(Task):
     name = "canet"
     Config = CanetConfig
     monitor = ("content_mae_pp", "min")
-    summary = ("Copper content (mass fraction) of a sample of copper-scrap granules from N photos: ViT patch "
-               "classes -> area proportions -> density-weighted content (CANet, Zhao et al.).")
+    summary = TASK_SUMMARIES["canet"]
     smoke_overrides = ("model.backbone=test_vit", "model.img_size=32", "model.patch_size=8", "model.vit_depth=2",
                        "model.hidden=16", "data.images_per_sample=2", "data.synthetic_train=8",
                        "data.synthetic_val=4", "data.synthetic_stirs=2", "data.synthetic_render_size=48",

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import load_backbone_weights
 from ..backbones.clip import ClipPatchTokens, build_clip, clip_tokenizer, even_blocks, is_image_tower_file
+from ..catalog import TASK_SUMMARIES
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.class_masks import read_class_list
@@ -161,8 +162,7 @@ class ClipAnomalyTask(Task):
     monitor = ("miou", "max")
     supports_tta = True
     eval_all_overrides = ("data.fold=-1",)  # kolektor, folder and MVTec layouts (class_masks: its validation split)
-    summary = ("CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
-               "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).")
+    summary = TASK_SUMMARIES["clip_anomaly"]
     smoke_overrides = ("model.image_size=[32,32]", "data.n_train=8", "data.n_val=4", "few_shot.k=2",
                        "train.batch_size=4")
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import create_backbone
 from ..backbones.factory import is_timm_vit
+from ..catalog import TASK_SUMMARIES
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.classification import predict_images
@@ -100,8 +101,7 @@ def save_backbone(backbone: nn.Module, path: Path, name: str) -> Path:
 class PretrainTask(Task):
     name = "pretrain"
     Config = PretrainConfig
-    summary = ("Self-supervised pretraining (SimCLR) of any backbone on unlabeled images; writes "
-               "backbone.safetensors for every head's model.weights.")
+    summary = TASK_SUMMARIES["pretrain"]
     smoke_overrides = ("model.backbone=tiny_cnn", "model.proj_hidden=16", "model.proj_dim=8", "data.crop_size=32",
                        "data.keep_size=40", "data.synthetic_images=10", "data.val_fraction=0.2", "train.batch_size=4")
     predict_columns = ("file", "features", "error")

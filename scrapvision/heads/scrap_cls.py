@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..catalog import TASK_SUMMARIES
 from ..checkpoint import load_checkpoint
 from ..config import OptimConfig, TrainConfig, from_dict
 from ..data.classification import (
@@ -109,7 +110,7 @@ class ScrapClsTask(Task):
     name = "scrap_cls"
     Config = ScrapClsConfig
     monitor = ("accuracy", "max")
-    summary = "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)"
+    summary = TASK_SUMMARIES["scrap_cls"]
     eval_all_overrides = ("data.eval_split=all",)
     smoke_overrides = ("model.backbone=test_efficientnet", "model.fuse_channels=16", "model.sef_groups=4",
                        "data.image_size=32", "data.synthetic_classes=3", "data.synthetic_train_per_class=6",

@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import create_backbone, load_backbone_weights
+from ..catalog import TASK_SUMMARIES
 from ..data.folder import (
     FolderItem,
     is_folder_layout,
@@ -117,8 +118,7 @@ class SegDecTask(Task):
     monitor = ("val_ap", "max")
     supports_tta = True
     eval_all_overrides = ("data.fold=-1",)
-    summary = ("Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
-               "SE + atrous network, constant / dynamic / decay loss balance.")
+    summary = TASK_SUMMARIES["segdec"]
     smoke_overrides = ("model.widths=[4,4,8,8,8,8,8,8,8,16]", "data.height=72", "data.width=72",
                        "data.synthetic_items=6", "data.synthetic_parts=4", "data.synthetic_defect_rate=0.5",
                        "data.val_fraction=0.5", "train.batch_size=4")

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..catalog import TASK_SUMMARIES
 from ..checkpoint import atomic_write
 from ..config import OptimConfig, TrainConfig
 from ..data.folder import is_folder_layout, read_layout, split_items
@@ -133,7 +134,7 @@ class SeverstalTask(Task):
     monitor = ("dice", "max")
     supports_tta = True
     eval_all_overrides = ()  # eval --data DIR scores every fully-labelled image of DIR already
-    summary = "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer"
+    summary = TASK_SUMMARIES["severstal"]
     smoke_overrides = ("model.backbone=tiny_cnn", "model.decoder_channels=[16,16,8,8,8]", "data.image_size=[32,192]",
                        "data.synthetic_shape=[64,384]", "data.synthetic_train=8", "data.synthetic_val=4",
                        "train.batch_size=4")

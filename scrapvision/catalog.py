@@ -1,0 +1,26 @@
+"""What ``scrapvision list`` prints without importing torch or timm (seconds on a plant PC): the built-in
+heads' one-line summaries and the backbone names the package registers. The Task classes and the CLIP
+backbones take their text and names from here, and ``tests/test_startup.py`` checks that this catalogue
+equals the registries once every head is imported, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+#: built-in task name -> the summary its Task class shows (``Task.summary``)
+TASK_SUMMARIES = {
+    "canet": "Copper content (mass fraction) of a sample of copper-scrap granules from N photos: ViT patch "
+             "classes -> area proportions -> density-weighted content (CANet, Zhao et al.).",
+    "clip_anomaly": "CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
+                    "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).",
+    "pretrain": "Self-supervised pretraining (SimCLR) of any backbone on unlabeled images; writes "
+                "backbone.safetensors for every head's model.weights.",
+    "scrap_cls": "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)",
+    "segdec": "Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
+              "SE + atrous network, constant / dynamic / decay loss balance.",
+    "severstal": "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer",
+}
+
+#: registered CLIP image towers: backbone name -> open_clip model config (``scrapvision.backbones.clip``)
+CLIP_BACKBONES = {"clip_vit_b16": "ViT-B-16", "clip_vit_l14_336": "ViT-L-14-336", "clip_scrap_tiny": "scrap-vit-tiny"}
+
+#: every backbone name the package registers (besides any timm model name)
+BACKBONE_NAMES = tuple(sorted(["tiny_cnn", *CLIP_BACKBONES]))
