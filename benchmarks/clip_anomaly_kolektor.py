@@ -81,6 +81,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on the shared, oversubscribed CPU")
     parser.add_argument("--layout", choices=("kolektor", "folder"), default="kolektor",
                         help="read KolektorSDD natively, or converted into the generic folder layout")
+    parser.add_argument("--tta", choices=("hflip", "hvflip"),
+                        help="also score the held-out folds under this flip TTA (same checkpoints; the choice of "
+                             "checkpoint stays without TTA)")
+    parser.add_argument("--tag", help="a candidate recipe: writes clip_anomaly_kolektor_TAG.json and its own "
+                                      "RESULTS section, so the recorded default run stays as it is")
     args = parser.parse_args()
     if args.quick:
         args.folds = "0"
@@ -103,7 +108,7 @@ def main() -> None:
     folds = [int(f) for f in args.folds.split(",")]
     partial = not args.quick and sorted(folds) != [0, 1, 2]  # its own JSON: the 3-fold record stays as it is
     suffix = (("_folder" if args.layout == "folder" else "") + ("_quick" if args.quick else "")
-              + ("_folds" + "".join(map(str, folds)) if partial else ""))
+              + ("_folds" + "".join(map(str, folds)) if partial else "") + (f"_{args.tag}" if args.tag else ""))
     started, t0 = now(), time.time()
     payload = {"command": "python benchmarks/clip_anomaly_kolektor.py " + " ".join(sys.argv[1:]), "date": started,
                "machine": machine(), "input": list(cfg.model.image_size), "resolution": resolution,
@@ -111,6 +116,7 @@ def main() -> None:
                "eval_every": cfg.train.eval_every, "dilate": cfg.data.dilate, "loss": asdict(cfg.loss),
                "select": args.select, "monitor": cfg.monitor, "layout": args.layout, "folds": {}}
     pooled = SegAnomalyMeter(("normal", "defect"))
+    pooled_tta = SegAnomalyMeter(("normal", "defect"))
     ks = [int(k) for k in args.few_shot.split(",")] if args.few_shot else []
     kinds = ("fine-tuned", "untrained") if args.few_shot_untrained else ("fine-tuned",)
     few_pooled = {(kind, k): SegAnomalyMeter(("normal", "defect")) for kind in kinds for k in ks}
@@ -125,6 +131,13 @@ def main() -> None:
             meter = score(task, model, test)
             pooled.extend(meter)
             m = {**meter.compute(), "pixel_ap_segdec": segdec_protocol_ap(meter)}
+            if args.tta:
+                task.tta = args.tta
+                meter_tta = score(task, model, test)
+                task.tta = "none"
+                pooled_tta.extend(meter_tta)
+                payload.setdefault("tta", {"mode": args.tta, "folds": {}})["folds"][fold] = {
+                    k: v for k, v in meter_tta.compute().items() if k in KEYS}
             for (kind, k), few_meter in few_pooled.items():
                 few_meter.extend(few_shot_score(kind, k, [*base, f"data.fold={fold}"], model, test))
             payload["folds"][fold] = {"metrics": {k: m[k] for k in KEYS}, "train_s": round(train_s, 1),
@@ -137,6 +150,8 @@ def main() -> None:
             write_json(f"clip_anomaly_kolektor{suffix}.json", payload)  # partial results survive a stop
     p = {**pooled.compute(), "pixel_ap_segdec": segdec_protocol_ap(pooled)}
     payload["pooled"] = {k: p[k] for k in KEYS}
+    if args.tta:
+        payload["tta"]["pooled"] = {k: v for k, v in pooled_tta.compute().items() if k in KEYS}
     payload["few_shot"] = [{"encoder": kind, "k": k, **{m: v for m, v in few.compute().items() if m in KEYS}}
                            for (kind, k), few in few_pooled.items()]
     with torch.no_grad():  # whole images at the working size, tiled when it is larger than the model input
@@ -147,6 +162,7 @@ def main() -> None:
     write_json(f"clip_anomaly_kolektor{suffix}.json", payload)
     if not args.quick and not partial:
         title = "through the generic folder layout" if args.layout == "folder" else "anomaly segmentation"
+        title += f" (candidate recipe `{args.tag}`)" if args.tag else ""
         write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_kolektor" + suffix,
                       f"## KolektorSDD {title}, 3-fold CV\n" + markdown(payload))
     print(f"done in {payload['wall_s'] / 60:.1f} min; pooled {payload['pooled']}")
@@ -245,6 +261,13 @@ def markdown(p: dict) -> str:
         f"CPU inference ({'tiled, ' if tiled else ''}whole {w}x{h} image, forward only): {speed['batch1']} images/s "
         f"at batch 1, {speed['batch16']} at batch 16.",
     ]
+    if p.get("tta"):
+        t = p["tta"]
+        per_fold = ", ".join(f"fold {f} {pct(m['pixel_ap'])}" for f, m in t["folds"].items())
+        q = t["pooled"]
+        lines += ["", f"The same checkpoints scored under {t['mode']} TTA (probabilities of the image and its flips "
+                  f"averaged): pooled pixel AP {pct(q['pixel_ap'])}, pixel AUROC {pct(q['pixel_auroc'])}, AUPRO "
+                  f"{pct(q['aupro'])}, image AP {pct(q['image_ap'])}; pixel AP per fold: {per_fold}."]
     if p.get("few_shot"):
         lines += ["", "Few-shot memory bank (`model.mode=few_shot`, the first k defect-free training images of each "
                   "fold as references, memory mixed half and half with the prompt probabilities), pooled over the "

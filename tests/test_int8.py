@@ -18,7 +18,7 @@ from scrapvision.engines import OnnxEngine
 from scrapvision.export import export_onnx, flatten_outputs, read_onnx_metadata
 from scrapvision.heads import load_all
 from scrapvision.heads.scrap_cls import ScrapClsTask
-from scrapvision.quantize import quantize_int8
+from scrapvision.quantize import META_PRECISION, quantize_int8
 
 load_all()
 
@@ -55,6 +55,27 @@ def test_int8_export_is_quantised_keeps_metadata_and_scores_close_to_fp32(traine
     assert top1(int8, tmp_path / "int8.json") >= fp32_top1 - TOP1_TOLERANCE
     if importlib.util.find_spec("openvino"):
         assert top1(int8, tmp_path / "ov.json", "--engine", "openvino") >= fp32_top1 - TOP1_TOLERANCE
+
+
+def test_percentile_calibration_is_recorded_and_changes_the_scales(trained, tmp_path, capsys):
+    """``--calibration percentile`` clips activation ranges at a histogram percentile: the graph says so in its
+    metadata, and no activation scale is larger than the min-max one while some are smaller."""
+    scales = {}
+    for method in ("minmax", "percentile"):
+        out = tmp_path / f"{method}.onnx"
+        assert main(["export", "--task", "scrap_cls", "--checkpoint", str(trained), "--out", str(out), "--int8",
+                     "--calibrate", "16", "--calibration", method]) == 0
+        int8 = out.with_suffix(".int8.onnx")
+        proto = onnx.load(str(int8))
+        assert f"calibrated ({method}) on 16" in {p.key: p.value for p in proto.metadata_props}[META_PRECISION]
+        graph = proto.graph
+        scales[method] = {t.name: float(onnx.numpy_helper.to_array(t)) for t in graph.initializer
+                          if t.name.endswith("_scale") and not t.dims}
+    shared = scales["minmax"].keys() & scales["percentile"].keys()
+    assert shared
+    assert any(scales["percentile"][k] < scales["minmax"][k] for k in shared)
+    assert all(scales["percentile"][k] <= scales["minmax"][k] * 1.001 for k in shared)
+    capsys.readouterr()
 
 
 def test_calibrate_needs_an_item(trained, capsys):
