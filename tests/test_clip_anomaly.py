@@ -19,7 +19,7 @@ from scrapvision.data.synthetic.scrap_anomaly import make_scene
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.clip_anomaly import ClipAnomalyConfig, ClipAnomalyTask
 from scrapvision.heads.clip_anomaly_parts.data import to_tensor
-from scrapvision.models.clip_anomaly import FocalDiceLoss, PatchAdapter
+from scrapvision.models.clip_anomaly import FocalDiceLoss, PatchAdapter, greedy_coreset
 from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +193,41 @@ def test_few_shot_memory_flags_what_the_references_lack():
     torch.testing.assert_close(mem_odd.sum(1), torch.ones(1, 64, 64))
     mem_text = model.memory.class_probs(model.encoder.tokens(odd), text, model.encoder.grid())
     torch.testing.assert_close(mixed, 0.5 * text + 0.5 * mem_text, atol=1e-5, rtol=1e-4)
+
+
+def test_greedy_coreset_covers_the_features_better_than_a_random_subset():
+    """k-centre selection: the farthest point from the chosen ones is nearer than for a random pick of the same
+    size, the chosen rows are distinct, and the selection is deterministic."""
+    torch.manual_seed(0)
+    clusters = torch.randn(8, 32) * 4
+    x = (clusters[torch.randint(0, 8, (600,))] + 0.1 * torch.randn(600, 32))
+    x[:5] = clusters[7] + 0.1 * torch.randn(5, 32)  # a rare cluster at the front
+    x = torch.cat([x[5:], x[:5]])
+
+    def cover(rows: torch.Tensor) -> float:
+        return float(torch.cdist(x, x[rows]).amin(1).max())
+
+    chosen = greedy_coreset(x, 16)
+    assert len(set(chosen.tolist())) == 16 and torch.equal(chosen, greedy_coreset(x, 16))
+    random_cover = min(cover(torch.randperm(600)[:16]) for _ in range(5))
+    assert cover(chosen) < 0.5 * random_cover
+    assert torch.equal(greedy_coreset(x, 900), torch.arange(600))
+
+
+def test_capped_memory_bank_is_cut_to_the_cap_and_keeps_every_class():
+    torch.manual_seed(0)
+    task = tiny_task("model.mode=few_shot", "model.finetune=frozen", "few_shot.k=2", "few_shot.references=labelled",
+                     "few_shot.max_patches=40")
+    model = task.build_model().eval()
+    full = tiny_task("model.mode=few_shot", "model.finetune=frozen", "few_shot.k=2", "few_shot.references=labelled",
+                     "few_shot.max_patches=0")
+    task.prepare_memory(model)
+    capped_labels = model.memory.labels.clone()
+    full.prepare_memory(model)
+    assert len(model.memory.labels) > 40 >= len(capped_labels) - len(capped_labels.unique())
+    assert set(capped_labels.tolist()) == set(model.memory.labels.tolist())  # no class crowded out
+    with pytest.raises(ConfigError, match="few_shot.max_patches"):
+        tiny_task("model.mode=few_shot", "few_shot.max_patches=-1")
 
 
 def test_zero_shot_with_user_weights_runs_and_metrics_are_complete(tmp_path):

@@ -107,6 +107,9 @@ class FewShotConfig:
     k: int = 4  # reference images, the first k of the training split
     references: Literal["normal", "labelled"] = "normal"  # defect-free images only, or any with their masks
     memory_weight: float = 0.5  # share of the memory-bank probabilities in the mix
+    # bank size bound: a larger bank (many or large references; KolektorSDD at k=16 holds 26,624 patches per
+    # scale) is cut to this many patches by greedy coreset selection, keeping each class's share; 0 = keep all
+    max_patches: int = 8192
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ class ClipAnomalyTask(Task):
         self.monitor = (cfg.monitor, "max")
         if cfg.data.dilate < 1:
             raise ConfigError(f"config key 'data.dilate': {cfg.data.dilate} must be >= 1 (1 = off)")
+        if cfg.few_shot.max_patches < 0:
+            raise ConfigError(f"config key 'few_shot.max_patches': {cfg.few_shot.max_patches} must be >= 0 (0 = keep all)")
         self._sets: tuple[SegDataset, SegDataset, tuple[str, ...]] | None = None
         self._test: SegDataset | None = None
         self._class_names: tuple[str, ...] | None = None
@@ -284,7 +289,7 @@ class ClipAnomalyTask(Task):
         if tower:
             load_backbone_weights(encoder, tower)
         model = ClipAnomalySegmenter(encoder, text, int(text.shape[1]), 1.0 / model_cfg.temperature, model_cfg.mode,
-                                     self.cfg.few_shot.memory_weight)
+                                     self.cfg.few_shot.memory_weight, self.cfg.few_shot.max_patches)
         for adapter in model.adapters:
             adapter.init_from_clip(ln_post, proj)
         set_trainable(model, model_cfg.finetune, model_cfg.last_k)

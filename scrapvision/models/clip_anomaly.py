@@ -55,14 +55,15 @@ class ClipAnomalySegmenter(nn.Module):
     """
 
     def __init__(self, encoder: ClipPatchTokens, text_embeddings: torch.Tensor, embed_dim: int,
-                 logit_scale: float = 1 / 0.07, mode: str = "supervised", memory_weight: float = 0.5) -> None:
+                 logit_scale: float = 1 / 0.07, mode: str = "supervised", memory_weight: float = 0.5,
+                 memory_patches: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.adapters = nn.ModuleList(PatchAdapter(encoder.width, embed_dim) for _ in encoder.blocks)
         self.register_buffer("text_embeddings", F.normalize(text_embeddings.float(), dim=-1))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         self.mode = mode
-        self.memory = PatchMemory(memory_weight)
+        self.memory = PatchMemory(memory_weight, memory_patches)
 
     @property
     def num_classes(self) -> int:
@@ -100,12 +101,16 @@ class PatchMemory(nn.Module):
     Anomaly evidence of a query patch is ``(1 - max cos to normal reference patches) / 2`` (mean over
     scales). Which impurity: nearest labelled impurity patches when the references hold some, otherwise
     the prompt probabilities. The result is mixed with the prompt probabilities by ``weight``.
-    It is not part of the state dict: it is rebuilt from the reference images each time.
+    ``max_patches`` > 0 bounds the bank: a larger one is cut to that many patches by greedy k-centre coreset
+    selection (PatchCore), which keeps the patches that cover the references' feature space, so a query's
+    cost stays bounded as k grows. It is not part of the state dict: it is rebuilt from the reference images
+    each time.
     """
 
-    def __init__(self, weight: float = 0.5) -> None:
+    def __init__(self, weight: float = 0.5, max_patches: int = 0) -> None:
         super().__init__()
         self.weight = weight
+        self.max_patches = max_patches
         self.bank: list[torch.Tensor] = []
         self.labels = torch.empty(0, dtype=torch.long)
 
@@ -118,6 +123,9 @@ class PatchMemory(nn.Module):
         keep = labels != IGNORE_INDEX
         self.bank = [F.normalize(t.reshape(-1, t.shape[-1]).float(), dim=-1)[keep] for t in tokens]
         self.labels = labels[keep]
+        if 0 < self.max_patches < len(self.labels):
+            chosen = coreset_per_class(torch.cat(self.bank, dim=1), self.labels, self.max_patches)
+            self.bank, self.labels = [b[chosen] for b in self.bank], self.labels[chosen]
 
     def class_probs(self, tokens: list[torch.Tensor], text_probs: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, K, H, W) memory-based class probabilities at the resolution of ``text_probs``."""
@@ -127,7 +135,8 @@ class PatchMemory(nn.Module):
         anomaly_score, nearest = 0.0, torch.full((b, k, grid[0] * grid[1]), -1.0, device=text_probs.device)
         for bank, t in zip(self.bank, tokens):
             sim = F.normalize(t.float(), dim=-1) @ bank.to(t.device).T  # (B, N, M)
-            anomaly_score = anomaly_score + (1 - sim[..., normal].amax(-1)) / 2 / len(self.bank)
+            to_normal = sim.amax(-1) if bool(normal.all()) else sim[..., normal].amax(-1)  # no copy of sim
+            anomaly_score = anomaly_score + (1 - to_normal) / 2 / len(self.bank)
             for c in range(1, k):
                 if (labels == c).any():
                     nearest[:, c] = torch.maximum(nearest[:, c], sim[..., labels == c].amax(-1))
@@ -143,6 +152,38 @@ class PatchMemory(nn.Module):
 
     def mix(self, text_probs: torch.Tensor, memory_probs: torch.Tensor) -> torch.Tensor:
         return (1 - self.weight) * text_probs + self.weight * memory_probs
+
+
+def greedy_coreset(features: torch.Tensor, n: int, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of ``n`` rows of ``features`` (M, D) chosen by greedy k-centre selection (PatchCore, Roth et al.
+    2022): each step takes the row farthest from those already chosen. Distances are computed on a fixed
+    random projection to ``projection_dim`` dimensions (Johnson-Lindenstrauss), which keeps the selection
+    cheap and deterministic."""
+    m = features.shape[0]
+    if n >= m:
+        return torch.arange(m)
+    x = features.float()
+    if x.shape[1] > projection_dim:
+        generator = torch.Generator().manual_seed(0)
+        x = x @ torch.randn(x.shape[1], projection_dim, generator=generator).to(x.device) / projection_dim ** 0.5
+    chosen = torch.empty(n, dtype=torch.long)
+    chosen[0] = 0
+    nearest = (x - x[0]).square().sum(1)
+    for i in range(1, n):
+        chosen[i] = int(nearest.argmax())
+        nearest = torch.minimum(nearest, (x - x[chosen[i]]).square().sum(1))
+    return chosen
+
+
+def coreset_per_class(features: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of about ``n`` rows, each class keeping its share of them (at least one row), so that rare
+    impurity patches are not crowded out by the normal ones."""
+    total = len(labels)
+    picks = []
+    for c in labels.unique():
+        rows = (labels == c).nonzero().squeeze(1)
+        picks.append(rows[greedy_coreset(features[rows], max(1, round(n * len(rows) / total)))])
+    return torch.cat(picks).sort().values
 
 
 def patch_labels(masks: torch.Tensor, grid: tuple[int, int], n_classes: int) -> torch.Tensor:
