@@ -287,20 +287,33 @@ def mask_only_markdown(r: dict) -> str:
               f"{s['data_steps']} optimizer steps of 8 bags (the data-efficiency sweep's budget): the alone rows are "
               "that sweep's runs again; the mask-only run's epoch is every assayed bag once plus as many mask-only "
               "draws (every batch half assayed), so it has `train.epochs` = half the alone run's, its warmup set "
-              "to the same steps, and half as many validations. Training seed 0, the best-on-val checkpoint, "
+              "to the same steps, and half as many validations. Training seeds as listed per row, the best-on-val checkpoint, "
               f"{s['test']} test bags and {s['test']} fresh bags (generator seed {r['fresh_seed']}), N = 4. Train wall "
               "includes rendering a train split the process has not rendered yet (the first mask-only row: "
               f"{s['train']} bags x {s['stirs']} photos; CANet alone: its K bags).",
               f"- CSV `canet_mask_only{r.get('suffix', '')}.csv`.", "",
-              "| assayed bags | mask-only bags | model | MAE pp (test / fresh) | RMSE pp | area MAE pp | train wall |",
-              "|---|---|---|---|---|---|---|"]
+              "| assayed bags | mask-only bags | model | seeds | MAE pp (test / fresh), mean over seeds | per seed "
+              "(test / fresh) | RMSE pp | area MAE pp | train wall per run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for bags in sorted({row["assayed"] for row in r["rows"].values()}):
         for kind, label in MASK_ONLY_KINDS:
-            if (row := r["rows"].get(f"{kind} assayed={bags}")) is None:
+            runs = sorted(((row.get("seed", 0), row) for name, row in r["rows"].items()
+                           if name == f"{kind} assayed={bags}" or name.startswith(f"{kind} assayed={bags} seed=")),
+                          key=lambda pair: pair[0])
+            if not runs:
                 continue
-            test, fresh = row["test"], row.get("test_fresh", {})
-            lines.append(f"| {bags} | {row['mask_only']} | {label} | {_fmt(test['content_mae_pp'])} / "
-                         f"{_fmt(fresh.get('content_mae_pp'))} | {_fmt(test['content_rmse_pp'])} | "
-                         f"{_fmt(test.get('area_mae_pp'))} | {row['train_wall_s'] / 60:.1f} min |")
+
+            def mean(get, runs=runs) -> float:
+                values = [get(row) for _, row in runs]
+                return float("nan") if any(v is None for v in values) else sum(values) / len(values)
+
+            per_seed = ", ".join(f"{_fmt(row['test']['content_mae_pp'])} / "
+                                 f"{_fmt(row.get('test_fresh', {}).get('content_mae_pp'))}" for _, row in runs)
+            lines.append(f"| {bags} | {runs[0][1]['mask_only']} | {label} | {', '.join(str(seed) for seed, _ in runs)} | "
+                         f"{_fmt(mean(lambda x: x['test']['content_mae_pp']))} / "
+                         f"{_fmt(mean(lambda x: x.get('test_fresh', {}).get('content_mae_pp')))} | {per_seed} | "
+                         f"{_fmt(mean(lambda x: x['test']['content_rmse_pp']))} | "
+                         f"{_fmt(mean(lambda x: x['test'].get('area_mae_pp')))} | "
+                         f"{mean(lambda x: x['train_wall_s']) / 60:.1f} min |")
     lines += ["", f"_Section written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._"]
     return "\n".join(lines)

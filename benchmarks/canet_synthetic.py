@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -262,29 +262,48 @@ def mask_only_overrides(kind: str, bags: int, size: dict, recipe: CanetConfig) -
             f"optim.warmup_epochs={recipe.optim.warmup_epochs / 2:g}"]
 
 
-def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run: dict) -> None:
+def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run: dict, seeds: Sequence[int] = (0,)
+                   ) -> None:
     """Part ``mask_only``: its JSON, CSV and markdown section are rewritten after every run, so the runs that
-    finished are kept if the process is stopped; rows of an earlier process with the same sizes are kept."""
+    finished are kept if the process is stopped; rows of an earlier process with the same sizes are kept.
+    Training seed 0 is the row ``KIND assayed=K``, another seed S the row ``KIND assayed=K seed=S``."""
     suffix = "_quick" if quick else ""
     path = RESULTS / f"canet_mask_only{suffix}.json"
     sizes = {k: size[k] for k in ("train", "val", "test", "stirs", "data_steps", "mask_only_bags")}
     report = {"sizes": sizes, "fresh_seed": FRESH_SEED, "recipe": to_dict(recipe), "suffix": suffix, "rows": {},
               "runs": []}
-    if path.exists() and all(json.loads(path.read_text()).get(k) == report[k] for k in ("sizes", "recipe")):
-        report = json.loads(path.read_text())
+    report = recorded_mask_only(path, report)
     report["runs"].append(run)
-    for bags in size["mask_only_bags"]:
-        for kind, _ in MASK_ONLY_KINDS:
-            name = f"{kind} assayed={bags}"
-            row = train_and_score(name, mask_only_overrides(kind, bags, size, recipe), size, out, fresh=True)
-            report["rows"][name] = {**row, "assayed": bags, "mask_only": size["train"] - bags if kind == "mask_only" else 0}
-            path.write_text(json.dumps(report, indent=1))
-            pd.DataFrame([{"assayed": r["assayed"], "mask_only": r["mask_only"], "model": n.split(" ")[0],
-                           "content_mae_pp": r["test"]["content_mae_pp"],
-                           "content_mae_pp_fresh": r["test_fresh"]["content_mae_pp"],
-                           "area_mae_pp": r["test"].get("area_mae_pp", float("nan")), "train_wall_s": r["train_wall_s"]}
-                          for n, r in report["rows"].items()]).to_csv(RESULTS / f"canet_mask_only{suffix}.csv", index=False)
-            write_section(MARKDOWN, "canet_mask_only", mask_only_markdown(report), quick=quick, header=HEADER)
+    for seed in seeds:
+        for bags in size["mask_only_bags"]:
+            for kind, _ in MASK_ONLY_KINDS:
+                name = f"{kind} assayed={bags}" + (f" seed={seed}" if seed else "")
+                overrides = mask_only_overrides(kind, bags, size, recipe) + ([f"train.seed={seed}"] if seed else [])
+                row = train_and_score(name, overrides, size, out, fresh=True)
+                report["rows"][name] = {**row, "assayed": bags, "seed": seed,
+                                        "mask_only": size["train"] - bags if kind == "mask_only" else 0}
+                write_mask_only(report, path, suffix, quick)
+
+
+def recorded_mask_only(path: Path, report: dict) -> dict:
+    """The recorded mask-only report to add rows to (another seed, another process), when its sizes are these
+    and its recipe agrees wherever both have a key; otherwise ``report``, which starts the record over."""
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("sizes") == report["sizes"] and same_recipe(old.get("recipe", {}), report["recipe"]):
+            return {**old, "recipe": report["recipe"]}
+    return report
+
+
+def write_mask_only(report: dict, path: Path, suffix: str, quick: bool) -> None:
+    """The mask-only part's JSON, CSV and markdown section, from every row recorded so far."""
+    path.write_text(json.dumps(report, indent=1))
+    pd.DataFrame([{"assayed": r["assayed"], "mask_only": r["mask_only"], "model": n.split(" ")[0],
+                   "seed": r.get("seed", 0), "content_mae_pp": r["test"]["content_mae_pp"],
+                   "content_mae_pp_fresh": r["test_fresh"]["content_mae_pp"],
+                   "area_mae_pp": r["test"].get("area_mae_pp", float("nan")), "train_wall_s": r["train_wall_s"]}
+                  for n, r in report["rows"].items()]).to_csv(RESULTS / f"canet_mask_only{suffix}.csv", index=False)
+    write_section(MARKDOWN, "canet_mask_only", mask_only_markdown(report), quick=quick, header=HEADER)
 
 
 def sweep_table(rows: list[dict], key: str, values: list) -> pd.DataFrame:
@@ -330,6 +349,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(PARTS),
                         help="comma-separated parts to run (separate processes can run different parts; results "
                              f"merge): {', '.join(PARTS)}, oracle")
+    parser.add_argument("--seeds", default="0",
+                        help="part mask_only: comma-separated training seeds (seed 0's rows are the recorded ones)")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing "
                              "(with --only mask_only: that part's section)")
@@ -361,7 +382,8 @@ def main() -> None:
     recipe = load_config(CanetConfig, REPO / "tasks" / "canet.yaml")
     if "mask_only" in parts:  # its own JSON and section: the other parts' records stay as they are
         mask_only_part(size, out, recipe, args.quick, {"command": "python " + " ".join(sys.argv), "started": started,
-                                                       "commit": commit, "machine": host})
+                                                       "commit": commit, "machine": host},
+                       [int(seed) for seed in args.seeds.split(",")])
         parts.discard("mask_only")
         if not parts:
             return

@@ -133,13 +133,18 @@ def render(record: dict) -> str:
     reference = scores["ONNX Runtime fp32"].get(monitor)
     for label, metrics in scores.items():
         change = (100 * (metrics[monitor] - reference)) if reference is not None and monitor in metrics else float("nan")
-        lines.append(f"| {label} | " + " | ".join(f"{metrics.get(k, float('nan')):.4f}" for k in keys)
+        lines.append(f"| {label} | " + " | ".join(cell(metrics.get(k, float("nan"))) for k in keys)
                      + f" | {change:+.2f} |")
     gaps = record["int8_vs_fp32_outputs"]
     gaps = gaps if isinstance(gaps, dict) else {"minmax": gaps}
     for method, gap in gaps.items():
         lines += ["", f"Outputs, {method} calibration: " + gap[0], *gap[1:]]
     return "\n".join(lines) + "\n"
+
+
+def cell(value: float) -> str:
+    """A metric to 4 decimals, a count (images) as an integer."""
+    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
 
 
 #: how each recipe's checkpoint was trained and scored, for the section

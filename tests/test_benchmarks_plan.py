@@ -99,3 +99,29 @@ def test_canet_rows_survive_a_config_key_added_since_they_were_recorded(tmp_path
     assert [r["command"] for r in merged["runs"]] == ["old", "new"]
     changed = {**recipe, "optim": {"lr": 0.001}}  # a recorded value that differs: the rows start over
     assert "canet" not in merge_reports(path, {"recipe": changed, "sizes": sizes, "runs": [{"command": "x", "parts": ["ema"]}]})
+
+
+def test_mask_only_rows_of_another_seed_join_the_recorded_ones(tmp_path):
+    """A second training seed of `canet_synthetic.py --only mask_only` adds its rows beside seed 0's, although
+    the config has gained keys since (train.ema_decay); a recorded value that differs starts the record over.
+    The table then shows both seeds and their mean."""
+    from canet_report import mask_only_markdown
+    from canet_synthetic import recorded_mask_only
+
+    recipe = {"train": {"seed": 0, "epochs": 100}, "optim": {"lr": 0.003}}
+    sizes = {"train": 640, "val": 32, "test": 100, "stirs": 8, "data_steps": 1600, "mask_only_bags": [40]}
+    row = {"test": {"content_mae_pp": 4.7, "content_rmse_pp": 6.0, "area_mae_pp": 1.3},
+           "test_fresh": {"content_mae_pp": 4.4}, "train_wall_s": 600, "assayed": 40, "mask_only": 600}
+    old = {"sizes": sizes, "fresh_seed": 1, "recipe": recipe, "suffix": "", "rows": {"mask_only assayed=40": row},
+           "runs": [{"command": "old", "commit": "a", "started": "t", "machine": "m"}]}
+    path = tmp_path / "mask_only.json"
+    path.write_text(json.dumps(old))
+    grown = {"train": {"seed": 0, "epochs": 100, "ema_decay": 0.0}, "optim": {"lr": 0.003}}
+    report = recorded_mask_only(path, {**old, "recipe": grown, "rows": {}, "runs": []})
+    assert report["rows"] == old["rows"] and report["recipe"] == grown
+    report["rows"]["mask_only assayed=40 seed=1"] = {**row, "seed": 1, "test": {**row["test"], "content_mae_pp": 4.5},
+                                                     "test_fresh": {"content_mae_pp": 4.0}}
+    table = mask_only_markdown(report)
+    assert "| 40 | 600 | CANet, assayed + mask-only bags | 0, 1 | 4.60 / 4.20 | 4.70 / 4.40, 4.50 / 4.00 |" in table
+    changed = {"train": {"seed": 0, "epochs": 50}, "optim": {"lr": 0.003}}
+    assert recorded_mask_only(path, {**old, "recipe": changed, "rows": {}})["rows"] == {}
