@@ -23,9 +23,10 @@ def get_task_class(name: str) -> type[Task]:
     return get_task(name)
 
 
-def read_checkpoint(path: str | Path, name: str) -> dict[str, Any]:
-    """A checkpoint of task ``name``, brought to today's layout by the task's ``upgrade_checkpoint``."""
-    return get_task_class(name).upgrade_checkpoint(load_checkpoint(path, task=name))
+def read_checkpoint(path: str | Path, name: str, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint of task ``name``, brought to today's layout by the task's ``upgrade_checkpoint``
+    (``mmap``: its tensors read only when touched, for a look at the config)."""
+    return get_task_class(name).upgrade_checkpoint(load_checkpoint(path, task=name, mmap=mmap))
 
 
 def trained_data_root(name: str, checkpoint: str | Path) -> str:
@@ -36,7 +37,7 @@ def trained_data_root(name: str, checkpoint: str | Path) -> str:
 
         config = read_onnx_metadata(path)["config"]
     else:
-        config = read_checkpoint(path / "last.pt" if path.is_dir() else path, name)["config"]
+        config = read_checkpoint(path / "last.pt" if path.is_dir() else path, name, mmap=True)["config"]
     return str((config.get("data") or {}).get("root", ""))
 
 

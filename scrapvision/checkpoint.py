@@ -83,15 +83,16 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
-    """Load a scrapvision checkpoint safely; wrong task, bad file or pickled code -> CheckpointError."""
+def load_checkpoint(path: str | Path, task: str | None = None, mmap: bool = False) -> dict[str, Any]:
+    """Load a scrapvision checkpoint safely; wrong task, bad file or pickled code -> CheckpointError.
+    ``mmap``: tensors stay in the file until touched (for a look at the config, not for training)."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint for the user
         reason = first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):

@@ -115,6 +115,20 @@ def test_pickled_code_in_a_checkpoint_is_not_run(name, tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_a_look_at_the_config_maps_the_checkpoint_and_still_refuses_pickled_code(smoke, tmp_path, capsys):
+    """``eval --data`` first reads the checkpoint's data.root with its tensors memory-mapped (not read): the same
+    payload as a full load, and a pickled object is refused on that path too, before any code runs."""
+    _, _, path = smoke("segdec")
+    full, mapped = load_checkpoint(path), load_checkpoint(path, mmap=True)
+    assert mapped["config"] == full["config"] and mapped["model"].keys() == full["model"].keys()
+    assert all(torch.equal(mapped["model"][k], v) for k, v in full["model"].items())
+    marker = tmp_path / "ran"
+    torch.save({"format": "scrapvision-checkpoint/1", "task": "segdec", "model": CodePayload(marker)}, tmp_path / "evil.pt")
+    assert main(["eval", "--task", "segdec", "--checkpoint", str(tmp_path / "evil.pt"), "--data", str(tmp_path)]) == 2
+    assert "pickled Python objects" in one_line_error(capsys)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("name", HEADS)
 def test_missing_and_empty_data_folders(name, smoke, tmp_path, capsys):
     _, _, path = smoke(name)
