@@ -8,7 +8,7 @@
 ``--recipe`` trains the checkpoint first (its overrides are in ``RECIPES``) and records a section in
 results/speed.md. The checkpoint (and its CKPT.tuned.yaml) is copied to a temporary folder, so nothing is written
 next to it; fp32 and int8 graphs are exported there, each int8 graph calibrated on the first N items of the
-checkpoint's own training split by one ``--calibration`` method. The evaluation split (the config's data and fold,
+checkpoint's own training split (its config's data, not --data) by one ``--calibration`` method. The evaluation split (the config's data and fold,
 or --data) is then scored with torch fp32, ONNX Runtime fp32 and every int8 graph on ONNX Runtime (and OpenVINO,
 when installed), same post-processing. Writes RESULTS/int8_<task>.json and prints a markdown table: every metric
 and the int8 change in points of the head's monitored metric (the issue's goal: within 0.5 point).
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copy(args.checkpoint, checkpoint)
     if tuned_path(args.checkpoint).is_file():
         shutil.copy(tuned_path(args.checkpoint), tuned_path(checkpoint))
-    task, model = load_trained(args.task, checkpoint, data=args.data)
+    task, model = load_trained(args.task, checkpoint)  # calibration: the checkpoint's own training data
     fp32 = export_onnx(task, model, checkpoint.with_suffix(".onnx"))
     runs = {"torch fp32": (checkpoint, "torch"), "ONNX Runtime fp32": (fp32, "onnx")}
     gaps = {}

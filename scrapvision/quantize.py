@@ -66,7 +66,8 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(inputs) if inputs is not None else training_inputs(task, n)
+            # one item per batch: the histogram calibrators stack batches, which fails on a shorter last one
+            self.batches = iter(inputs) if inputs is not None else training_inputs(task, n, batch_size=1)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)

@@ -78,6 +78,15 @@ def test_percentile_calibration_is_recorded_and_changes_the_scales(trained, tmp_
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_every_calibration_takes_a_count_that_is_not_a_multiple_of_the_batch(method, trained, tmp_path, capsys):
+    """10 calibration items (the histogram methods once failed on a short last batch of 8 + 2)."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--task", "scrap_cls", "--checkpoint", str(trained), "--out", str(out), "--int8",
+                 "--calibrate", "10", "--calibration", method]) == 0, capsys.readouterr().err
+    assert out.with_suffix(".int8.onnx").is_file()
+
+
 def test_calibrate_needs_an_item(trained, capsys):
     assert main(["export", "--task", "scrap_cls", "--checkpoint", str(trained), "--int8", "--calibrate", "0"]) == 2
     assert "--calibrate 0" in one_line_error(capsys)
