@@ -132,12 +132,15 @@ def main() -> None:
             pooled.extend(meter)
             m = {**meter.compute(), "pixel_ap_segdec": segdec_protocol_ap(meter)}
             if args.tta:
+                val = task.build_datasets()[1]  # TTA is judged on validation first, as a checkpoint would be
+                val_ap = {"none": score(task, model, val).compute()["pixel_ap"]}
                 task.tta = args.tta
+                val_ap[args.tta] = score(task, model, val).compute()["pixel_ap"]
                 meter_tta = score(task, model, test)
                 task.tta = "none"
                 pooled_tta.extend(meter_tta)
                 payload.setdefault("tta", {"mode": args.tta, "folds": {}})["folds"][fold] = {
-                    k: v for k, v in meter_tta.compute().items() if k in KEYS}
+                    **{k: v for k, v in meter_tta.compute().items() if k in KEYS}, "validation_pixel_ap": val_ap}
             for (kind, k), few_meter in few_pooled.items():
                 few_meter.extend(few_shot_score(kind, k, [*base, f"data.fold={fold}"], model, test))
             payload["folds"][fold] = {"metrics": {k: m[k] for k in KEYS}, "train_s": round(train_s, 1),
@@ -268,6 +271,11 @@ def markdown(p: dict) -> str:
         lines += ["", f"The same checkpoints scored under {t['mode']} TTA (probabilities of the image and its flips "
                   f"averaged): pooled pixel AP {pct(q['pixel_ap'])}, pixel AUROC {pct(q['pixel_auroc'])}, AUPRO "
                   f"{pct(q['aupro'])}, image AP {pct(q['image_ap'])}; pixel AP per fold: {per_fold}."]
+        if all("validation_pixel_ap" in m for m in t["folds"].values()):
+            val = ", ".join(f"fold {f} {pct(m['validation_pixel_ap']['none'])} -> "
+                            f"{pct(m['validation_pixel_ap'][t['mode']])}" for f, m in t["folds"].items())
+            lines.append(f"On each fold's validation split (the checkpoint's), pixel AP without -> with {t['mode']}: "
+                         f"{val}.")
     if p.get("few_shot"):
         lines += ["", "Few-shot memory bank (`model.mode=few_shot`, the first k defect-free training images of each "
                   "fold as references, memory mixed half and half with the prompt probabilities), pooled over the "
