@@ -24,13 +24,18 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     # canet_synthetic.py's bare run does every part, the mask-only one too (recorded as `--only mask_only`)
     ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py",
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999' "
-                                                       "'canet ema=0.999 seed=1'"]),
+                                                       "'canet ema=0.999 seed=1'",
+                                                       "benchmarks/canet_synthetic.py --only mask_only --seeds 1"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"],
      ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder",
+      "benchmarks/clip_anomaly_kolektor.py --few-shot 1,4,16 --tta hvflip",
+      # candidate recipes beside the recorded one (their own sections)
+      "benchmarks/clip_anomaly_kolektor.py --tag ema --tta hvflip --set train.ema_decay=0.99",
+      "benchmarks/clip_anomaly_kolektor.py --tag ema_e96 --tta hvflip --epochs 96 --set train.ema_decay=0.99",
       # rows added to the synthetic table after its run (the default's run replaces them)
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 1536 scenes x 16 epochs' --set data.n_train=1536",
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 384 scenes x 16 epochs' --set data.n_train=384 "
@@ -76,7 +81,8 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),
                                                              ("kolektor", 2), ("kolektor", 3)]]),
-    ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"], []),
+    ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"],
+     [f"benchmarks/int8_accuracy.py --recipe {recipe}" for recipe in ("severstal", "scrap_cls", "segdec")]),
 ]
 
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of
