@@ -1,4 +1,4 @@
-"""Start-up time of the command line: ``scrapvision --help`` and a usage error against ``import torch``.
+"""Start-up time of the command line: ``--help``, a usage error, ``list`` and ``config`` against ``import torch``.
 
     python benchmarks/startup.py [--rounds 10]
 
@@ -24,6 +24,7 @@ COMMANDS = {
     "scrapvision --help": [sys.executable, "-m", "scrapvision", "--help"],
     "scrapvision train (usage error: no --task)": [sys.executable, "-m", "scrapvision", "train"],
     "scrapvision list": [sys.executable, "-m", "scrapvision", "list"],
+    "scrapvision config --task severstal": [sys.executable, "-m", "scrapvision", "config", "--task", "severstal"],
 }
 
 
@@ -47,7 +48,9 @@ def main() -> None:
     for name, values in times.items():
         lines.append(f"| `{name}` | {statistics.median(values):.2f} | {min(values):.2f} - {max(values):.2f} | "
                      f"{statistics.median(values) / base:.2f} |")
-    lines += ["", "`list` imports the heads (torch, timm): it prints every registered task and backbone."]
+    lines += ["", "`list` reads the built-in heads and backbones from `scrapvision/catalog.py` (it imports torch only "
+              "for plug-in heads or `--timm`). `config` imports its head's module, which holds the config dataclass "
+              "beside the torch code of the head (one file per head), so it pays the torch import."]
     write_section(RESULTS / "speed.md", "startup", "\n".join(lines))
     print("\n".join(lines))
 

@@ -60,8 +60,16 @@ __all__ = [
 
 
 def get_task(name: str) -> type[Task]:
-    """The registered Task class ``name`` (built-in heads are imported on first use)."""
-    from .heads import load_all
+    """The registered Task class ``name``. A built-in head imports only its own module (the others pull in
+    open_clip, segmentation_models_pytorch, ...: seconds); any other name loads every head and plug-in."""
+    import importlib
 
-    load_all()
+    from .catalog import TASK_SUMMARIES
+
+    if name not in TASKS and name in TASK_SUMMARIES:
+        importlib.import_module(f".heads.{name}", __name__)
+    if name not in TASKS:
+        from .heads import load_all
+
+        load_all()
     return TASKS.get(name)

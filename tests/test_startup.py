@@ -62,3 +62,14 @@ def test_list_shows_plug_in_heads_from_their_classes(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert f"  {'toy':14s} {toy_task.ToyTask.summary.strip().splitlines()[0]}" in printed
     assert "  segdec" in printed
+
+
+def test_a_built_in_head_imports_only_its_own_module():
+    """`train/eval/config --task severstal` no longer import the other heads (open_clip, ...); an unknown name
+    still loads every head and lists them."""
+    code = ("import sys\nfrom scrapvision import get_task\nget_task('severstal')\n"
+            "print('heads:', sorted(m for m in sys.modules if m.startswith('scrapvision.heads.') and m.count('.') == 2 and not m.endswith('_parts')))\n"
+            "try:\n    get_task('nope')\nexcept Exception as exc:\n    print('error:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "heads: ['scrapvision.heads.severstal']" in done.stdout, done.stdout + done.stderr[-500:]
+    assert "unknown task 'nope'; known: canet, clip_anomaly, pretrain, scrap_cls, segdec, severstal" in done.stdout
