@@ -169,7 +169,7 @@ def train_and_score(name: str, overrides: list[str], size: dict, out: Path, n_te
     if fresh:
         row["test_fresh"] = score(task, model, test_split(task, size["test"], FRESH_SEED), n)
     if hasattr(model, "impurity_densities"):
-        row["learnt_impurity_densities"] = [round(float(v), 3) for v in model.impurity_densities().view(-1)]
+        row["learnt_impurity_densities"] = [round(float(v), 3) for v in model.impurity_densities().detach().view(-1)]
     if n_test:
         row["test_by_N"] = {str(k): score(task, model, split, k) for k in n_test}  # str: the keys JSON keeps
     print(f"[{name}] wall {wall:.0f}s test MAE {row['test']['content_mae_pp']:.2f} pp", flush=True)
