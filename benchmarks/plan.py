@@ -31,7 +31,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
       "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 0,1", "benchmarks/scrap_cls_cv.py --variants clf,sef --seeds 2,3"]),
     ("clip_anomaly.md", ["benchmarks/clip_anomaly_synthetic.py"],
-     ["benchmarks/clip_anomaly_kolektor.py --few-shot 1,4", "benchmarks/clip_anomaly_kolektor.py --layout folder",
+     ["benchmarks/clip_anomaly_kolektor.py --layout folder",
       "benchmarks/clip_anomaly_kolektor.py --few-shot 1,4,16 --tta hvflip",
       # candidate recipes beside the recorded one (their own sections)
       "benchmarks/clip_anomaly_kolektor.py --tag ema --tta hvflip --set train.ema_decay=0.99",
