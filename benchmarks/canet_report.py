@@ -142,9 +142,10 @@ def long_data_runs(r: dict) -> dict[int, dict[str, dict[int, dict]]]:
     return table
 
 
-def _mean(runs: dict[int, dict], split: str) -> float | None:
-    """Mean content MAE of the runs (one per training seed) on one split; None unless every run scored it."""
-    values = [run[split]["content_mae_pp"] for run in runs.values() if split in run]
+def _mean(runs: dict[int, dict], split: str, key: str = "content_mae_pp") -> float | None:
+    """Mean of ``key`` (content MAE by default) of the runs (one per training seed) on one split; None unless
+    every run scored it."""
+    values = [run[split][key] for run in runs.values() if key in run.get(split, {})]
     return sum(values) / len(values) if len(values) == len(runs) and values else None
 
 
@@ -302,18 +303,13 @@ def mask_only_markdown(r: dict) -> str:
                           key=lambda pair: pair[0])
             if not runs:
                 continue
-
-            def mean(get, runs=runs) -> float:
-                values = [get(row) for _, row in runs]
-                return float("nan") if any(v is None for v in values) else sum(values) / len(values)
-
+            by_seed = dict(runs)
             per_seed = ", ".join(f"{_fmt(row['test']['content_mae_pp'])} / "
                                  f"{_fmt(row.get('test_fresh', {}).get('content_mae_pp'))}" for _, row in runs)
             lines.append(f"| {bags} | {runs[0][1]['mask_only']} | {label} | {', '.join(str(seed) for seed, _ in runs)} | "
-                         f"{_fmt(mean(lambda x: x['test']['content_mae_pp']))} / "
-                         f"{_fmt(mean(lambda x: x.get('test_fresh', {}).get('content_mae_pp')))} | {per_seed} | "
-                         f"{_fmt(mean(lambda x: x['test']['content_rmse_pp']))} | "
-                         f"{_fmt(mean(lambda x: x['test'].get('area_mae_pp')))} | "
-                         f"{mean(lambda x: x['train_wall_s']) / 60:.1f} min |")
+                         f"{_fmt(_mean(by_seed, 'test'))} / {_fmt(_mean(by_seed, 'test_fresh'))} | {per_seed} | "
+                         f"{_fmt(_mean(by_seed, 'test', 'content_rmse_pp'))} | "
+                         f"{_fmt(_mean(by_seed, 'test', 'area_mae_pp'))} | "
+                         f"{sum(r['train_wall_s'] for r in by_seed.values()) / len(by_seed) / 60:.1f} min |")
     lines += ["", f"_Section written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._"]
     return "\n".join(lines)

@@ -131,11 +131,11 @@ def main() -> None:
             meter = score(task, model, test)
             pooled.extend(meter)
             m = {**meter.compute(), "pixel_ap_segdec": segdec_protocol_ap(meter)}
-            if args.tta:
-                val = task.build_datasets()[1]  # TTA is judged on validation first, as a checkpoint would be
-                val_ap = {"none": score(task, model, val).compute()["pixel_ap"]}
+            curve = validation_curve(Path(tmp) / f"fold{fold}", cfg.monitor)
+            if args.tta:  # TTA is judged on validation first, as the checkpoint was; without TTA the run scored it
+                val_ap = {"none": selected_validation(curve, args.select)}
                 task.tta = args.tta
-                val_ap[args.tta] = score(task, model, val).compute()["pixel_ap"]
+                val_ap[args.tta] = score(task, model, task.build_datasets()[1]).compute()["pixel_ap"]
                 meter_tta = score(task, model, test)
                 task.tta = "none"
                 pooled_tta.extend(meter_tta)
@@ -144,7 +144,7 @@ def main() -> None:
             for (kind, k), few_meter in few_pooled.items():
                 few_meter.extend(few_shot_score(kind, k, [*base, f"data.fold={fold}"], model, test))
             payload["folds"][fold] = {"metrics": {k: m[k] for k in KEYS}, "train_s": round(train_s, 1),
-                                      "validation": validation_curve(Path(tmp) / f"fold{fold}", cfg.monitor),
+                                      "validation": curve,
                                       "n_train": len(task.build_datasets()[0]), "n_test": len(meter.maps),
                                       "n_defective": int(sum(meter.image_labels))}
             print(f"fold {fold}: pixel AP {pct(m['pixel_ap'])} pixel AUROC {pct(m['pixel_auroc'])} "
@@ -189,11 +189,21 @@ def validation_curve(run_dir: Path, monitor: str) -> dict[str, float]:
     return {str(int(e)): round(float(v), 4) for e, v in zip(frame["epoch"], frame[f"val_{monitor}"])}
 
 
+def best_epoch(curve: dict[str, float]) -> str:
+    """The epoch whose checkpoint ``best.pt`` keeps: the highest value, the first of ties (as the Trainer)."""
+    return max(curve, key=lambda e: (curve[e], -int(e)))
+
+
+def selected_validation(curve: dict[str, float], select: str) -> float:
+    """The validation ``monitor`` of the checkpoint ``--select`` scores (best epoch, or the final one)."""
+    return curve[best_epoch(curve) if select == "best" else max(curve, key=int)]
+
+
 def curve_summary(curve: dict[str, float]) -> str:
     """"final, best (epoch)" of a validation curve, in percent (the Trainer keeps the first of tied bests)."""
     if not curve:
         return ""
-    best = max(curve, key=lambda e: (curve[e], -int(e)))
+    best = best_epoch(curve)
     return f"{pct(curve[max(curve, key=int)])}, {pct(curve[best])} ({best})"
 
 

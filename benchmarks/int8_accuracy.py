@@ -66,10 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibrate", type=int, default=64, help="training items that set the int8 scales")
     parser.add_argument("--calibration", default="minmax,percentile",
                         help="comma-separated activation-range methods, one int8 graph each (minmax, percentile, entropy)")
-    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the exported engines use their defaults)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if (args.recipe is None) == (args.checkpoint is None and args.task is None):
+    if (args.recipe is None) != (args.task is not None and args.checkpoint is not None) or (
+            args.recipe and (args.task or args.checkpoint)):
         parser.error("give --recipe, or --task and --checkpoint")
     import torch
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     from scrapvision.tuning import tuned_path
 
     torch.set_num_threads(args.threads)
-    start, work = time.time(), Path(tempfile.mkdtemp(prefix="int8_accuracy_"))
+    host, start, work = machine(), time.time(), Path(tempfile.mkdtemp(prefix="int8_accuracy_"))  # load at start
     train_s = None
     if args.recipe:
         args.task, overrides, chosen, data = RECIPES[args.recipe]
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     scores = {label: score(args.task, path, args.data, engine) for label, (path, engine) in runs.items()}
     monitor = get_task_class(args.task).monitor[0].removeprefix("val_")
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]),
-              "machine": machine(), "task": args.task, "recipe": args.recipe,
+              "machine": host, "task": args.task, "recipe": args.recipe,
               "checkpoint": str(args.checkpoint), "data": args.data, "calibrate": args.calibrate, "monitor": monitor,
               "int8_vs_fp32_outputs": gaps, "scores": scores, "train_s": train_s,
               "wall_s": round(time.time() - start, 1)}
