@@ -70,13 +70,24 @@ def extra_row(args: argparse.Namespace, path: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="clip_anomaly_bench_") as tmp:
         task, model, train_s = train_last(overrides, Path(tmp) / "row")
         metrics = score(task, model, test).compute()
-    print(f"{args.row}: mIoU {pct(metrics['miou'])} pixel AP {pct(metrics['pixel_ap'])} ({train_s:.0f} s)", flush=True)
+        validation = final_validation(Path(tmp) / "row")
+    print(f"{args.row}: mIoU {pct(metrics['miou'])} pixel AP {pct(metrics['pixel_ap'])} ({train_s:.0f} s); "
+          f"validation {validation}", flush=True)
     payload = json.loads(path.read_text())  # read now: a full run may have rewritten it meanwhile
     payload["result"]["rows"][args.row] = {
-        "metrics": metrics, "train_s": round(train_s, 1), "overrides": overrides,
+        "metrics": metrics, "validation": validation, "train_s": round(train_s, 1), "overrides": overrides,
         "command": "python benchmarks/clip_anomaly_synthetic.py " + shlex.join(sys.argv[1:]), "date": started,
         "machine": machine(), "wall_s": round(time.time() - t0, 1)}
     return payload
+
+
+def final_validation(run_dir: Path) -> dict:
+    """The final epoch's validation metrics of a run (``val_*`` of its metrics.jsonl): the figures a recipe is
+    chosen on, since the held-out test scenes must not choose it."""
+    from scrapvision.runlog import read_records
+
+    rows = [r for r in read_records(run_dir / "metrics.jsonl") if any(k.startswith("val_") for k in r)]
+    return {k: round(float(v), 4) for k, v in rows[-1].items() if k.startswith("val_")} if rows else {}
 
 
 def run(args: argparse.Namespace) -> dict:

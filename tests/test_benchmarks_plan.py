@@ -125,3 +125,18 @@ def test_mask_only_rows_of_another_seed_join_the_recorded_ones(tmp_path):
     assert "| 40 | 600 | CANet, assayed + mask-only bags | 0, 1 | 4.60 / 4.20 | 4.70 / 4.40, 4.50 / 4.00 |" in table
     changed = {"train": {"seed": 0, "epochs": 50}, "optim": {"lr": 0.003}}
     assert recorded_mask_only(path, {**old, "recipe": changed, "rows": {}})["rows"] == {}
+
+
+def test_every_benchmark_script_parses_its_arguments_before_it_runs():
+    """`python benchmarks/X.py --help` must print help, not start a run that overwrites recorded results (the
+    real-sample CV once ran for minutes on --help and replaced its section)."""
+    import ast
+
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        runnable = any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
+        if not runnable:
+            continue
+        calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        # parse_args itself, or a shared helper that builds the parser (layout_writer.converter_parser)
+        assert any("parse" in call for call in calls), f"{path.name}: runs without parsing its arguments"
