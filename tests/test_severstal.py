@@ -133,3 +133,39 @@ def test_empty_masks_score_one_when_truth_is_empty():
 
     empty = np.zeros((2, 4, 8, 8), bool)
     assert kaggle_dice(empty, empty) == 1.0
+
+
+def test_image_labelled_images_train_the_classifier_and_never_the_masks(tmp_path):
+    """data.image_labels: images without masks join training; the mask loss ignores them (their masks are
+    unknown, not empty) and the classifier learns their classes; validation keeps only masked images."""
+    data = write_kaggle_layout(tmp_path / "kaggle", n=8, seed=3, shape=(64, 384))
+    extra = write_kaggle_layout(tmp_path / "extra", n=3, seed=4, shape=(64, 384))
+    for image in sorted((extra / "train_images").iterdir()):
+        image.rename(data / "train_images" / f"weak_{image.name}")
+    weak_files = sorted((data / "train_images").glob("weak_*"))
+    (data / "weak.csv").write_text("ImageId,ClassId\n" + "".join(f"{p.name},{k}\n" for k, p in zip((3, 0, 1), weak_files)))
+    task = build_task("severstal", overrides=[*TINY, "data.image_labels=weak.csv"], data=data)
+    train_set, val_set = task.build_datasets()
+    weak = [r for r in train_set.records if not r.pixel_labelled]
+    assert len(weak) == 3 and not any(not r.pixel_labelled for r in val_set.dataset.records)
+    assert [r.labels for r in weak] == [(False, False, True, False), (False,) * 4, (True, False, False, False)]
+
+    torch.manual_seed(0)
+    model = task.build_model().eval()  # the same outputs on every call: only the targets change below
+    batch = torch.utils.data.default_collate([train_set[i] for i in range(len(train_set))])
+    loss, _ = task.compute_loss(model, batch, 0.0)
+    pixel = batch["pixel_labelled"] > 0.5
+    scribbled = dict(batch, mask=batch["mask"].clone())
+    scribbled["mask"][~pixel] = 1.0  # any mask on the image-labelled images: the loss must not see it
+    assert task.compute_loss(model, scribbled, 0.0)[0].item() == pytest.approx(loss.item(), abs=1e-6)
+    flipped = dict(batch, present=batch["present"].clone())
+    flipped["present"][~pixel] = 1 - flipped["present"][~pixel]  # their classes do reach the classifier loss
+    assert task.compute_loss(model, flipped, 0.0)[0].item() != pytest.approx(loss.item(), abs=1e-4)
+    only_weak = {k: (v[~pixel] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    weak_loss, logs = task.compute_loss(model, only_weak, 0.0)
+    assert logs["bce"] == 0 and logs["dice_loss"] == 0 and weak_loss.requires_grad
+
+    with pytest.raises(ConfigError, match="data.image_labels"):
+        build_task("severstal", overrides=[*TINY, "data.image_labels=weak.csv", "model.classifier=false"], data=data)
+    with pytest.raises(ConfigError, match="Kaggle layout"):
+        build_task("severstal", overrides=[*TINY, "data.image_labels=weak.csv"]).build_datasets()

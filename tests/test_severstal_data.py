@@ -13,6 +13,7 @@ from scrapvision.data.images import read_image
 from scrapvision.data.rle import rle_decode
 from scrapvision.data.severstal import (
     SeverstalDataset,
+    load_image_labelled,
     load_records,
     read_train_csv,
     split_records,
@@ -298,6 +299,39 @@ def test_synthetic_kaggle_layout_reads_back_through_the_reader(tmp_path):
     assert np.abs(image[..., 0].astype(int) - expected[0].image).mean() < 3  # JPEG q95 of the same pixels
     with pytest.raises(DataError, match="image_format"):
         write_kaggle_layout(tmp_path, 1, image_format="gif")
+
+
+def test_image_labelled_records_carry_their_classes_and_no_mask_supervision(tmp_path):
+    _write_images(tmp_path, names=[*LABELS, "d.jpg", "e.jpg"])
+    _write_csv(tmp_path / "train.csv", ["ImageId", "ClassId", "EncodedPixels"], _new_rows())
+    _write_csv(tmp_path / "weak.csv", ["ImageId", "ClassId"], [("d.jpg", 3), ("d.jpg", 1), ("e.jpg", 0)])
+    weak = load_image_labelled(tmp_path, "weak.csv")
+    full = load_records(tmp_path, image_labelled=[r.image_id for r in weak])  # no coverage list: the rest
+    assert [r.image_id for r in weak] == ["d.jpg", "e.jpg"] and [r.image_id for r in full] == list(LABELS)
+    assert weak[0].labels == (True, False, True, False) and weak[1].labels == (False,) * 4
+    assert weak[0].shape == SHAPE and not weak[0].pixel_labelled and all(r.pixel_labelled for r in full)
+    item = SeverstalDataset(weak + full[:1])[0]
+    assert item["pixel_labelled"] == 0 and item["present"].tolist() == [1, 0, 1, 0] and item["mask"].sum() == 0
+    item = SeverstalDataset(full[:1])[0]
+    assert item["pixel_labelled"] == 1 and item["present"].tolist() == [1, 0, 1, 0]  # from the masks
+
+
+@pytest.mark.parametrize(("rows", "covered", "problem"), [
+    ([("d.jpg", 5)], True, "weak.csv line 2: ClassId '5' is not 0"),
+    ([("d.jpg", 1), ("", 2)], True, "weak.csv line 3: empty ImageId"),
+    ([("zz.jpg", 2)], True, "weak.csv: image zz.jpg has no file"),
+    ([("a.jpg", 1)], False, "train.csv: image a.jpg has complete masks here but is listed with image-level labels"),
+    ([("b.jpg", 1)], True, "covered.csv: image b.jpg has complete masks here"),  # no rows, but listed as complete
+])
+def test_bad_image_label_rows_are_one_line_errors(tmp_path, rows, covered, problem):
+    _write_images(tmp_path, names=[*LABELS, "d.jpg"])
+    _write_csv(tmp_path / "train.csv", ["ImageId", "ClassId", "EncodedPixels"], _new_rows())
+    if covered:
+        _write_csv(tmp_path / "images_covered.csv", ["ImageId"], [(n,) for n in LABELS])
+    _write_csv(tmp_path / "weak.csv", ["ImageId", "ClassId"], rows)
+    with pytest.raises(DataError, match=problem) as err:
+        load_records(tmp_path, image_labelled=[r.image_id for r in load_image_labelled(tmp_path, "weak.csv")])
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------- real sample

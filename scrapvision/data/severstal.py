@@ -4,13 +4,15 @@ Both CSV formats are read (chosen by header): the current long format ``ImageId,
 (defect rows only) and the original ``ImageId_ClassId,EncodedPixels`` (four rows per image, empty RLE =
 no defect). An image with no row for a class has no such defect, so only images whose labels are known
 to be complete may be scored: a coverage list (``images_covered.csv``, one ``ImageId`` per line) restricts
-the records to those images. Every problem is a one-line ``DataError`` naming the file and line.
+the records to those images. Images with only image-level classes (``ImageId,ClassId``, 0 = defect-free; no
+masks) can join training through :func:`load_image_labelled`: they teach the classifier branch, not the masks.
+Every problem is a one-line ``DataError`` naming the file and line.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +36,24 @@ OLD_COLUMNS = ("ImageId_ClassId", "EncodedPixels")
 
 @dataclass(frozen=True, eq=False)
 class SeverstalRecord:
-    """One image and its four RLE strings ("" = class absent). ``image`` (in memory) wins over ``path``."""
+    """One image and its four RLE strings ("" = class absent). ``image`` (in memory) wins over ``path``.
+    ``classes`` set: an image with image-level labels only (its masks are unknown, the RLE strings empty)."""
 
     image_id: str
     rles: tuple[str, ...]
     shape: tuple[int, int] = SEVERSTAL_SHAPE
     path: Path | None = None
     image: np.ndarray | None = None
+    classes: tuple[bool, ...] | None = None
+
+    @property
+    def pixel_labelled(self) -> bool:
+        return self.classes is None
 
     @property
     def labels(self) -> tuple[bool, ...]:
         """Which classes are present: for class-balanced sampling and image-level heads."""
-        return tuple(bool(r) for r in self.rles)
+        return self.classes if self.classes is not None else tuple(bool(r) for r in self.rles)
 
     def masks(self) -> np.ndarray:
         """Boolean [4, H, W] masks decoded from the RLE strings."""
@@ -156,8 +164,13 @@ def load_records(
     shape: tuple[int, int] | None = None,
     csv_name: str = "train.csv",
     images_dir: str = "train_images",
+    image_labelled: Collection[str] = (),
 ) -> list[SeverstalRecord]:
     """Records of the image files under ``root/images_dir`` whose labels are complete, sorted by id.
+
+    ``image_labelled`` names images that have image-level labels only (:func:`load_image_labelled`): they
+    are left out, and one that the coverage list or ``train.csv`` gives masks is a ``DataError`` (two labels
+    that could disagree).
 
     ``coverage`` defaults to ``root/images_covered.csv`` when it exists (the shared sample); without
     one every image file is taken as fully labelled (the Kaggle train set: no row = no defect).
@@ -171,13 +184,65 @@ def load_records(
     coverage_path = Path(coverage) if coverage else root / COVERAGE_FILE
     if coverage or coverage_path.is_file():
         covered = read_coverage(coverage_path)
+        _no_masks_for(image_labelled, covered, coverage_path)
         files = {name: p for name, p in files.items() if name in covered}
         if not files:
             raise DataError(f"{root / images_dir}: no image file is listed in {coverage_path}")
+    files = {name: p for name, p in files.items() if name not in set(image_labelled)}
+    if not files:
+        raise DataError(f"{root / images_dir}: no fully-labelled image (every one has image-level labels only)")
     shape = tuple(shape) if shape else image_size(next(iter(files.values())))
     labels = read_train_csv(root / csv_name, shape)
+    _no_masks_for(image_labelled, {k for k, rles in labels.items() if any(rles)}, root / csv_name)
     empty = [""] * NUM_CLASSES
     return [SeverstalRecord(name, tuple(labels.get(name, empty)), shape, path=p) for name, p in sorted(files.items())]
+
+
+def read_image_labels(path: str | Path) -> dict[str, tuple[bool, ...]]:
+    """Image id -> which of the four classes it holds, from a long ``ImageId,ClassId`` CSV (one row per class
+    present; ClassId 0 = defect-free). Class lists are taken as complete: an unlisted class is absent."""
+    path = Path(path)
+    frame = _read_csv(path)
+    if not {"ImageId", "ClassId"} <= set(frame.columns):
+        raise DataError(f"{path}: needs columns ImageId,ClassId (found {','.join(map(one_line, frame.columns))})")
+    labels: dict[str, list[bool]] = {}
+    for line, image_id, class_text in zip(range(2, len(frame) + 2), frame["ImageId"], frame["ClassId"]):
+        image_id, class_text = image_id.strip(), class_text.strip()
+        if not (image_id or class_text):
+            continue
+        if not image_id:
+            raise DataError(f"{path} line {line}: empty ImageId")
+        if class_text not in {str(c) for c in range(NUM_CLASSES + 1)}:
+            raise DataError(f"{path} line {line}: ClassId {class_text!r} is not 0 (defect-free) or 1..{NUM_CLASSES}")
+        flags = labels.setdefault(image_id, [False] * NUM_CLASSES)
+        if class_text != "0":
+            flags[int(class_text) - 1] = True
+    if not labels:
+        raise DataError(f"{path}: lists no image")
+    return {k: tuple(v) for k, v in labels.items()}
+
+
+def load_image_labelled(root: str | Path, labels_csv: str | Path, shape: tuple[int, int] | None = None,
+                        images_dir: str = "train_images") -> list[SeverstalRecord]:
+    """Records of the images listed in ``labels_csv`` (relative to ``root`` unless absolute), sorted by id;
+    pass their ids to :func:`load_records` as ``image_labelled`` so they are not also read as fully labelled."""
+    root = Path(root)
+    path = Path(labels_csv) if Path(labels_csv).is_absolute() else root / labels_csv
+    labels = read_image_labels(path)
+    files = {p.name: p for p in list_images(root / images_dir, recursive=False)}
+    missing = sorted(set(labels) - set(files))
+    if missing:
+        raise DataError(f"{path}: image {missing[0]} has no file in {root / images_dir} ({len(missing)} missing)")
+    shape = tuple(shape) if shape else image_size(files[next(iter(labels))])
+    empty = ("",) * NUM_CLASSES
+    return [SeverstalRecord(name, empty, shape, path=files[name], classes=labels[name]) for name in sorted(labels)]
+
+
+def _no_masks_for(image_labelled: Collection[str], with_masks: set[str], source: Path) -> None:
+    both = sorted(set(image_labelled) & with_masks)
+    if both:
+        raise DataError(f"{source}: image {both[0]} has complete masks here but is listed with image-level labels "
+                        f"only (data.image_labels); keep it in one of the two ({len(both)} such image(s))")
 
 
 def split_records(records: Sequence[SeverstalRecord], val_fraction: float, seed: int = 0
@@ -225,6 +290,8 @@ class SeverstalDataset(Dataset):
         return {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
             "mask": torch.from_numpy(np.ascontiguousarray(out["mask"].transpose(2, 0, 1), dtype=np.float32)),
+            "present": torch.tensor(record.labels, dtype=torch.float32),  # image-level target of the classifier
+            "pixel_labelled": torch.tensor(float(record.pixel_labelled)),  # 0: the mask is unknown, not empty
             "image_id": record.image_id,
         }
 

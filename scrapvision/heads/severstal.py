@@ -34,6 +34,7 @@ from ..data.severstal import (
     SeverstalDataset,
     SeverstalRecord,
     folder_records,
+    load_image_labelled,
     load_records,
     split_records,
 )
@@ -63,6 +64,9 @@ class SeverstalModelConfig:
 class SeverstalDataConfig:
     root: str = ""  # Kaggle layout (train.csv + train_images/) or the folder layout (images/ + masks/); "" = synthetic
     coverage: str = ""  # file listing fully-labelled ImageIds; default root/images_covered.csv if present
+    # CSV (ImageId,ClassId; 0 = defect-free; relative to root) of more training images with image-level classes
+    # only, no masks: they train the classifier branch (the gate), not the masks; never validation. "" = none
+    image_labels: str = ""
     image_size: tuple[int, int] = (64, 400)  # (H, W) fed to the network; Kaggle's are 256 x 1600
     val_fraction: float = 0.2
     augment: bool = True  # horizontal + vertical flips
@@ -108,6 +112,9 @@ class SeverstalConfig:
         gate = self.post.cls_threshold
         if isinstance(gate, tuple) and len(gate) != NUM_CLASSES:
             raise ConfigError(f"config key 'post.cls_threshold': one value or {NUM_CLASSES}, one per class")
+        if self.data.image_labels and not (self.model.classifier and self.loss.classifier > 0):
+            raise ConfigError("config key 'data.image_labels': image-level labels train only the classifier branch; "
+                              "set model.classifier=true and loss.classifier > 0")
 
 
 # ---------------------------------------------------------------------------- data
@@ -151,6 +158,9 @@ class SeverstalTask(Task):
 
     def _records(self):
         data_cfg = self.cfg.data
+        if data_cfg.image_labels and (not data_cfg.root or is_folder_layout(data_cfg.root)):
+            raise ConfigError("config key 'data.image_labels': needs --data in the Kaggle layout (train.csv + "
+                              "train_images/, where its images are)")
         if not data_cfg.root:
             seed, shape = data_cfg.synthetic_seed, data_cfg.synthetic_shape
             train = generate_records(data_cfg.synthetic_train, seed=seed, shape=shape)
@@ -159,8 +169,11 @@ class SeverstalTask(Task):
         if is_folder_layout(data_cfg.root):
             train, val, _ = self._folder_parts()
             return train, val
-        records = load_records(data_cfg.root, coverage=data_cfg.coverage or None)
-        return split_records(records, data_cfg.val_fraction, seed=self.cfg.train.seed)
+        weak = load_image_labelled(data_cfg.root, data_cfg.image_labels) if data_cfg.image_labels else []
+        records = load_records(data_cfg.root, coverage=data_cfg.coverage or None,
+                               image_labelled=[r.image_id for r in weak])
+        train, val = split_records(records, data_cfg.val_fraction, seed=self.cfg.train.seed)
+        return train + weak, val
 
     def _folder_parts(self) -> tuple[list[SeverstalRecord], ...]:
         """(train, validation, test) records of the generic layout (labels.csv ``split`` or a grouped,
@@ -199,12 +212,19 @@ class SeverstalTask(Task):
     def compute_loss(self, model, batch, progress):
         masks, labels = model(batch["image"])
         target = batch["mask"]
-        seg_bce = F.binary_cross_entropy_with_logits(masks, target)
-        seg_dice = self.dice_loss(masks, target)
+        # images with image-level labels only (data.image_labels) have unknown masks: no mask loss from them
+        pixel = batch["pixel_labelled"].to(masks.device) > 0.5 if "pixel_labelled" in batch else None
+        if pixel is not None and not bool(pixel.all()):
+            masks, target = masks[pixel], target[pixel]
+        if len(masks):
+            seg_bce = F.binary_cross_entropy_with_logits(masks, target)
+            seg_dice = self.dice_loss(masks, target)
+        else:  # a batch of image-labelled images only: keep the graph, add nothing
+            seg_bce = seg_dice = labels.sum() * 0.0
         loss = self.cfg.loss.bce * seg_bce + self.cfg.loss.dice * seg_dice
         logs = {"bce": seg_bce.item(), "dice_loss": seg_dice.item()}
         if self.cfg.model.classifier and self.cfg.loss.classifier > 0:
-            present = target.amax(dim=(-2, -1))
+            present = batch["present"].to(labels.device) if "present" in batch else batch["mask"].amax(dim=(-2, -1))
             cls = F.binary_cross_entropy_with_logits(labels, present)
             loss = loss + self.cfg.loss.classifier * cls
             logs["cls_bce"] = cls.item()
