@@ -52,14 +52,34 @@ def synthetic_checkpoint() -> Path:
     return runs[-1] if runs else train("severstal", run_dir=SYNTHETIC_RUNS / time.strftime("%Y%m%d-%H%M%S")).best_path
 
 
-def fold_layout(real_dir: Path, names: list[str], folder: Path) -> Path:
-    """The Kaggle layout of ``names`` only: their image files linked, the sample's train.csv, a coverage list."""
+def fold_layout(real_dir: Path, names: list[str], folder: Path, image_labels: dict[str, list[int]] | None = None
+                ) -> Path:
+    """The Kaggle layout of ``names`` only: their image files linked, the sample's train.csv, a coverage list;
+    with ``image_labels`` also those images and ``image_labels.csv`` (for ``data.image_labels``)."""
     (folder / "train_images").mkdir(parents=True)
-    for name in names:
+    for name in [*names, *(image_labels or {})]:
         (folder / "train_images" / name).symlink_to(real_dir / "train_images" / name)
     shutil.copy(real_dir / "train.csv", folder / "train.csv")
     (folder / "images_covered.csv").write_text("ImageId\n" + "".join(f"{n}\n" for n in names))
+    if image_labels:
+        (folder / "image_labels.csv").write_text("ImageId,ClassId\n" + "".join(
+            f"{name},{c}\n" for name, classes in image_labels.items() for c in classes))
     return folder
+
+
+def sample_image_labels(real_dir: Path, exclude: set[str]) -> dict[str, list[int]]:
+    """The sample's images without masks, with what is known of them (images_labels.csv): the image-level
+    class of a defective image (one primary class, so a second class would be missed), or 0 for the images
+    that no defect list names (defect-free, as SOURCE.txt infers)."""
+    import csv
+
+    labels = {}
+    with open(real_dir / "images_labels.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["in_rle_subset"] == "1" or row["ImageId"] in exclude:
+                continue
+            labels[row["ImageId"]] = [int(row["hhjun321_primary_class"] or 0)]
+    return labels
 
 
 def fine_tune(checkpoint: Path, data: Path, run_dir: Path, recipe: list[str]) -> Path:
@@ -89,9 +109,11 @@ def best_validation(run_dir: Path) -> float:
 
 
 def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names: list[str], work: Path,
-             recipe: list[str]) -> dict:
+             recipe: list[str], image_labels: dict[str, list[int]] | None = None) -> dict:
     test = fold_layout(real_dir, test_names, work / "test")
-    best = fine_tune(synthetic, fold_layout(real_dir, train_names, work / "train"), work / "run", recipe)
+    if image_labels:
+        recipe = [*recipe, "data.image_labels=image_labels.csv"]
+    best = fine_tune(synthetic, fold_layout(real_dir, train_names, work / "train", image_labels), work / "run", recipe)
     task, _ = load_trained("severstal", synthetic, data=test, tuned=False)
     empty, empty_classes = empty_dice(task)
     out = {"test_images": test_names, "validation_dice": best_validation(work / "run"),
@@ -113,7 +135,10 @@ def section(record: dict) -> str:
              f"`{record.get('command', 'python benchmarks/severstal_real_cv.py')}` on {record['machine']}, "
              f"{record['date']}, wall {record['wall_s']} s. Start: `{record['synthetic_checkpoint']}` (the synthetic "
              "CPU-recipe model of `benchmarks/severstal_train.py`). Fine-tune: "
-             + ", ".join(f"`{o}`" for o in record["fine_tune"]) + ".", "",
+             + ", ".join(f"`{o}`" for o in record["fine_tune"]) + "."
+             + (f" Every fold also trains on the sample's {record['image_labelled_images']} images without masks "
+                "(`data.image_labels`: image-level classes only, never validation or test)."
+                if record.get("image_labelled_images") else ""), "",
              "| held-out fold (4 images each) | validation Dice of best.pt (3 images) | " + " | ".join(ROWS) + " |",
              "|---" * (len(ROWS) + 2) + "|"]
     for i, fold in enumerate(folds):
@@ -136,9 +161,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fine-tuning override after the benchmark's own (repeat it); needs --tag")
     parser.add_argument("--tag", help="a candidate recipe: severstal_real_cv_TAG.json and its own section")
+    parser.add_argument("--image-labels", action="store_true",
+                        help="also train on the sample's 31 images without masks through data.image_labels (28 with "
+                             "one image-level class, 3 defect-free); needs --tag")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args()
-    if args.set and not args.tag:
+    if (args.set or args.image_labels) and not args.tag:
         parser.error("--set changes the recipe: give the candidate a --tag, so the recorded default stays")
     if args.threads:
         import torch
@@ -147,16 +175,17 @@ def main() -> None:
     recipe = [*FINE_TUNE, *args.set]
     real_dir = SHARED / "severstal_sample"
     names = [r.image_id for r in load_records(real_dir)]
+    image_labels = sample_image_labels(real_dir, set(names)) if args.image_labels else None
     host, start = machine(), time.time()
     synthetic = synthetic_checkpoint()
     folds = []
     with tempfile.TemporaryDirectory(prefix="severstal-cv-") as tmp:
         for i, (train_idx, test_idx) in enumerate(KFold(4, shuffle=True, random_state=0).split(names)):
             folds.append(run_fold(synthetic, real_dir, [names[k] for k in train_idx], [names[k] for k in test_idx],
-                                  Path(tmp) / f"fold{i}", recipe))
+                                  Path(tmp) / f"fold{i}", recipe, image_labels))
     command = "python benchmarks/severstal_real_cv.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": host, "command": command,
-              "tag": args.tag, "synthetic_checkpoint": str(synthetic), "fine_tune": recipe, "folds": folds,
+              "tag": args.tag, "image_labelled_images": len(image_labels or {}), "synthetic_checkpoint": str(synthetic), "fine_tune": recipe, "folds": folds,
               "wall_s": round(time.time() - start, 1)}
     suffix = f"_{args.tag}" if args.tag else ""
     (RESULTS / f"severstal_real_cv{suffix}.json").write_text(json.dumps(record, indent=2))
