@@ -24,3 +24,7 @@ CLIP_BACKBONES = {"clip_vit_b16": "ViT-B-16", "clip_vit_l14_336": "ViT-L-14-336"
 
 #: every backbone name the package registers (besides any timm model name)
 BACKBONE_NAMES = tuple(sorted(["tiny_cnn", *CLIP_BACKBONES]))
+
+#: ``export --calibration`` names (the first is the default) -> ONNX Runtime's CalibrationMethod member names;
+#: here so that the CLI's choices and :mod:`scrapvision.quantize` read one list without importing onnxruntime
+CALIBRATIONS = {"percentile": "Percentile", "minmax": "MinMax", "entropy": "Entropy"}

@@ -10,6 +10,8 @@ import argparse
 import textwrap
 from collections.abc import Sequence
 
+from .catalog import CALIBRATIONS
+
 EPILOG = textwrap.dedent(
     """\
     examples:
@@ -158,7 +160,7 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                    "weights) calibrated on --calibrate training items; prints how far its outputs are from fp32")
     p.add_argument("--calibrate", type=int, default=64, metavar="N",
                    help="training items whose activation ranges set the int8 scales (default 64; with --int8)")
-    p.add_argument("--calibration", choices=("minmax", "percentile", "entropy"), default="percentile",
+    p.add_argument("--calibration", choices=tuple(CALIBRATIONS), default=next(iter(CALIBRATIONS)),
                    help="with --int8: how each activation's int8 range is set from the calibration items: the "
                    "99.999th percentile of its histogram (percentile, the default: a few outliers no longer stretch "
                    "the scale; its outputs were as close to fp32 as minmax's or closer on every head measured), their "

@@ -23,13 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .catalog import CALIBRATIONS
 from .checkpoint import atomic_write
 from .errors import ScrapvisionError, first_line
 from .task import Task
 
 META_PRECISION = "scrapvision.precision"
-#: ``--calibration`` names -> ONNX Runtime's CalibrationMethod member names
-CALIBRATIONS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def int8_path(onnx_path: Path) -> Path:
