@@ -199,7 +199,9 @@ def markdown(p: dict) -> str:
                      f"{pct(m['pixel_auroc'])} | {pct(m['aupro'])} | {pct(m['image_auroc'])} | {row['train_s']:.0f} |")
     speed = r["inference_images_per_s"]
     lines += [f"\n(*) added later: `{row['command']}` ({row['date']}, {row['machine']}, wall {row['wall_s'] / 60:.1f} "
-              f"min): the fine-tuned recipe with `{' '.join(o for o in row['overrides'] if o not in p['base'])}`."
+              f"min): the fine-tuned recipe with `{' '.join(o for o in row['overrides'] if o not in p['base'])}`"
+              + (f"; final-epoch validation mIoU impurities {pct(row['validation']['val_miou_impurities'])}"
+                 if "val_miou_impurities" in row.get("validation", {}) else "") + "."
               for name, row in r["rows"].items() if "command" in row]
     lines += [
         "",

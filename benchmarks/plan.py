@@ -12,7 +12,12 @@ import re
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
 PLAN: list[tuple[str, list[str], list[str]]] = [
-    ("severstal.md", ["benchmarks/rle_speed.py", "benchmarks/severstal_train.py"], ["benchmarks/severstal_real_cv.py"]),
+    ("severstal.md", ["benchmarks/rle_speed.py", "benchmarks/severstal_train.py"],
+     ["benchmarks/severstal_real_cv.py",
+      # candidate fine-tuning recipes beside the recorded one (their own sections)
+      "benchmarks/severstal_real_cv.py --tag e48 --set train.epochs=48",
+      "benchmarks/severstal_real_cv.py --tag weak --image-labels",
+      "benchmarks/severstal_real_cv.py --tag weak_e48 --image-labels --set train.epochs=48"]),
     ("segdec.md", [],
      ["benchmarks/segdec_kolektor.py --modes full", "benchmarks/segdec_kolektor.py --modes weak",
       "benchmarks/segdec_kolektor.py --modes mixed10,mixed5", "benchmarks/segdec_kolektor.py --modes full --seed 1",
@@ -39,7 +44,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       # rows added to the synthetic table after its run (the default's run replaces them)
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 1536 scenes x 16 epochs' --set data.n_train=1536",
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 384 scenes x 16 epochs' --set data.n_train=384 "
-      "--set train.epochs=16"]),
+      "--set train.epochs=16",
+      "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 768 scenes x 32 epochs' --set train.epochs=32",
+      "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 768 scenes x 32 epochs, EMA 0.99' --set train.epochs=32 "
+      "--set train.ema_decay=0.99"]),
     ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes base --folds 0,1", "benchmarks/segdec_tiles.py --recipes pos_weight --folds 0,1",
                                 "benchmarks/segdec_tiles.py --recipes augmented",
                                 "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
