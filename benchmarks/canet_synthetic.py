@@ -262,8 +262,8 @@ def mask_only_overrides(kind: str, bags: int, size: dict, recipe: CanetConfig) -
             f"optim.warmup_epochs={recipe.optim.warmup_epochs / 2:g}"]
 
 
-def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run: dict, seeds: Sequence[int] = (0,)
-                   ) -> None:
+def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run: dict, seeds: Sequence[int] = (0,),
+                   bags_only: Sequence[int] | None = None) -> None:
     """Part ``mask_only``: its JSON, CSV and markdown section are rewritten after every run, so the runs that
     finished are kept if the process is stopped; rows of an earlier process with the same sizes are kept.
     Training seed 0 is the row ``KIND assayed=K``, another seed S the row ``KIND assayed=K seed=S``."""
@@ -276,6 +276,8 @@ def mask_only_part(size: dict, out: Path, recipe: CanetConfig, quick: bool, run:
     report["runs"].append(run)
     for seed in seeds:
         for bags in size["mask_only_bags"]:
+            if bags_only is not None and bags not in bags_only:
+                continue  # a row another process records (--bags)
             for kind, _ in MASK_ONLY_KINDS:
                 name = f"{kind} assayed={bags}" + (f" seed={seed}" if seed else "")
                 overrides = mask_only_overrides(kind, bags, size, recipe) + ([f"train.seed={seed}"] if seed else [])
@@ -351,6 +353,8 @@ def main() -> None:
                              f"merge): {', '.join(PARTS)}, oracle")
     parser.add_argument("--seeds", default="0",
                         help="part mask_only: comma-separated training seeds (seed 0's rows are the recorded ones)")
+    parser.add_argument("--bags", default="",
+                        help="part mask_only: only these assayed-bag counts (comma-separated, of 40,80); default all")
     parser.add_argument("--report", action="store_true",
                         help="rebuild the markdown and the data-efficiency plot from the JSON, training nothing "
                              "(with --only mask_only: that part's section)")
@@ -380,10 +384,13 @@ def main() -> None:
     ns = (2, 4, 8, 16, 32)
     host = machine()  # before training: the load at start
     recipe = load_config(CanetConfig, REPO / "tasks" / "canet.yaml")
+    if args.bags and (unknown := sorted({int(b) for b in args.bags.split(",")} - set(size["mask_only_bags"]))):
+        parser.error(f"--bags: {unknown} not among the mask-only sizes {size['mask_only_bags']}")
     if "mask_only" in parts:  # its own JSON and section: the other parts' records stay as they are
         mask_only_part(size, out, recipe, args.quick, {"command": "python " + " ".join(sys.argv), "started": started,
                                                        "commit": commit, "machine": host},
-                       [int(seed) for seed in args.seeds.split(",")])
+                       [int(seed) for seed in args.seeds.split(",")],
+                       [int(b) for b in args.bags.split(",")] if args.bags else None)
         parts.discard("mask_only")
         if not parts:
             return

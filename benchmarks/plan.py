@@ -30,7 +30,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py",
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999' "
                                                        "'canet ema=0.999 seed=1'",
-                                                       "benchmarks/canet_synthetic.py --only mask_only --seeds 1"]),
+                                                       "benchmarks/canet_synthetic.py --only mask_only --seeds 1",
+                                                       "benchmarks/canet_synthetic.py --only mask_only --seeds 1 "
+                                                       "--bags 80"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
