@@ -92,6 +92,27 @@ def test_search_finds_min_area_and_gate_and_scores_like_postprocess():
         assert per_class == pytest.approx(found[key], abs=1e-12)
 
 
+@pytest.mark.parametrize(("false_blobs", "changes"), [(1, False), (2, True)])
+def test_search_keeps_the_current_values_when_one_image_decides(false_blobs, changes):
+    """6 validation images; class 1 has small false blobs on ``false_blobs`` clean images. Removing one blob
+    gains one image's worth (1/6): noise, the current values stay. Removing two is more: the area changes."""
+    n, shape = 6, (64, 384)
+    probs, truth = torch.zeros(n, 4, *shape), torch.zeros(n, 4, *shape, dtype=torch.bool)
+    for i in range(n):
+        if i < false_blobs:
+            probs[i, 0, :2, :5] = 0.9
+        elif i >= 3:
+            truth[i, 0, 10:30, 10:30] = True
+            probs[i, 0, 10:30, 10:30] = 0.9
+    stats = PostStats(THRESHOLDS)
+    stats.update(probs, truth, torch.full((n, 4), 0.9))
+    current = {"threshold": (0.5,) * 4, "min_area": (0,) * 4, "cls_threshold": 0.0}
+    found = search(stats, current)
+    assert found["dice_current"][0] == pytest.approx(1 - false_blobs / n)
+    assert (found["min_area"][0] > 10) == changes and found["threshold"][0] == 0.5
+    assert found["dice"][0] == pytest.approx(1.0 if changes else 1 - false_blobs / n)
+
+
 def _eval(checkpoint, tmp_path, *extra):
     out = tmp_path / "m.json"
     assert main(["eval", "--task", "severstal", "--checkpoint", str(checkpoint), "--out", str(out), *extra]) == 0
