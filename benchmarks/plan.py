@@ -49,7 +49,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "--set train.epochs=16",
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 768 scenes x 32 epochs' --set train.epochs=32",
       "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 768 scenes x 32 epochs, EMA 0.99' --set train.epochs=32 "
-      "--set train.ema_decay=0.99"]),
+      "--set train.ema_decay=0.99",
+      "benchmarks/clip_anomaly_synthetic.py --row 'fine-tuned, 1536 scenes x 32 epochs' --set data.n_train=1536 "
+      "--set train.epochs=32"]),
     ("segdec_transfer.md", [], ["benchmarks/segdec_tiles.py --recipes base --folds 0,1", "benchmarks/segdec_tiles.py --recipes pos_weight --folds 0,1",
                                 "benchmarks/segdec_tiles.py --recipes augmented",
                                 "benchmarks/segdec_tiles.py --recipes pos_weight --size 224",
