@@ -210,8 +210,8 @@ class SeverstalTask(Task):
         return balanced_order(groups, epoch, self.cfg.train.seed, generator, dataset_length=True)
 
     def compute_loss(self, model, batch, progress):
-        masks, labels = model(batch["image"])
-        target = batch["mask"]
+        all_masks, labels = model(batch["image"])
+        masks, target = all_masks, batch["mask"]
         # images with image-level labels only (data.image_labels) have unknown masks: no mask loss from them
         pixel = batch["pixel_labelled"].to(masks.device) > 0.5 if "pixel_labelled" in batch else None
         if pixel is not None and not bool(pixel.all()):
@@ -219,8 +219,8 @@ class SeverstalTask(Task):
         if len(masks):
             seg_bce = F.binary_cross_entropy_with_logits(masks, target)
             seg_dice = self.dice_loss(masks, target)
-        else:  # a batch of image-labelled images only: keep the graph, add nothing
-            seg_bce = seg_dice = labels.sum() * 0.0
+        else:  # image-labelled images only: zero, through the decoder still (DDP expects a gradient for each weight)
+            seg_bce = seg_dice = all_masks.sum() * 0.0
         loss = self.cfg.loss.bce * seg_bce + self.cfg.loss.dice * seg_dice
         logs = {"bce": seg_bce.item(), "dice_loss": seg_dice.item()}
         if self.cfg.model.classifier and self.cfg.loss.classifier > 0:
