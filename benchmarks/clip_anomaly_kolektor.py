@@ -21,6 +21,7 @@ pixel-AP protocol (:func:`clip_anomaly_common.segdec_protocol_ap`), next to segd
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -86,7 +87,17 @@ def main() -> None:
                              "checkpoint stays without TTA)")
     parser.add_argument("--tag", help="a candidate recipe: writes clip_anomaly_kolektor_TAG.json and its own "
                                       "RESULTS section, so the recorded default run stays as it is")
+    parser.add_argument("--report", action="store_true",
+                        help="rebuild the section and the few-shot plot from the recorded JSON (of --layout / --tag), "
+                             "training nothing")
     args = parser.parse_args()
+    if args.report:
+        suffix = ("_folder" if args.layout == "folder" else "") + (f"_{args.tag}" if args.tag else "")
+        path = RESULTS / f"clip_anomaly_kolektor{suffix}.json"
+        if not path.is_file():
+            sys.exit(f"{path}: no recorded run to report")
+        write_report(json.loads(path.read_text()), suffix, args.layout, args.tag)
+        return
     if args.quick:
         args.folds = "0"
     root = DATA / "kolektorsdd"
@@ -164,11 +175,45 @@ def main() -> None:
     payload["wall_s"] = round(time.time() - t0, 1)
     write_json(f"clip_anomaly_kolektor{suffix}.json", payload)
     if not args.quick and not partial:
-        title = "through the generic folder layout" if args.layout == "folder" else "anomaly segmentation"
-        title += f" (candidate recipe `{args.tag}`)" if args.tag else ""
-        write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_kolektor" + suffix,
-                      f"## KolektorSDD {title}, 3-fold CV\n" + markdown(payload))
+        write_report(payload, suffix, args.layout, args.tag)
     print(f"done in {payload['wall_s'] / 60:.1f} min; pooled {payload['pooled']}")
+
+
+def write_report(payload: dict, suffix: str, layout: str, tag: str | None) -> None:
+    """The run's section of clip_anomaly.md and, with few-shot rows, the plot of its curve."""
+    title = "through the generic folder layout" if layout == "folder" else "anomaly segmentation"
+    title += f" (candidate recipe `{tag}`)" if tag else ""
+    body = markdown(payload)
+    if payload.get("few_shot"):
+        name = f"clip_anomaly_kolektor{suffix}_few_shot.png"
+        few_shot_plot(payload, RESULTS / name)
+        body += f"\n\nPlot (path from benchmarks/RESULTS.md): ![few-shot curve](results/{name})"
+    write_section(RESULTS / "clip_anomaly.md", "clip_anomaly_kolektor" + suffix, f"## KolektorSDD {title}, 3-fold CV\n" + body)
+
+
+def few_shot_plot(p: dict, path: Path) -> None:
+    """k normal references (log scale) against pooled pixel AP and pixel AUROC, beside the fine-tuned head alone
+    (dashed): whether a plant's good parts are worth collecting as a memory bank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
+    for ax, key, label in ((axes[0], "pixel_ap", "pixel AP %"), (axes[1], "pixel_auroc", "pixel AUROC %")):
+        for encoder in dict.fromkeys(r["encoder"] for r in p["few_shot"]):
+            rows = sorted((r for r in p["few_shot"] if r["encoder"] == encoder), key=lambda r: r["k"])
+            ax.plot([r["k"] for r in rows], [100 * r[key] for r in rows], "o-", label=f"memory bank, {encoder} encoder")
+        ax.axhline(100 * p["pooled"][key], color="grey", ls="--", label="fine-tuned head alone")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["k"] for r in p["few_shot"]}), [str(k) for k in sorted({r["k"] for r in p["few_shot"]})])
+        ax.set_xlabel("k normal reference images")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("KolektorSDD, 3 held-out folds pooled: few-shot memory bank", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 class WholeImage(torch.nn.Module):
