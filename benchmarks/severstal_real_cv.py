@@ -123,7 +123,7 @@ def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names
     for row, tta in ((ROWS[3], "none"), (ROWS[4], "hvflip")):
         _, doc = tune("severstal", best, tta=tta)
         out["tuned"][tta] = doc["config"]["post"]
-        out[row] = scores(best, test, tuned=True)
+        out[row] = scores(best, test, tuned=True, tta=tta)  # scored with the TTA it was tuned with
     return out
 
 
