@@ -44,7 +44,7 @@ SYNTHETIC_RUNS = Path("/tmp/scrapvision-bench/severstal")
 FINE_TUNE = ["train.epochs=12", "optim.lr=0.0005", "optim.warmup_epochs=0", "train.batch_size=4",
              "data.val_fraction=0.25"]
 ROWS = ("all-empty answer", "synthetic model, fixed post-processing", "fine-tuned, fixed post-processing",
-        "fine-tuned, tuned on its 3 validation images", "fine-tuned, tuned, hvflip TTA")
+        "fine-tuned, fixed, hvflip TTA", "fine-tuned, tuned on its 3 validation images", "fine-tuned, tuned, hvflip TTA")
 
 
 def synthetic_checkpoint() -> Path:
@@ -118,9 +118,9 @@ def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names
     empty, empty_classes = empty_dice(task)
     out = {"test_images": test_names, "validation_dice": best_validation(work / "run"),
            ROWS[0]: {"dice": empty, **{f"dice_c{c + 1}": v for c, v in enumerate(empty_classes)}},
-           ROWS[1]: scores(synthetic, test), ROWS[2]: scores(best, test)}
+           ROWS[1]: scores(synthetic, test), ROWS[2]: scores(best, test), ROWS[3]: scores(best, test, tta="hvflip")}
     out["tuned"] = {}
-    for row, tta in ((ROWS[3], "none"), (ROWS[4], "hvflip")):
+    for row, tta in ((ROWS[4], "none"), (ROWS[5], "hvflip")):
         _, doc = tune("severstal", best, tta=tta)
         out["tuned"][tta] = doc["config"]["post"]
         out[row] = scores(best, test, tuned=True, tta=tta)  # scored with the TTA it was tuned with
