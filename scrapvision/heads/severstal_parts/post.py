@@ -104,7 +104,7 @@ def search(stats: PostStats, current: dict[str, Sequence[float]]) -> dict[str, l
     A class keeps its current values unless the best beats them by more than one validation image's worth
     (1 / images of that class's mean Dice): a gain that one image decides is noise. On the real Severstal
     sample, values tuned on 3 validation images without this rule scored lower on the held-out folds than the
-    untouched defaults in each of the three fine-tuning recipes tried (benchmarks/results/severstal.md)."""
+    untouched defaults in each of the four fine-tuning recipes tried (benchmarks/results/severstal.md)."""
     area, inter, truth, label = stats.arrays()
     thresholds = stats.thresholds.double().numpy()
     n_classes = truth.shape[1]
