@@ -213,8 +213,8 @@ class SeverstalTask(Task):
         all_masks, labels = model(batch["image"])
         masks, target = all_masks, batch["mask"]
         # images with image-level labels only (data.image_labels) have unknown masks: no mask loss from them
-        pixel = batch["pixel_labelled"].to(masks.device) > 0.5 if "pixel_labelled" in batch else None
-        if pixel is not None and not bool(pixel.all()):
+        pixel = batch["pixel_labelled"].to(masks.device) > 0.5
+        if not bool(pixel.all()):
             masks, target = masks[pixel], target[pixel]
         if len(masks):
             seg_bce = F.binary_cross_entropy_with_logits(masks, target)
@@ -224,7 +224,7 @@ class SeverstalTask(Task):
         loss = self.cfg.loss.bce * seg_bce + self.cfg.loss.dice * seg_dice
         logs = {"bce": seg_bce.item(), "dice_loss": seg_dice.item()}
         if self.cfg.model.classifier and self.cfg.loss.classifier > 0:
-            present = batch["present"].to(labels.device) if "present" in batch else batch["mask"].amax(dim=(-2, -1))
+            present = batch["present"].to(labels.device)  # SeverstalDataset: from the full-resolution labels
             cls = F.binary_cross_entropy_with_logits(labels, present)
             loss = loss + self.cfg.loss.classifier * cls
             logs["cls_bce"] = cls.item()
