@@ -72,3 +72,17 @@ def write_section(path: Path, name: str, body: str, quick: bool = False, header:
     with atomic_write(path, "w") as handle:
         handle.write(text if text.endswith("\n") else text + "\n")
     return path
+
+
+def validation_curve(run_dir: Path, monitor: str) -> dict[str, float]:
+    """The validation ``monitor`` of every evaluated epoch of a run (from its metrics.csv), by epoch."""
+    import pandas as pd
+
+    frame = pd.read_csv(run_dir / "metrics.csv")
+    frame = frame[frame[f"val_{monitor}"].notna()]
+    return {str(int(e)): round(float(v), 4) for e, v in zip(frame["epoch"], frame[f"val_{monitor}"])}
+
+
+def best_epoch(curve: dict[str, float]) -> str:
+    """The epoch whose checkpoint ``best.pt`` keeps: the highest value, the first of ties (as the Trainer)."""
+    return max(curve, key=lambda e: (curve[e], -int(e)))

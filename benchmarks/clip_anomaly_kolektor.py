@@ -28,11 +28,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import forward_rate, machine, now, write_section  # noqa: E402
+from bench_env import best_epoch, forward_rate, machine, now, validation_curve, write_section  # noqa: E402
 from clip_anomaly_common import (  # noqa: E402
     DATA,
     REPO,
@@ -225,18 +224,6 @@ class WholeImage(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.task.probabilities(self.model, x)
-
-
-def validation_curve(run_dir: Path, monitor: str) -> dict[str, float]:
-    """The validation ``monitor`` of every evaluated epoch of a run (from its metrics.csv), by epoch."""
-    frame = pd.read_csv(run_dir / "metrics.csv")
-    frame = frame[frame[f"val_{monitor}"].notna()]
-    return {str(int(e)): round(float(v), 4) for e, v in zip(frame["epoch"], frame[f"val_{monitor}"])}
-
-
-def best_epoch(curve: dict[str, float]) -> str:
-    """The epoch whose checkpoint ``best.pt`` keeps: the highest value, the first of ties (as the Trainer)."""
-    return max(curve, key=lambda e: (curve[e], -int(e)))
 
 
 def selected_validation(curve: dict[str, float], select: str) -> float:

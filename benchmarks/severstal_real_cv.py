@@ -26,14 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_env import machine, write_section
+from bench_env import best_epoch, machine, validation_curve, write_section
 from severstal_train import empty_dice
 from sklearn.model_selection import KFold
 
 from scrapvision.api import build_task, evaluate, load_trained, train
 from scrapvision.checkpoint import load_checkpoint
 from scrapvision.data.severstal import load_records
-from scrapvision.runlog import read_records
 from scrapvision.trainer import Trainer
 from scrapvision.tuning import tune
 
@@ -102,12 +101,6 @@ def scores(checkpoint: Path, test: Path, tuned: bool = False, tta: str = "none")
     return evaluate(task, model)
 
 
-def best_validation(run_dir: Path) -> float:
-    """The validation Kaggle Dice of the epoch best.pt holds (the first maximum, as the Trainer picks it)."""
-    values = [r["val_dice"] for r in read_records(run_dir / "metrics.jsonl") if "val_dice" in r]
-    return max(values) if values else float("nan")
-
-
 def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names: list[str], work: Path,
              recipe: list[str], image_labels: dict[str, list[int]] | None = None) -> dict:
     test = fold_layout(real_dir, test_names, work / "test")
@@ -116,7 +109,8 @@ def run_fold(synthetic: Path, real_dir: Path, train_names: list[str], test_names
     best = fine_tune(synthetic, fold_layout(real_dir, train_names, work / "train", image_labels), work / "run", recipe)
     task, _ = load_trained("severstal", synthetic, data=test, tuned=False)
     empty, empty_classes = empty_dice(task)
-    out = {"test_images": test_names, "validation_dice": best_validation(work / "run"),
+    curve = validation_curve(work / "run", "dice")
+    out = {"test_images": test_names, "validation_dice": curve[best_epoch(curve)],
            ROWS[0]: {"dice": empty, **{f"dice_c{c + 1}": v for c, v in enumerate(empty_classes)}},
            ROWS[1]: scores(synthetic, test), ROWS[2]: scores(best, test), ROWS[3]: scores(best, test, tta="hvflip")}
     out["tuned"] = {}
@@ -142,10 +136,10 @@ def section(record: dict) -> str:
              "| held-out fold (4 images each) | validation Dice of best.pt (3 images) | " + " | ".join(ROWS) + " |",
              "|---" * (len(ROWS) + 2) + "|"]
     for i, fold in enumerate(folds):
-        lines.append(f"| fold {i} | {fold.get('validation_dice', float('nan')):.4f} | "
+        lines.append(f"| fold {i} | {fold['validation_dice']:.4f} | "
                      + " | ".join(f"{fold[r]['dice']:.4f}" for r in ROWS) + " |")
     for name, fn in (("mean (= pooled 16 images)", statistics.mean), ("sd over folds", statistics.stdev)):
-        lines.append(f"| {name} | {fn([f.get('validation_dice', float('nan')) for f in folds]):.4f} | "
+        lines.append(f"| {name} | {fn([f['validation_dice'] for f in folds]):.4f} | "
                      + " | ".join(f"{fn([f[r]['dice'] for f in folds]):.4f}" for r in ROWS) + " |")
     lines += ["", "Per class, pooled over the 16 held-out predictions (classes 1 / 2 / 3 / 4):", ""]
     for r in ROWS:
