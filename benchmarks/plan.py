@@ -88,7 +88,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
             f"baseline:180:optim.backbone_lr_scale={scale}:{seed}"
             for scale, seed in [("0.1", 0), ("0", 0), ("0.3", 0), ("0.1", 1), ("0.1", 2), ("0.3", 1), ("0.3", 2)]),
         "benchmarks/pretrain_probe.py --finetune baseline:180:optim.backbone_lr_scale=0:1 "
-        "baseline:180:optim.backbone_lr_scale=0:2"]),
+        "baseline:180:optim.backbone_lr_scale=0:2",
+        "benchmarks/pretrain_probe.py --finetune baseline:random::0 "
+        "--test-time none@112,hflip@112,none@128,hflip@128,hflip@144"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

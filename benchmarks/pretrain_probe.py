@@ -12,6 +12,7 @@ S must be among the snapshots that run kept), or ``random`` (seed-0 initialisati
 
     python benchmarks/pretrain_probe.py --backbones random,20@5,60,180@60,180@120,180 --linear 112,160,224
     python benchmarks/pretrain_probe.py --finetune baseline:60::0 baseline:random::0
+    python benchmarks/pretrain_probe.py --finetune clfsef:180::0 --test-time none@112,hflip@112,hflip@128
     python benchmarks/pretrain_probe.py --report
 """
 
@@ -35,6 +36,7 @@ from benchmarks.bench_env import machine, now  # noqa: E402
 from benchmarks.pretrain_transfer import pretrain_fold  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
+from benchmarks.scrap_cls_cv import parse_setting, predictions_at  # noqa: E402
 from scrapvision.data.classification import Record, find_records, split_indices  # noqa: E402
 
 JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
@@ -111,8 +113,9 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> 
     return rows
 
 
-def finetune(specs: list[str], data: Path, work: Path) -> list[dict]:
-    """Each spec trained on the inner train split; val top-1 of the last epoch, the best and the last five."""
+def finetune(specs: list[str], data: Path, work: Path, test_time: list[str]) -> list[dict]:
+    """Each spec trained on the inner train split; val top-1 of the last epoch, the best and the last five, and
+    of the last epoch's model under each ``test_time`` setting (TTA@SIZE)."""
     from scrapvision.config import load_config
     from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask
     from scrapvision.trainer import Trainer
@@ -132,9 +135,13 @@ def finetune(specs: list[str], data: Path, work: Path) -> list[dict]:
             Trainer(ScrapClsTask(load_config(ScrapClsConfig, overrides=overrides)), run_dir=run).fit()
             acc = [json.loads(line)["val_accuracy"] for line in (run / "metrics.jsonl").read_text().splitlines()
                    if "val_accuracy" in line]
+            seconds = round(time.perf_counter() - start)
+            state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
+            at = {s: round(100 * float(np.mean(p == t)), 1)
+                  for s, (t, p) in predictions_at(overrides, state, test_time).items()}
             rows.append({"spec": spec, "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
-                         "mean_last5": round(100 * float(np.mean(acc[-5:])), 1),
-                         "seconds": round(time.perf_counter() - start)})
+                         "mean_last5": round(100 * float(np.mean(acc[-5:])), 1), "seconds": seconds,
+                         **({"test_time": at} if at else {})})
             print(rows[-1], flush=True)
     return rows
 
@@ -163,7 +170,27 @@ def markdown(payload: dict) -> str:
             variant, name, extra, seed = r["spec"].split(":")
             lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | {r['last']:.1f} | "
                          f"{r['best']:.1f} | {r['mean_last5']:.1f} | {r['seconds']} |")
+        lines += test_time_table([r for r in payload["finetune"] if r.get("test_time")])
     return "\n".join(lines) + "\n"
+
+
+def test_time_table(rows: list[dict]) -> list[str]:
+    """The last epoch's models scored again under test-time settings (same weights), and the mean per setting."""
+    if not rows:
+        return []
+    settings = list(dict.fromkeys(s for r in rows for s in r["test_time"]))
+    lines = ["", "The same last-epoch models under test-time settings TTA@SIZE (scrap_cls `eval.tta`, "
+             "`eval.image_size`; none@112 is the plain score), validation top-1 %:", "",
+             "| variant | backbone | overrides | seed | " + " | ".join(settings) + " |",
+             "|---|---|---|---|" + "---|" * len(settings)]
+    for r in rows:
+        variant, name, extra, seed = r["spec"].split(":")
+        lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | "
+                     + " | ".join(f"{r['test_time'][s]:.1f}" if s in r["test_time"] else "-" for s in settings) + " |")
+    means = [np.mean([r["test_time"][s] for r in rows]) if all(s in r["test_time"] for r in rows) else np.nan
+             for s in settings]
+    lines.append(f"| mean of {len(rows)} | | | | " + " | ".join("-" if np.isnan(m) else f"**{m:.1f}**" for m in means) + " |")
+    return lines
 
 
 def main() -> None:
@@ -173,6 +200,8 @@ def main() -> None:
     parser.add_argument("--backbones", default="", help="for --linear: random, E or E@S, comma-separated")
     parser.add_argument("--linear", default="", help="input sizes of the frozen-feature probes, e.g. 112,160")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="SPEC")
+    parser.add_argument("--test-time", default="", help="also score each fine-tuned model under these settings "
+                        "TTA@SIZE (scrap_cls eval.tta, eval.image_size), comma-separated, e.g. none@112,hflip@128")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
@@ -183,7 +212,10 @@ def main() -> None:
         names = [n for n in args.backbones.split(",") if n]
         sizes = [int(s) for s in args.linear.split(",") if s]
         linear = linear_probe(names, sizes, args.data, args.work) if names and sizes else []
-        tuned = finetune(args.finetune, args.data, args.work)
+        settings = [t for t in args.test_time.split(",") if t]
+        for setting in settings:
+            parse_setting(setting)
+        tuned = finetune(args.finetune, args.data, args.work, settings)
         same = {(r["backbone"], r["size"], r["features"]) for r in linear}
         payload["linear"] = [r for r in payload["linear"] if (r["backbone"], r["size"], r["features"]) not in same] + linear
         payload["finetune"] = [r for r in payload["finetune"] if r["spec"] not in set(args.finetune)] + tuned

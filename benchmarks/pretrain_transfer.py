@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_env import machine, now  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
-from benchmarks.scrap_cls_cv import paired_gain, run_fold, summary  # noqa: E402
+from benchmarks.scrap_cls_cv import paired_gain, parse_setting, run_fold, summary  # noqa: E402
 from scrapvision.config import load_config  # noqa: E402
 from scrapvision.data.classification import find_records, split_indices  # noqa: E402
 from scrapvision.heads.pretrain import BACKBONE_FILE, PretrainConfig, PretrainTask  # noqa: E402
@@ -178,14 +178,27 @@ def summaries(payload: dict, n_folds: int) -> dict[tuple[str, str], dict]:
     return {k: summary(k[1], v) for k, v in per.items()}
 
 
-def arm_order(arm: str) -> tuple[int, int]:
+def test_time_arm(arm: str, setting: str) -> str:
+    """``pretrained`` scored under ``hflip@128`` -> ``pretrained [hflip, 128 px]``."""
+    tta, size = parse_setting(setting)
+    return f"{arm} [{tta}, {size} px]"
+
+
+def base_arm(arm: str) -> str:
+    """The trained arm behind a test-time arm (the arm itself otherwise)."""
+    return arm.split(" [")[0]
+
+
+def arm_order(arm: str) -> tuple[int, int, str]:
+    if " [" in arm:
+        return (*arm_order(base_arm(arm))[:2], arm)
     if arm.endswith("+ema"):
-        return (3, arm_order(arm.removesuffix("+ema"))[0])
+        return (3, arm_order(arm.removesuffix("+ema"))[0], "")
     if arm == "scratch":
-        return (0, 0)
+        return (0, 0, "")
     if "@" in arm:
-        return (1, int(arm.split("@")[1].removesuffix("ep")))
-    return (2, 1 if arm.endswith("-frozen") else 0)
+        return (1, int(arm.split("@")[1].removesuffix("ep")), "")
+    return (2, 1 if arm.endswith("-frozen") else 0, "")
 
 
 def _pretrain_value(payload: dict, key: str) -> int:
@@ -278,19 +291,22 @@ def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
     ordered = sorted(table.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0])))
     for (arm, variant), r in ordered:
         per_seed = " / ".join(f"{s['accuracy']:.1f}" for s in r["per_seed"])
-        lines.append(f"| {arm} | {steps[arm]:.0f} ({minutes(payload, steps[arm], rate):.1f}) | {variant} | {len(r['per_seed'])} | {r['images']} | "
+        n_steps = steps[base_arm(arm)]
+        lines.append(f"| {arm} | {n_steps:.0f} ({minutes(payload, n_steps, rate):.1f}) | {variant} | {len(r['per_seed'])} | {r['images']} | "
                      f"{r['accuracy']:.2f} +- {r['accuracy_sd']:.2f} | {r['macro_f1']:.2f} +- {r['macro_f1_sd']:.2f} | "
                      f"{per_seed} |")
     gains = []
     for (arm, variant), r in ordered:
-        base = arm.removesuffix("+ema") if arm.endswith("+ema") else "scratch"  # +ema: against the same arm without
+        # +ema: against the same arm without; a test-time arm: against the same models scored plainly
+        base = base_arm(arm) if " [" in arm else arm.removesuffix("+ema") if arm.endswith("+ema") else "scratch"
         if arm != "scratch" and (base, variant) in table:
             acc, acc_se, n = paired_gain(table[(base, variant)], r)
             f1, f1_se, _ = paired_gain(table[(base, variant)], r, "macro_f1")
             gains.append(f"- {variant}, {arm} - {base}: {acc:+.2f} +- {_se(acc_se)} top-1 points, {f1:+.2f} +- "
                          f"{_se(f1_se)} macro-F1 points ({n} seed(s), paired by seed)")
     if gains:
-        lines += ["", "Gain from pretraining (and, for the +ema arms, from the weight average), paired by seed "
+        lines += ["", "Gain from pretraining (for the +ema arms, from the weight average; for the [TTA, size] arms, "
+                  "from those test-time settings on the same trained models), paired by seed "
                   "(mean +- standard error of the per-seed differences):", "", *gains]
     incomplete = sorted({(f["arm"], f["variant"], f["seed"]) for f in payload["folds"]}
                         - {(a, v, s["seed"]) for (a, v), r in table.items() for s in r["per_seed"]})
@@ -337,9 +353,16 @@ def main() -> None:
                         help="add the arms scratch+ema and pretrained+ema: fine-tuned with train.ema_decay=EMA")
     parser.add_argument("--arms", default="", help="run only these arms (comma-separated names, e.g. "
                                                    "pretrained-frozen); default: all")
+    parser.add_argument("--test-time", default="",
+                        help="also score each fine-tuned model with these scrap_cls test-time settings TTA@SIZE "
+                             "(eval.tta, eval.image_size), comma-separated, e.g. hflip@128; recorded as the arm "
+                             "'ARM [hflip, 128 px]'")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     args.quick = False
+    args.test_time = [s for s in args.test_time.split(",") if s]
+    for setting in args.test_time:
+        parse_setting(setting)  # a typo stops the run now, not after the first fine-tuning
     args.extra = [e for e in args.extra.split(",") if e]
     args.snapshot_list = sorted(int(e) for e in args.snapshots.split(",") if e)
     recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs)),
@@ -361,11 +384,14 @@ def main() -> None:
             for variant in args.variants.split(","):
                 for arm, extra in arms(info, args):
                     with tempfile.TemporaryDirectory(prefix="pretrain_transfer_") as tmp:
-                        result = run_fold(variant, fold, seed, args, Path(tmp), extra)
-                    entry = {"arm": arm, "variant": variant, "seed": seed, **result}
-                    update(recipe_now, lambda p, entry=entry: add_fold(p, entry))
-                    acc = np.mean(np.array(result["y_true"]) == np.array(result["y_pred"]))
-                    print(f"fold {fold} seed {seed} {variant} {arm}: top-1 {100 * acc:.1f} %", flush=True)
+                        result = run_fold(variant, fold, seed, args, Path(tmp), extra, args.test_time)
+                    scored = {arm: result["y_pred"]}  # the same trained model, also under each test-time setting
+                    scored |= {test_time_arm(arm, s): p for s, p in result.pop("test_time", {}).items()}
+                    for name, y_pred in scored.items():
+                        entry = {"arm": name, "variant": variant, "seed": seed, **result, "y_pred": y_pred}
+                        update(recipe_now, lambda p, entry=entry: add_fold(p, entry))
+                        acc = np.mean(np.array(result["y_true"]) == np.array(y_pred))
+                        print(f"fold {fold} seed {seed} {variant} {name}: top-1 {100 * acc:.1f} %", flush=True)
     command = "python benchmarks/pretrain_transfer.py " + " ".join(sys.argv[1:])
     run = {"command": command.strip(), "date": started, "wall_s": round(time.perf_counter() - start, 1),
            "machine": where, "load_at_end": ", ".join(f"{x:.1f}" for x in os.getloadavg())}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -46,8 +47,9 @@ from scrapvision.trainer import Trainer  # noqa: E402
 
 
 def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs: Path,
-             extra: Sequence[str] = ()) -> dict:
-    """One variant trained on the other folds and scored on ``fold``; ``extra`` overrides (e.g. model.weights)."""
+             extra: Sequence[str] = (), test_time: Sequence[str] = ()) -> dict:
+    """One variant trained on the other folds and scored on ``fold``; ``extra`` overrides (e.g. model.weights).
+    ``test_time`` settings (``TTA@SIZE``) score the same trained model again, under ``test_time``."""
     overrides = recipe(args.quick, args.data, variant, str(runs), args.image_size, args.epochs, seed)
     if not args.quick:
         overrides += [f"data.folds={args.folds}", f"data.fold={fold}"]
@@ -57,9 +59,42 @@ def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs:
     result = Trainer(task, run_dir=runs / f"{variant}_{seed}_{fold}").fit()
     seconds = time.perf_counter() - start
     model = task.build_model()
-    model.load_state_dict(torch.load(result.last_path, map_location="cpu", weights_only=True)["model"])
+    state = torch.load(result.last_path, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(state)
     y_true, y_pred = predictions(task, model)
-    return {"fold": fold, "train_s": round(seconds, 1), "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}
+    out = {"fold": fold, "train_s": round(seconds, 1), "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}
+    if test_time:
+        scored = predictions_at(overrides, state, test_time)
+        assert all(np.array_equal(t, y_true) for t, _ in scored.values()), "test-time splits differ"
+        out["test_time"] = {s: p.tolist() for s, (_, p) in scored.items()}
+    return out
+
+
+def parse_setting(setting: str) -> tuple[str, int]:
+    """``hflip@128`` -> ("hflip", 128): scrap_cls's eval.tta and eval.image_size."""
+    tta, _, size = setting.partition("@")
+    if tta not in ("none", "hflip", "hvflip") or not size.isdigit():
+        sys.exit(f"test-time setting {setting!r}: expected TTA@SIZE, e.g. hflip@128 (TTA: none, hflip, hvflip)")
+    return tta, int(size)
+
+
+def predictions_at(overrides: Sequence[str], state: dict,
+                   settings: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(y_true, y_pred) of the trained weights ``state`` on the validation split of ``overrides`` under each
+    test-time setting: what ``scrapvision eval --tta TTA --set eval.image_size=SIZE`` of that checkpoint scores."""
+    out = {}
+    for setting in settings:
+        tta, size = parse_setting(setting)
+        task = ScrapClsTask(load_config(ScrapClsConfig, overrides=[*overrides, f"eval.tta={tta}",
+                                                                   f"eval.image_size={size}"]))
+        model = task.build_model()
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            batches = [(b["label"].numpy(), task.probabilities(model, b["image"]).argmax(1).numpy())
+                       for b in DataLoader(task.build_datasets()[1], batch_size=32)]
+        out[setting] = (np.concatenate([t for t, _ in batches]), np.concatenate([p for _, p in batches]))
+    return out
 
 
 def run_variant(variant: str, args: argparse.Namespace, runs: Path) -> dict:

@@ -94,7 +94,7 @@ def _tuned_task(name: str, checkpoint: str | Path, base: dict[str, Any], extras:
 
 
 def _config_has_tta(task: Task) -> bool:
-    return hasattr(getattr(task.cfg, "post", None), "tta")
+    return any(hasattr(getattr(task.cfg, group, None), "tta") for group in ("post", "eval"))
 
 
 def load_trained(

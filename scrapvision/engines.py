@@ -87,6 +87,12 @@ class OpenVinoEngine(nn.Module):
             raise CheckpointError(f"ONNX model {path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
         self.request = self.compiled.create_infer_request()
         self.path = Path(path)
+        #: what the plugin runs: a CPU without bf16 units (no avx512_bf16 / AMX) quietly keeps f32
+        self.precision = "bf16" if "bf16" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower() \
+            else "fp32"
+        if precision == "bf16" and self.precision != "bf16":
+            print("scrapvision: --precision bf16: this CPU has no bf16 units, OpenVINO runs the model in fp32",
+                  file=sys.stderr)
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         feeds = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
@@ -139,12 +145,23 @@ def bf16_autocast(model: nn.Module) -> nn.Module:
 
 
 def cached_onnx(task: Task, model: nn.Module, checkpoint: Path) -> Path:
-    """``CKPT.onnx`` next to the checkpoint, exported when missing, older than it or with other dynamic axes."""
+    """``CKPT.onnx`` next to the checkpoint, exported when missing, older than it, with other dynamic axes or
+    with other fixed input sizes (e.g. ``--set eval.image_size=...`` after an earlier export)."""
     onnx_path = checkpoint.with_suffix(".onnx")
-    if (not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime
-            or read_onnx_metadata(onnx_path)["axes"] != task.export_dynamic_axes()):
+    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
+        return export_onnx(task, model.cpu(), onnx_path)
+    meta = read_onnx_metadata(onnx_path)
+    if meta["axes"] != task.export_dynamic_axes() or not _fits(meta["input_shapes"], task.example_input(1)):
         export_onnx(task, model.cpu(), onnx_path)
     return onnx_path
+
+
+def _fits(shapes: list[list[int | None]], example: Any) -> bool:
+    """Whether the graph's fixed input sizes are those of the task's example input (dynamic axes match any)."""
+    tensors = example if isinstance(example, tuple) else (example,)
+    return len(shapes) == len(tensors) and all(
+        len(shape) == t.ndim and all(d is None or d == n for d, n in zip(shape, t.shape))
+        for shape, t in zip(shapes, tensors))
 
 
 def parity_example(task: Task) -> tuple[torch.Tensor, ...]:

@@ -138,7 +138,8 @@ def export_onnx(task: Any, model: nn.Module, path: str | Path, opset: int = 17, 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """Task name, config dict, extras, output structure and dynamic input axes stored by :func:`export_onnx`
-    (``axes`` is None for a file exported before they were recorded)."""
+    (``axes`` is None for a file exported before they were recorded), and each graph input's shape (None
+    for a dynamic axis)."""
     import onnx
 
     try:
@@ -149,6 +150,8 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     if META_TASK not in meta:
         raise CheckpointError(f"ONNX model {path}: has no scrapvision metadata (export it with `scrapvision export`)")
     axes = json.loads(meta[META_AXES]) if META_AXES in meta else None
+    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+              for i in proto.graph.input]
     return {"task": meta[META_TASK], "config": json.loads(meta[META_CONFIG]),
             "extras": json.loads(meta.get(META_EXTRAS, "{}")), "outputs": meta.get(META_OUTPUTS, "tuple"),
-            "axes": None if axes is None else {int(k): v for k, v in axes.items()}}
+            "axes": None if axes is None else {int(k): v for k, v in axes.items()}, "input_shapes": shapes}

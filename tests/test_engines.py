@@ -141,7 +141,8 @@ def test_bf16_stays_within_a_stated_fraction_of_fp32(name, engine, smoke, tmp_pa
     print(f"{name} {engine} bf16: max |bf16 - fp32| / max |fp32| per output: {[f'{f:.2%}' for f in fractions]}")
     assert all(g.dtype == e.dtype for e, g in pairs)  # back in fp32 for the heads' post-processing
     assert max(fractions) <= BF16_FRACTION
-    assert max(fractions) > 0  # it did compute in bf16
+    if engine == "torch" or bf16.precision == "bf16":  # OpenVINO keeps f32 on a CPU without bf16 units (and says so)
+        assert max(fractions) > 0  # it did compute in bf16
 
 
 def test_cli_precision_bf16_evaluates_and_is_refused_on_onnx_runtime(smoke, tmp_path, one_thread, capsys):

@@ -375,3 +375,39 @@ def test_real_scrap_grades_reader_and_truncated_files():
         load_images(bad, "fail", 64)
     train, val = split_indices([r.label for r in records], 0.2, seed=0)
     assert len(val) == 67 and len({records[i].label for i in train}) == 24
+
+
+# ---------------------------------------------------------------------------- test-time options
+def test_eval_image_size_scores_larger_inputs_and_training_keeps_its_size(tmp_path):
+    """eval.image_size changes what eval / predict / export see, never what training sees."""
+    root = write_scrap_grades(tmp_path / "g", per_class=4, size=48, classes=3)
+    base = [f"data.root={root}", "data.image_size=16", "data.augment=none"]
+    plain = ScrapClsTask(load_config(ScrapClsConfig, overrides=base))
+    larger = ScrapClsTask(load_config(ScrapClsConfig, overrides=[*base, "eval.image_size=24"]))
+    (train_a, val_a), (train_b, val_b) = plain.build_datasets(), larger.build_datasets()
+    assert val_a[0]["image"].shape == (3, 16, 16) and val_b[0]["image"].shape == (3, 24, 24)
+    assert larger.build_eval_dataset()[0]["image"].shape == (3, 24, 24)
+    assert tuple(larger.example_input(2).shape) == (2, 3, 24, 24)
+    # training images: the same size, and (shrunk from the larger decoded copy) nearly the same pixels
+    assert train_a[0]["image"].shape == train_b[0]["image"].shape == (3, 16, 16)
+    assert float((train_a[0]["image"] - train_b[0]["image"]).abs().mean()) < 0.1
+    with pytest.raises(ScrapvisionError, match="eval.image_size"):
+        ScrapClsTask(load_config(ScrapClsConfig, overrides=[*base, "eval.image_size=-1"]))
+
+
+def test_hflip_tta_makes_the_classifier_mirror_invariant():
+    """With eval.tta=hflip an image and its mirror get the same probabilities; the untrained model alone does not."""
+    task = ScrapClsTask(load_config(ScrapClsConfig, overrides=[*ScrapClsTask.smoke_overrides, "eval.tta=hflip"]))
+    assert task.tta == "hflip"
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        task.tta = "none"
+        plain, mirrored = task.probabilities(model, x), task.probabilities(model, x.flip(-1))
+        assert not torch.allclose(plain, mirrored, atol=1e-4)
+        assert torch.allclose(plain.sum(1), torch.ones(3))
+        task.tta = "hflip"
+        both = task.probabilities(model, x)
+        torch.testing.assert_close(both, task.probabilities(model, x.flip(-1)))
+        torch.testing.assert_close(both, (plain + mirrored) / 2)

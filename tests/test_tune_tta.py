@@ -220,3 +220,19 @@ def test_clip_anomaly_tune_then_eval_scores_the_tuned_threshold(smoke, tmp_path,
     assert main(["eval", "--task", "clip_anomaly", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["miou"] == pytest.approx(doc["validation"]["miou_tuned"], abs=1e-12)
     assert doc["validation"]["miou_tuned"] >= doc["validation"]["miou_before"]
+
+
+def test_scrap_cls_eval_with_tta_and_a_larger_test_size_re_exports_the_cached_onnx(smoke, tmp_path, one_thread, capsys):
+    """--tta hflip reaches scrap_cls's eval; a later eval at another eval.image_size must not feed the ONNX graph
+    cached at the first size (fixed spatial axes): the cache is exported again at the new size."""
+    from scrapvision.export import read_onnx_metadata
+
+    checkpoint = tmp_path / "smoke.pt"
+    shutil.copyfile(smoke("scrap_cls")[2], checkpoint)
+    args = ["eval", "--task", "scrap_cls", "--checkpoint", str(checkpoint), "--engine", "onnx"]
+    assert main([*args, "--tta", "hflip"]) == 0
+    assert read_onnx_metadata(checkpoint.with_suffix(".onnx"))["input_shapes"][0][1:] == [3, 32, 32]
+    capsys.readouterr()
+    assert main([*args, "--set", "eval.image_size=40"]) == 0
+    assert read_onnx_metadata(checkpoint.with_suffix(".onnx"))["input_shapes"][0][1:] == [3, 40, 40]
+    assert "accuracy" in capsys.readouterr().out

@@ -31,6 +31,7 @@ from ..data.classification import (
     find_records,
     load_images,
     predict_images,
+    resize_shorter,
     split_indices,
 )
 from ..data.sampling import balanced_order
@@ -39,6 +40,7 @@ from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import tta_average
 from .scrap_cls_parts.report import classification_metrics, write_report, write_scrap_cls_report
 
 
@@ -88,6 +90,12 @@ class ScrapClsEvalConfig:
     # if set, every evaluation (each validation epoch too) rewrites per_class.csv / .png and confusion_matrix.png
     # here; `scrapvision eval --report DIR` writes the same once, with the worst-classified images
     report_dir: str = ""
+    # test-time flips, averaged in probability space (--tta overrides); training's strong augmentation flips
+    # horizontally only, so hvflip shows the model views it never trained on
+    tta: Literal["none", "hflip", "hvflip"] = "none"
+    # input size of eval / predict / export; 0 = data.image_size. Random resized crops make objects look larger in
+    # training than in a centre crop at the same size, so a somewhat larger test size can match them (FixRes)
+    image_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ class ScrapClsTask(Task):
     name = "scrap_cls"
     Config = ScrapClsConfig
     monitor = ("accuracy", "max")
+    supports_tta = True
     summary = TASK_SUMMARIES["scrap_cls"]
     eval_all_overrides = ("data.eval_split=all",)
     smoke_overrides = ("model.backbone=test_efficientnet", "model.fuse_channels=16", "model.sef_groups=4",
@@ -122,6 +131,14 @@ class ScrapClsTask(Task):
         self.skipped: list[str] = []
         self._splits: tuple[ClassificationDataset, ClassificationDataset, ClassificationDataset] | None = None
         self._teacher: nn.Module | None = None
+        self.tta = cfg.eval.tta
+        if cfg.eval.image_size < 0:
+            raise DataError(f"eval.image_size {cfg.eval.image_size}: expected 0 (= data.image_size) or a size in px")
+
+    @property
+    def eval_size(self) -> int:
+        """The input size of eval, predict and export."""
+        return self.cfg.eval.image_size or self.cfg.data.image_size
 
     # ------------------------------------------------------------------ data
     def _names_from_data(self) -> list[str]:
@@ -136,14 +153,15 @@ class ScrapClsTask(Task):
             return self._splits
         data_cfg, seed = self.cfg.data, self.cfg.train.seed
         size, load_size = data_cfg.image_size, round(data_cfg.image_size * LOAD_RATIO)
+        eval_size, eval_load = self.eval_size, round(self.eval_size * LOAD_RATIO)
         if not data_cfg.root:
             names = grade_names(data_cfg.synthetic_classes)
             synthetic_seed = data_cfg.synthetic_seed
             tr_img, tr_lab, _ = generate_images(data_cfg.synthetic_train_per_class, load_size, synthetic_seed, len(names))
-            va_img, va_lab, _ = generate_images(data_cfg.synthetic_val_per_class, load_size, synthetic_seed + 1, len(names))
+            va_img, va_lab, _ = generate_images(data_cfg.synthetic_val_per_class, eval_load, synthetic_seed + 1, len(names))
             self.class_names = self.class_names or names
             train = ClassificationDataset(tr_img, tr_lab, size, data_cfg.augment, seed)
-            val = ClassificationDataset(va_img, va_lab, size, "none")
+            val = ClassificationDataset(va_img, va_lab, eval_size, "none")
             self._splits = (train, val, val)
             return self._splits
         records = find_records(data_cfg.root, data_cfg.layout, data_cfg.csv)
@@ -160,7 +178,10 @@ class ScrapClsTask(Task):
             if data_cfg.eval_split != "all":  # scoring a whole test folder needs no split
                 raise
             train_idx, val_idx = [], []
-        images, kept, self.skipped = load_images([r.path for r in records], data_cfg.unreadable, load_size)
+        # decoded once, at the larger of the two sizes; training's copies are shrunk to their own size
+        images, kept, self.skipped = load_images([r.path for r in records], data_cfg.unreadable,
+                                                 max(load_size, eval_load))
+        train_images = images if eval_load <= load_size else [resize_shorter(im, load_size) for im in images]
         if self.skipped:
             _warn(f"skipped {len(self.skipped)} unreadable image(s) (data.unreadable=skip):")
             for message in self.skipped:
@@ -168,12 +189,13 @@ class ScrapClsTask(Task):
         position = {i: k for k, i in enumerate(kept)}
         labels = [names.index(r.label) for r in records]
 
-        def subset(indices: list[int], augment: str) -> ClassificationDataset:
+        def subset(indices: list[int], train: bool) -> ClassificationDataset:
             keep = [i for i in indices if i in position]
-            return ClassificationDataset([images[position[i]] for i in keep], [labels[i] for i in keep], size,
-                                         augment, seed)
+            source, px = (train_images, size) if train else (images, eval_size)
+            return ClassificationDataset([source[position[i]] for i in keep], [labels[i] for i in keep], px,
+                                         data_cfg.augment if train else "none", seed)
 
-        self._splits = (subset(train_idx, data_cfg.augment), subset(val_idx, "none"), subset(sorted(position), "none"))
+        self._splits = (subset(train_idx, True), subset(val_idx, False), subset(sorted(position), False))
         return self._splits
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
@@ -231,17 +253,20 @@ class ScrapClsTask(Task):
         return clfsef_loss(logits, aux, target, self._teacher_logits(images), loss_cfg.aux_weight, loss_cfg.kd_weight,
                            loss_cfg.kd_temperature, loss_cfg.entropy_weight)
 
+    def probabilities(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, K] under ``self.tta`` (each flip's softmax, averaged)."""
+        return tta_average(lambda x: F.softmax(model(x).float(), dim=1), images.to(model_device(model)), self.tta)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        device = model_device(model)
-        logits, labels = [], []
+        probs, labels = [], []
         for batch in loader:
-            logits.append(model(batch["image"].to(device)).float().cpu())
+            probs.append(self.probabilities(model, batch["image"]).cpu())
             labels.append(batch["label"].cpu())
-        logits_t, labels_t = torch.cat(logits), torch.cat(labels)
+        probs_t, labels_t = torch.cat(probs), torch.cat(labels)
         names = self.class_names or self._names_from_data()
-        y_true, y_pred = labels_t.numpy(), logits_t.argmax(1).numpy()
-        metrics = {"loss": float(F.cross_entropy(logits_t, labels_t)),
+        y_true, y_pred = labels_t.numpy(), probs_t.argmax(1).numpy()
+        metrics = {"loss": float(F.nll_loss(probs_t.clamp_min(1e-12).log(), labels_t)),
                    **classification_metrics(y_true, y_pred), "images": float(len(y_true))}
         if self.cfg.eval.report_dir:
             write_report(self.cfg.eval.report_dir, y_true, y_pred, names)
@@ -251,7 +276,7 @@ class ScrapClsTask(Task):
         return write_scrap_cls_report(self, model, loader, out)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        return torch.randn(batch_size, 3, self.cfg.data.image_size, self.cfg.data.image_size)
+        return torch.randn(batch_size, 3, self.eval_size, self.eval_size)
 
     # ------------------------------------------------------------------ predict
     @classmethod
@@ -261,13 +286,13 @@ class ScrapClsTask(Task):
                             help="unreadable images: skip (row with an error) or fail (default: data.unreadable)")
 
     def predict_dataset(self, inputs: Path, args: argparse.Namespace) -> Dataset:
-        return predict_images(inputs, args, self.cfg.data.image_size, self.cfg.data.unreadable)
+        return predict_images(inputs, args, self.eval_size, self.cfg.data.unreadable)
 
     def predict_batch(self, model: nn.Module, batch: dict, out: Path, args: argparse.Namespace) -> list[dict]:
         """One row per image: file, class, probability (+ the k best with --top-k), error."""
         names = self.class_names or self._names_from_data()
         top_k = max(1, min(int(getattr(args, "top_k", 1) or 1), len(names)))
-        prob, idx = F.softmax(model(batch["image"].to(model_device(model))).float(), dim=1).topk(top_k, dim=1)
+        prob, idx = self.probabilities(model, batch["image"]).topk(top_k, dim=1)
         rows = []
         for j, (key, error) in enumerate(zip(batch["file"], batch["error"])):
             row: dict = {"file": key}

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ...checkpoint import atomic_write
 from ...plots import collate_items, save_grid, save_png, to_rgb, worst
-from ...task import model_device
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -94,10 +92,9 @@ def write_report(out_dir: str | Path, y_true: np.ndarray, y_pred: np.ndarray, na
 def write_scrap_cls_report(task, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
     """Confusion matrix, per-class precision / recall (PNG and CSV), and the images whose true class got the
     lowest probability."""
-    device = model_device(model)
     probs, labels = [], []
     for batch in loader:
-        probs.append(F.softmax(model(batch["image"].to(device)).float(), 1).cpu())
+        probs.append(task.probabilities(model, batch["image"]).cpu())
         labels.append(batch["label"].cpu())
     prob, label = torch.cat(probs), torch.cat(labels)
     names = task.class_names or task._names_from_data()
