@@ -49,8 +49,9 @@ def main() -> None:
         lines.append(f"| `{name}` | {statistics.median(values):.2f} | {min(values):.2f} - {max(values):.2f} | "
                      f"{statistics.median(values) / base:.2f} |")
     lines += ["", "`list` reads the built-in heads and backbones from `scrapvision/catalog.py` (it imports torch only "
-              "for plug-in heads or `--timm`). `config` imports its head's module, which holds the config dataclass "
-              "beside the torch code of the head (one file per head), so it pays the torch import."]
+              "for plug-in heads or `--timm`). `config` imports only the head's config module "
+              "(`scrapvision/heads/<task>_parts/config.py`, free of torch; a plug-in head's config is read from its "
+              "Task class, with torch)."]
     write_section(RESULTS / "speed.md", "startup", "\n".join(lines))
     print("\n".join(lines))
 

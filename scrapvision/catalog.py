@@ -1,5 +1,5 @@
-"""What ``scrapvision list`` prints without importing torch or timm (seconds on a plant PC): the built-in
-heads' one-line summaries and the backbone names the package registers. The Task classes and the CLIP
+"""What ``scrapvision list`` and ``scrapvision config`` need without importing torch or timm (seconds on a plant PC):
+the built-in heads' one-line summaries, where their configs live, and the backbone names the package registers. The Task classes and the CLIP
 backbones take their text and names from here, and ``tests/test_startup.py`` checks that this catalogue
 equals the registries once every head is imported, so the two cannot drift apart."""
 
@@ -18,6 +18,12 @@ TASK_SUMMARIES = {
               "SE + atrous network, constant / dynamic / decay loss balance.",
     "severstal": "4-class steel-strip defect U-Net/FPN with Kaggle RLE, Kaggle Dice and submission writer",
 }
+
+#: built-in task name -> ``module:class`` of its config, a module free of torch: ``scrapvision config`` prints the
+#: defaults without importing the head (its Task class has the same ``Config``)
+TASK_CONFIGS = {name: f"scrapvision.heads.{name}_parts.config:{cls}" for name, cls in [
+    ("canet", "CanetConfig"), ("clip_anomaly", "ClipAnomalyConfig"), ("pretrain", "PretrainConfig"),
+    ("scrap_cls", "ScrapClsConfig"), ("segdec", "SegDecConfig"), ("severstal", "SeverstalConfig")]}
 
 #: registered CLIP image towers: backbone name -> open_clip model config (``scrapvision.backbones.clip``)
 CLIP_BACKBONES = {"clip_vit_b16": "ViT-B-16", "clip_vit_l14_336": "ViT-L-14-336", "clip_scrap_tiny": "scrap-vit-tiny"}

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli_args import build_parser, task_from_argv
+from .cli_args import build_parser, command_from_argv, task_from_argv
 from .errors import ScrapvisionError, first_line
 
 
@@ -50,13 +50,21 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
+    import importlib
+
     import yaml
 
-    from .api import build_task
-    from .config import to_dict
+    from .catalog import TASK_CONFIGS
+    from .config import load_config, to_dict
 
-    task = build_task(args.task, args.config, args.overrides)
-    print(yaml.safe_dump(to_dict(task.cfg), sort_keys=False), end="")
+    if args.task in TASK_CONFIGS:  # a built-in head: its config module alone, without torch
+        module, _, name = TASK_CONFIGS[args.task].partition(":")
+        cfg = load_config(getattr(importlib.import_module(module), name), args.config, args.overrides)
+    else:  # a plug-in head: its Config lives with its Task
+        from .api import build_task
+
+        cfg = build_task(args.task, args.config, args.overrides).cfg
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -224,7 +232,7 @@ COMMANDS = {"list": cmd_list, "config": cmd_config, "train": cmd_train, "pretrai
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(task_from_argv(argv))
+        parser = build_parser(task_from_argv(argv), command_from_argv(argv))
         args = parser.parse_args(argv)
         args.command_line = command_line(argv)
         COMMANDS[args.command](args)

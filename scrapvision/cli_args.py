@@ -66,7 +66,9 @@ def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:
                        help="ignore CKPT.tuned.yaml (the post-processing `scrapvision tune` chose)")
 
 
-def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
+def build_parser(task_name: str | None = None, command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; a head's own ``predict`` / ``prepare`` options are added (importing the head) only when ``command``
+    is one of them or unknown (None), so that `config --task X` and the help of other commands stay free of torch."""
     t = task_name or "severstal"  # the examples in each command's --help name the task asked about
     parser = argparse.ArgumentParser(
         prog="scrapvision",
@@ -200,13 +202,18 @@ def build_parser(task_name: str | None = None) -> argparse.ArgumentParser:
                        epilog="example:\n  scrapvision runs\n  scrapvision runs /data/experiments")
     p.add_argument("root", nargs="?", default="runs", metavar="DIR", help="folder of runs (default: runs)")
 
-    if task_name:
+    if task_name and command in (None, "predict", "prepare"):
         from .api import get_task_class
 
         cls = get_task_class(task_name)
         cls.add_predict_args(sub.choices["predict"])
         cls.add_prepare_args(sub.choices["prepare"])
     return parser
+
+
+def command_from_argv(argv: Sequence[str]) -> str | None:
+    """The sub-command: the first argument that is not an option (None when there is none)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def task_from_argv(argv: Sequence[str]) -> str | None:

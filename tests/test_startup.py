@@ -6,7 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], [], ["list"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], [], ["list"], ["config", "--task", "severstal"],
+                                  ["config", "--task", "clip_anomaly", "--set", "train.epochs=3"]])
 def test_help_list_and_usage_errors_do_not_import_torch(argv):
     code = ("import sys\nfrom scrapvision.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
@@ -38,6 +39,32 @@ def test_the_catalogue_that_list_prints_equals_the_registries():
     assert {name: cls.summary for name, cls in built_in.items()} == TASK_SUMMARIES
     ours = {name for name in BACKBONES.names() if BACKBONES.get(name).__module__.startswith("scrapvision.")}
     assert ours == set(BACKBONE_NAMES)
+
+
+def test_config_prints_each_built_in_head_from_its_torch_free_module(capsys):
+    """The catalogue names each head's own Config class, and `config` prints what the Task is built with."""
+    import importlib
+
+    import yaml
+
+    from scrapvision import TASKS
+    from scrapvision.api import build_task
+    from scrapvision.catalog import TASK_CONFIGS
+    from scrapvision.cli import main
+    from scrapvision.config import to_dict
+    from scrapvision.heads import load_all
+
+    load_all()
+    built_in = {n for n in TASKS.names() if TASKS.get(n).__module__.startswith("scrapvision.heads.")}
+    assert set(TASK_CONFIGS) == built_in
+    for name, where in TASK_CONFIGS.items():
+        module, _, cls = where.partition(":")
+        assert getattr(importlib.import_module(module), cls) is TASKS.get(name).Config
+        assert main(["config", "--task", name, "--set", "train.epochs=3"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed == to_dict(build_task(name, overrides=["train.epochs=3"]).cfg) and printed["train"]["epochs"] == 3
+    assert main(["config", "--task", "scrap_cls", "--set", "eval.image_size=-1"]) == 2
+    assert "eval.image_size" in capsys.readouterr().err
 
 
 def test_list_prints_every_catalogued_head(capsys):

@@ -24,11 +24,11 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
 from ..errors import DataError, first_line, one_line
+from ..heads.severstal_parts.config import NUM_CLASSES
 from .images import image_size, list_images, read_image, sample_rng, seed_transforms
 from .rle import rle_decode, rle_encode, rle_runs
 
 SEVERSTAL_SHAPE = (256, 1600)  # (H, W) of every Kaggle image
-NUM_CLASSES = 4
 COVERAGE_FILE = "images_covered.csv"
 NEW_COLUMNS = ("ImageId", "ClassId", "EncodedPixels")
 OLD_COLUMNS = ("ImageId_ClassId", "EncodedPixels")

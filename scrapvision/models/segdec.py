@@ -32,8 +32,8 @@ import torch
 from timm.layers import SEModule
 from torch import nn
 
-#: output channels of conv1..conv10 in the paper
-PAPER_WIDTHS = (32, 32, 64, 64, 64, 64, 64, 64, 64, 1024)
+from ..heads.segdec_parts.config import PAPER_WIDTHS  # the config's default; defined there, free of torch
+
 #: a 2x2 max-pool follows these convolutions (1-based: conv2, conv5, conv9)
 POOL_AFTER = (2, 5, 9)
 #: SE blocks follow these convolutions (1-based)

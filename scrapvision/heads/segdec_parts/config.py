@@ -1,4 +1,5 @@
-"""The ``segdec`` head's configuration: model, data, loss, optimiser and training sections (frozen, strict)."""
+"""The ``segdec`` head's configuration: model, data, loss, optimiser and training sections (frozen, strict), kept
+free of torch so that `scrapvision config` prints it without importing torch or timm."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...config import OptimConfig, TrainConfig
-from ...models.segdec import PAPER_WIDTHS
+
+#: output channels of conv1..conv10 in the paper network (scrapvision.models.segdec)
+PAPER_WIDTHS = (32, 32, 64, 64, 64, 64, 64, 64, 64, 1024)
 
 
 @dataclass(frozen=True)

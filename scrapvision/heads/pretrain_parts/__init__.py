@@ -1,0 +1,1 @@
+"""Parts of the ``pretrain`` head kept out of its main file."""

@@ -1,0 +1,42 @@
+"""The ``pretrain`` head's configuration (frozen, strict), kept free of torch so that `scrapvision config`
+prints it without importing torch or timm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ...config import OptimConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class PretrainModelConfig:
+    backbone: str = "tinynet_e"  # any registered or timm backbone; tinynet_e = scrap_cls's default
+    weights: str = ""  # start from these backbone weights (e.g. an earlier pretraining); "" = random init
+    method: Literal["simclr"] = "simclr"
+    proj_hidden: int = 512  # projection head (dropped after pretraining)
+    proj_dim: int = 128
+    temperature: float = 0.2  # NT-Xent temperature
+    patch_size: int = 0  # timm ViTs only: patch size (0 = the model's own)
+    vit_depth: int = 0  # timm ViTs only: number of blocks (0 = the model's own)
+
+
+@dataclass(frozen=True)
+class PretrainDataConfig:
+    root: str = ""  # unlabeled image folder(s), comma-separated, read recursively; "" = synthetic scrap
+    crop_size: int = 112  # side of the random resized crops (the network input)
+    min_scale: float = 0.2  # crops cover min_scale..1 of the image area
+    keep_size: int = 256  # images are kept in memory with their shorter side at keep_size (never enlarged)
+    unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: skip (counted) | fail
+    val_fraction: float = 0.1  # images held out to score the loss on fixed views (0 = none)
+    split_seed: int = 0
+    synthetic_images: int = 96
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: PretrainModelConfig = field(default_factory=PretrainModelConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=1e-4, warmup_epochs=2.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=100, batch_size=64, log_every=10))

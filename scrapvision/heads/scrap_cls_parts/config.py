@@ -1,0 +1,78 @@
+"""The ``scrap_cls`` head's configuration (frozen, strict), kept free of torch so that `scrapvision config`
+prints it without importing torch or timm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ...config import OptimConfig, TrainConfig
+from ...errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ScrapClsModelConfig:
+    backbone: str = "tinynet_e"  # timm EfficientNet family; the paper uses efficientnet_b5
+    weights: str = ""  # local .safetensors / state-dict file for the backbone; "" = from scratch
+    variant: Literal["baseline", "clf", "sef", "clfsef"] = "clfsef"
+    stages: tuple[int, ...] = (2, 3, 4)  # backbone stages (strides 8, 16, 32) fused by CLF; last = deep
+    fuse_channels: int = 96  # width of the fused (CLF) / enhanced (SEF) features
+    sef_groups: int = 8  # SEF channel groups (fuse_channels must divide by it)
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class ScrapClsDataConfig:
+    root: str = ""  # ImageFolder (root/<class>/...) or root/<csv> with image,class; "" = synthetic
+    layout: Literal["auto", "folder", "csv"] = "auto"  # auto: the CSV if it exists, else ImageFolder
+    csv: str = "labels.csv"
+    image_size: int = 96  # network input; images are kept in memory with shorter side image_size * 8/7
+    augment: Literal["none", "light", "strong"] = "strong"  # strong: crops, flips, rotation, colour, blur, cut-out
+    sampling: Literal["uniform", "balanced"] = "uniform"  # balanced: draw classes equally often
+    unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: leave out (reported) or stop
+    val_fraction: float = 0.2  # stratified hold-out when folds == 0; 0 = train on every image (no validation)
+    folds: int = 0  # > 1: stratified k-fold, validating on fold `fold`
+    fold: int = 0
+    split_seed: int = 0
+    eval_split: Literal["val", "all"] = "val"  # what `scrapvision eval` scores
+    synthetic_classes: int = 6
+    synthetic_train_per_class: int = 48
+    synthetic_val_per_class: int = 16
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScrapClsLossConfig:
+    aux_weight: float = 1.0  # cross-entropy on the enhanced (CLF/SEF) branch alone
+    kd_weight: float = 0.5  # knowledge distillation; 0 disables
+    kd_temperature: float = 4.0
+    teacher: str = ""  # scrap_cls checkpoint to distil from; "" = self-distillation into the branch
+    entropy_weight: float = 0.1  # maximum-entropy regulariser; 0 disables
+
+
+@dataclass(frozen=True)
+class ScrapClsEvalConfig:
+    # if set, every evaluation (each validation epoch too) rewrites per_class.csv / .png and confusion_matrix.png
+    # here; `scrapvision eval --report DIR` writes the same once, with the worst-classified images
+    report_dir: str = ""
+    # test-time flips, averaged in probability space (--tta overrides); training's strong augmentation flips
+    # horizontally only, so hvflip shows the model views it never trained on
+    tta: Literal["none", "hflip", "hvflip"] = "none"
+    # input size of eval / predict / export; 0 = data.image_size. Random resized crops make objects look larger in
+    # training than in a centre crop at the same size, so a somewhat larger test size can match them (FixRes)
+    image_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 0:
+            raise ConfigError(f"config key 'eval.image_size': {self.image_size}; expected 0 (= data.image_size) "
+                              "or a size in px")
+
+
+@dataclass(frozen=True)
+class ScrapClsConfig:
+    model: ScrapClsModelConfig = field(default_factory=ScrapClsModelConfig)
+    data: ScrapClsDataConfig = field(default_factory=ScrapClsDataConfig)
+    loss: ScrapClsLossConfig = field(default_factory=ScrapClsLossConfig)
+    eval: ScrapClsEvalConfig = field(default_factory=ScrapClsEvalConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.05, warmup_epochs=1.0))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=32))
