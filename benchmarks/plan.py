@@ -76,7 +76,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_transfer.py --seeds 0,1,2,3 --variants baseline,clfsef --pretrain-epochs 180 --ema 0.99 "
         "--arms pretrained+ema --threads 1",
         "benchmarks/pretrain_transfer.py --seeds 0,1 --variants baseline,clfsef --pretrain-epochs 180 --ema 0.99 "
-        "--arms pretrained+ema --threads 1"]),
+        "--arms pretrained+ema --threads 1",
+        "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --pretrain-only --tag rerun-2026-12-02",
+        "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --seeds 0,1,2,3 --variants baseline,clfsef "
+        "--arms pretrained --test-time hflip@128 --tag rerun-2026-12-02"]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
         "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
@@ -90,7 +93,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_probe.py --finetune baseline:180:optim.backbone_lr_scale=0:1 "
         "baseline:180:optim.backbone_lr_scale=0:2",
         "benchmarks/pretrain_probe.py --finetune baseline:random::0 "
-        "--test-time none@112,hflip@112,none@128,hflip@128,hflip@144"]),
+        "--test-time none@112,hflip@112,none@128,hflip@128,hflip@144",
+        "benchmarks/pretrain_probe.py --finetune baseline:180::0 baseline:180::1 baseline:180::2 clfsef:180::0 "
+        "clfsef:180::1 clfsef:180::2 --test-time none@112,hflip@112,none@128,hflip@128,none@144,hflip@144,hflip@160"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

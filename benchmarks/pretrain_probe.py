@@ -187,9 +187,12 @@ def test_time_table(rows: list[dict]) -> list[str]:
         variant, name, extra, seed = r["spec"].split(":")
         lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | "
                      + " | ".join(f"{r['test_time'][s]:.1f}" if s in r["test_time"] else "-" for s in settings) + " |")
-    means = [np.mean([r["test_time"][s] for r in rows]) if all(s in r["test_time"] for r in rows) else np.nan
-             for s in settings]
-    lines.append(f"| mean of {len(rows)} | | | | " + " | ".join("-" if np.isnan(m) else f"**{m:.1f}**" for m in means) + " |")
+    for backbone in dict.fromkeys(r["spec"].split(":")[1] for r in rows):  # one mean per backbone
+        group = [r for r in rows if r["spec"].split(":")[1] == backbone]
+        means = [np.mean([r["test_time"][s] for r in group]) if all(s in r["test_time"] for r in group) else np.nan
+                 for s in settings]
+        lines.append(f"| mean of {len(group)} | {backbone} | | | "
+                     + " | ".join("-" if np.isnan(m) else f"**{m:.1f}**" for m in means) + " |")
     return lines
 
 

@@ -13,6 +13,7 @@ accuracy against pretraining time from one pretraining run (its cosine schedule 
     python benchmarks/pretrain_transfer.py --report                       # rebuild the markdown
     python benchmarks/pretrain_transfer.py --pretrain-epochs 60 --frozen --arms pretrained-frozen  # one more arm
     python benchmarks/pretrain_transfer.py --pretrain-epochs 180 --ema 0.99 --arms pretrained+ema  # weight average
+    python benchmarks/pretrain_transfer.py --pretrain-epochs 180 --arms pretrained --test-time hflip@128 --tag rerun
 
 Pretrained backbones are kept in ``--work`` (default /tmp/pretrain_transfer), keyed by fold and pretraining
 recipe, so later processes (more seeds, other variants) reuse them; an interrupted pretraining resumes.
@@ -270,7 +271,8 @@ def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
     table, steps = summaries(payload, n_folds), arm_steps(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
     recipe = payload["recipe"]
-    lines = [f"### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold", "",
+    tag = f" ({payload['recipe']['tag']})" if payload["recipe"].get("tag") else ""
+    lines = [f"### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold{tag}", "",
              "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
                                        f"{r['machine']})" for r in payload["runs"]),
              f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(recipe['finetune'])}`; "
@@ -357,6 +359,8 @@ def main() -> None:
                         help="also score each fine-tuned model with these scrap_cls test-time settings TTA@SIZE "
                              "(eval.tta, eval.image_size), comma-separated, e.g. hflip@128; recorded as the arm "
                              "'ARM [hflip, 128 px]'")
+    parser.add_argument("--tag", default="", help="record the runs as a recipe of their own beside the untagged one "
+                        "(e.g. a rerun on later code: its pretraining and arms never replace the recorded ones)")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     args.quick = False
@@ -366,7 +370,8 @@ def main() -> None:
     args.extra = [e for e in args.extra.split(",") if e]
     args.snapshot_list = sorted(int(e) for e in args.snapshots.split(",") if e)
     recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs)),
-                  "pretrain": pretrain_recipe(args), "extra": args.extra, "folds": args.folds}
+                  "pretrain": pretrain_recipe(args), "extra": args.extra, "folds": args.folds,
+                  **({"tag": args.tag} if args.tag else {})}
     if args.report:
         if not JSON.exists():
             sys.exit(f"{JSON}: no recorded run yet")
