@@ -79,7 +79,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "--arms pretrained+ema --threads 1",
         "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --pretrain-only --tag rerun-2026-12-02",
         "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --seeds 0,1,2,3 --variants baseline,clfsef "
-        "--arms pretrained --test-time hflip@128 --tag rerun-2026-12-02"]),
+        "--arms pretrained --test-time hflip@128 --tag rerun-2026-12-02",
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants baseline,clfsef --arms pretrained "
+          f"--test-time hflip@128 --tag rerun-2026-12-02 --seeds {seeds}" for seeds in ("0,1", "2,3"))]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
         "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
