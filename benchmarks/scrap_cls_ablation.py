@@ -65,11 +65,13 @@ def shared_recipe(overrides: list[str]) -> list[str]:
 
 @torch.no_grad()
 def predictions(task: ScrapClsTask, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true, y_pred) on the validation split, through the head's own scoring (``task.probabilities``: its
+    eval.tta and eval.image_size; the plain arg-max of the logits when both are at their defaults)."""
     loader = DataLoader(task.build_datasets()[1], batch_size=32)
     model.eval()
     pred, true = [], []
     for batch in loader:
-        pred.append(model(batch["image"]).argmax(1).numpy())
+        pred.append(task.probabilities(model, batch["image"]).argmax(1).numpy())
         true.append(batch["label"].numpy())
     return np.concatenate(true), np.concatenate(pred)
 

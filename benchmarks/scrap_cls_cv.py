@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,6 +43,7 @@ from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask  # noqa: E4
 from scrapvision.heads.scrap_cls_parts.report import classification_metrics  # noqa: E402
 from scrapvision.models.clfsef import VARIANTS  # noqa: E402
 from scrapvision.trainer import Trainer  # noqa: E402
+from scrapvision.tta import TTA_MODES  # noqa: E402
 
 
 def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs: Path,
@@ -73,8 +73,8 @@ def run_fold(variant: str, fold: int, seed: int, args: argparse.Namespace, runs:
 def parse_setting(setting: str) -> tuple[str, int]:
     """``hflip@128`` -> ("hflip", 128): scrap_cls's eval.tta and eval.image_size."""
     tta, _, size = setting.partition("@")
-    if tta not in ("none", "hflip", "hvflip") or not size.isdigit():
-        sys.exit(f"test-time setting {setting!r}: expected TTA@SIZE, e.g. hflip@128 (TTA: none, hflip, hvflip)")
+    if tta not in TTA_MODES or not size.isdigit():
+        sys.exit(f"test-time setting {setting!r}: expected TTA@SIZE, e.g. hflip@128 (TTA: {', '.join(TTA_MODES)})")
     return tta, int(size)
 
 
@@ -89,11 +89,7 @@ def predictions_at(overrides: Sequence[str], state: dict,
                                                                    f"eval.image_size={size}"]))
         model = task.build_model()
         model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            batches = [(b["label"].numpy(), task.probabilities(model, b["image"]).argmax(1).numpy())
-                       for b in DataLoader(task.build_datasets()[1], batch_size=32)]
-        out[setting] = (np.concatenate([t for t, _ in batches]), np.concatenate([p for _, p in batches]))
+        out[setting] = predictions(task, model)
     return out
 
 
