@@ -13,6 +13,7 @@ S must be among the snapshots that run kept), or ``random`` (seed-0 initialisati
     python benchmarks/pretrain_probe.py --backbones random,20@5,60,180@60,180@120,180 --linear 112,160,224
     python benchmarks/pretrain_probe.py --finetune baseline:60::0 baseline:random::0
     python benchmarks/pretrain_probe.py --finetune clfsef:180::0 --test-time none@112,hflip@112,hflip@128
+    python benchmarks/pretrain_probe.py --finetune baseline:180/data.color_strength=0.5::0   # another pretraining
     python benchmarks/pretrain_probe.py --report
 """
 
@@ -53,12 +54,14 @@ def inner_split(data: Path) -> tuple[list[Record], list[Record], list[Record]]:
 
 
 def backbone_file(name: str, data: Path, work: Path) -> str | None:
-    """The weights file of ``random`` / ``E`` / ``E@S`` (pretrained on fold 0's training photos, cached)."""
+    """The weights file of ``random`` / ``E`` / ``E@S`` (pretrained on fold 0's training photos, cached); a suffix
+    ``/KEY=VALUE`` (repeatable) adds a pretraining override, e.g. ``180/data.color_strength=0.5``."""
     if name == "random":
         return None
+    name, *pretrain_set = name.split("/")  # 180/data.color_strength=0.5: pretrain_transfer's --pretrain-set
     epochs, _, snap = name.partition("@")
     args = argparse.Namespace(data=data, extra=[], folds=3, crop=112, batch=64, pretrain_epochs=int(epochs),
-                              pretrain_set=[], work=work, snapshot_list=[int(snap)] if snap else [])
+                              pretrain_set=pretrain_set, work=work, snapshot_list=[int(snap)] if snap else [])
     info = pretrain_fold(FOLD, args)
     if not snap:
         return info["backbone"]
@@ -151,7 +154,8 @@ def markdown(payload: dict) -> str:
              "Scored on the 44 validation photos carved (20 %, stratified) from fold 0's 222 training photos, never on "
              "the test fold: one photo = 2.3 points. Backbones: `E` = the fold-0 pretraining of pretrain_transfer.py "
              "with E SimCLR epochs (3 steps of batch 64 each), `E@S` = its snapshot after S epochs (S/E of its cosine "
-             "schedule), `random` = no pretraining.", "",
+             "schedule), `E/KEY=VALUE` = that pretraining with an override (e.g. a weaker colour jitter), `random` = no "
+             "pretraining.", "",
              "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
                                        f"{r['machine']})" for r in payload["runs"]),
              *(f"- {note}" for note in payload.get("notes", [])), ""]

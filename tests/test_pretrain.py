@@ -196,3 +196,24 @@ def test_pretrain_subcommand_reads_several_folders_and_names_its_outputs(tmp_pat
     out = capsys.readouterr().out
     assert str(tmp_path / "run" / "backbone.safetensors") in out and "model.weights=" in out
     assert (tmp_path / "run" / "config.yaml").read_text().count(str(a)) == 1
+
+
+def test_color_strength_zero_keeps_the_colours_of_both_views_and_bad_values_are_one_line(tmp_path, capsys):
+    """data.color_strength scales SimCLR's colour jitter: at 0 the two views of a flat-coloured photo keep its
+    colour (crops and flips cannot change it), at 1 they do not; outside [0, 5] is a one-line error."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), (200, 90 + 20 * i, 40), np.uint8)).save(folder / f"p{i}.png")
+    spreads = {}
+    for strength in (0.0, 1.0):
+        task = build_task("pretrain", overrides=[*SMOKE, f"data.color_strength={strength}", "data.val_fraction=0"],
+                          data=str(folder))
+        train_set, _ = task.build_datasets()
+        views = [train_set[i][v] for i in range(4) for v in ("view1", "view2")]
+        # per view, its mean colour against the photo's (blur leaves a flat image flat)
+        spreads[strength] = max(float((view.mean((1, 2)) - views[0].mean((1, 2))).abs().max()) for view in views[:2])
+    assert spreads[0.0] < 1e-4 < 0.05 < spreads[1.0], spreads
+    code = main(["train", "--task", "pretrain", "--data", str(folder), "--out", str(tmp_path / "run"),
+                 *set_args([*SMOKE, "data.color_strength=-1"])])
+    assert code == 2 and "data.color_strength" in one_line_error(capsys)

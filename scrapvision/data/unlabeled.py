@@ -48,14 +48,17 @@ def load_unlabeled(root: str, policy: str, keep_size: int, what: str = "pretrain
     return images
 
 
-def view_transform(crop_size: int, min_scale: float) -> A.Compose:
-    """SimCLR's augmentations: random resized crop, flip, strong colour jitter, grey, blur."""
-    s = crop_size
+def view_transform(crop_size: int, min_scale: float, color_strength: float = 1.0) -> A.Compose:
+    """SimCLR's augmentations: random resized crop, flip, colour jitter, grey, blur. ``color_strength`` scales
+    the jitter and the grey probability (1 = the strength used so far; 0 = no colour change), since the views
+    teach invariance to whatever differs between them, and colour is the signal where copper meets brass."""
+    s, c = crop_size, color_strength
+    colour = [A.ColorJitter(brightness=0.4 * c, contrast=0.4 * c, saturation=0.4 * c, hue=0.1 * c, p=0.8),
+              A.ToGray(p=0.2 * c)] if c > 0 else []
     return A.Compose([
         A.RandomResizedCrop((s, s), scale=(min_scale, 1.0), ratio=(0.75, 1.333)),
         A.HorizontalFlip(),
-        A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
-        A.ToGray(p=0.2),
+        *colour,
         A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.1, 2.0), p=0.5),
         A.Normalize(),
     ])
@@ -66,9 +69,9 @@ class TwoViews(Dataset):
     resume, under DDP and with workers. ``fixed`` keeps epoch 0 (a comparable validation loss)."""
 
     def __init__(self, images: Sequence[np.ndarray], crop_size: int, min_scale: float, seed: int = 0,
-                 fixed: bool = False) -> None:
+                 fixed: bool = False, color_strength: float = 1.0) -> None:
         self.images = list(images)
-        self.transform = view_transform(crop_size, min_scale)
+        self.transform = view_transform(crop_size, min_scale, color_strength)
         self.seed, self.epoch, self.fixed = seed, 0, fixed
 
     def set_epoch(self, epoch: int) -> None:

@@ -95,6 +95,8 @@ class PretrainTask(Task):
         data_cfg, seed = self.cfg.data, self.cfg.train.seed
         if not 0 <= data_cfg.val_fraction < 1:
             raise ConfigError(f"config key 'data.val_fraction': {data_cfg.val_fraction} is not in [0, 1)")
+        if not 0 <= data_cfg.color_strength <= 5:  # 5: the hue shift reaches its limit, half the colour circle
+            raise ConfigError(f"config key 'data.color_strength': {data_cfg.color_strength} is not in [0, 5]")
         images = self.images()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(data_cfg.split_seed)).tolist()
         n_val = int(round(data_cfg.val_fraction * len(images)))
@@ -103,8 +105,8 @@ class PretrainTask(Task):
                             f"{len(images)} readable, {n_val} held out by data.val_fraction")
         train = [images[i] for i in sorted(order[n_val:])]
         val = [images[i] for i in sorted(order[:n_val])]
-        return (TwoViews(train, data_cfg.crop_size, data_cfg.min_scale, seed),
-                TwoViews(val, data_cfg.crop_size, data_cfg.min_scale, seed + 1, fixed=True))
+        views = {"crop_size": data_cfg.crop_size, "min_scale": data_cfg.min_scale, "color_strength": data_cfg.color_strength}
+        return TwoViews(train, seed=seed, **views), TwoViews(val, seed=seed + 1, fixed=True, **views)
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
         """Whole batches only: a last batch of one image has no negative and breaks BatchNorm."""

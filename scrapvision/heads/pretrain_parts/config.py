@@ -26,6 +26,10 @@ class PretrainDataConfig:
     root: str = ""  # unlabeled image folder(s), comma-separated, read recursively; "" = synthetic scrap
     crop_size: int = 112  # side of the random resized crops (the network input)
     min_scale: float = 0.2  # crops cover min_scale..1 of the image area
+    # colour distortion between the two views (SimCLR's strength s): scales the colour jitter and the grey
+    # probability; 1 = SimCLR's recipe, 0 = none. The views teach invariance to what differs between them, so
+    # lower it where colour is the signal (copper against brass; rust)
+    color_strength: float = 1.0
     keep_size: int = 256  # images are kept in memory with their shorter side at keep_size (never enlarged)
     unreadable: Literal["skip", "fail"] = "skip"  # truncated / broken images: skip (counted) | fail
     val_fraction: float = 0.1  # images held out to score the loss on fixed views (0 = none)
