@@ -93,10 +93,6 @@ class PretrainTask(Task):
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         data_cfg, seed = self.cfg.data, self.cfg.train.seed
-        if not 0 <= data_cfg.val_fraction < 1:
-            raise ConfigError(f"config key 'data.val_fraction': {data_cfg.val_fraction} is not in [0, 1)")
-        if not 0 <= data_cfg.color_strength <= 5:  # 5: the hue shift reaches its limit, half the colour circle
-            raise ConfigError(f"config key 'data.color_strength': {data_cfg.color_strength} is not in [0, 5]")
         images = self.images()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(data_cfg.split_seed)).tolist()
         n_val = int(round(data_cfg.val_fraction * len(images)))

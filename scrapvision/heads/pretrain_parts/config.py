@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...config import OptimConfig, TrainConfig
+from ...errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class PretrainDataConfig:
     split_seed: int = 0
     synthetic_images: int = 96
     synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:  # here, not in the task: `scrapvision config` checks them too
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"config key 'data.val_fraction': {self.val_fraction} is not in [0, 1)")
+        if not 0 <= self.color_strength <= 5:  # 5: the hue shift reaches its limit, half the colour circle
+            raise ConfigError(f"config key 'data.color_strength': {self.color_strength} is not in [0, 5]")
 
 
 @dataclass(frozen=True)
