@@ -18,6 +18,7 @@ every run.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -102,7 +104,7 @@ def recorded_random(report: dict) -> dict[str, dict]:
     """The random-init runs of the mask-only table (``canet assayed=K [seed=S]``: the same overrides, earlier
     code), as rows of arm RECORDED, for the K this report has."""
     path = RESULTS / "canet_mask_only.json"
-    if not path.exists() or report["sizes"] != FULL:
+    if not path.exists() or report.get("sizes") != FULL:
         return {}
     bags = {r["assayed"] for r in report["rows"].values()}
     out = {}
@@ -159,6 +161,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update(path: Path, change: Callable[[dict], None], quick: bool) -> dict:
+    """Read, change and write the results under a file lock, then the section: processes side by side (other
+    seeds, the other arm) never drop each other's rows."""
+    with open(Path(tempfile.gettempdir()) / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = json.loads(path.read_text()) if path.exists() else {"rows": {}, "runs": []}
+        change(report)
+        path.write_text(json.dumps(report, indent=1))
+    write_section(MARKDOWN, "canet_pretrain", markdown(report), quick=quick, header=HEADER)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bags", default="40", help="assayed bags, comma-separated (of the 640 train bags)")
@@ -192,10 +206,9 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     info = pretrain(args, size, recipe) if "pretrained" in arms else None
-    report = json.loads(path.read_text()) if path.exists() else {"rows": {}, "runs": []}
-    report.update({"sizes": size, "photos_per_bag": args.photos_per_bag, "batch": args.batch})
-    if info:
-        report["pretraining"] = info
+    setting = {"sizes": size, "photos_per_bag": args.photos_per_bag, "batch": args.batch,
+               **({"pretraining": info} if info else {})}
+    update(path, lambda r: r.update(setting), args.quick)
     out = REPO / "runs" / f"bench_canet_pretrain{suffix}"
     for seed in [int(s) for s in args.seeds.split(",")]:
         for bags in [int(b) for b in args.bags.split(",")]:
@@ -203,16 +216,12 @@ def main() -> None:
                 name = f"{arm} assayed={bags} seed={seed}"
                 overrides = mask_only_overrides("canet", bags, size, recipe) + [f"train.seed={seed}"]
                 overrides += [f"model.weights={info['backbone']}"] if arm == "pretrained" else []
-                row = train_and_score(name, overrides, size, out, fresh=True)
-                report["rows"][name] = {**row, "arm": arm, "assayed": bags, "seed": seed}
-                path.write_text(json.dumps(report, indent=1))
-                write_section(MARKDOWN, "canet_pretrain", markdown(report), quick=args.quick, header=HEADER)
-    report["runs"].append({"command": "python benchmarks/canet_pretrain.py " + " ".join(sys.argv[1:]),
-                           "started": started, "wall_s": round(time.time() - t0, 1), "commit": commit,
-                           "machine": host})
-    path.write_text(json.dumps(report, indent=1))
-    write_section(MARKDOWN, "canet_pretrain", markdown(report), quick=args.quick, header=HEADER)
-    print(markdown(report))
+                row = {**train_and_score(name, overrides, size, out, fresh=True), "arm": arm, "assayed": bags,
+                       "seed": seed}
+                update(path, lambda r, name=name, row=row: r["rows"].__setitem__(name, row), args.quick)
+    run = {"command": "python benchmarks/canet_pretrain.py " + " ".join(sys.argv[1:]), "started": started,
+           "wall_s": round(time.time() - t0, 1), "commit": commit, "machine": host}
+    print(markdown(update(path, lambda r: r["runs"].append(run), args.quick)))
 
 
 if __name__ == "__main__":
