@@ -117,7 +117,7 @@ def recorded_random(report: dict) -> dict[str, dict]:
 
 def markdown(report: dict) -> str:
     """Pretraining record, then per assayed-bag count the two arms over their seeds, and the paired gain."""
-    lines = ["## CANet from a ViT pretrained on unlabeled granule photos (`benchmarks/canet_pretrain.py`)", ""]
+    lines = ["## CANet from a ViT pretrained on unlabeled granule photos (script benchmarks/canet_pretrain.py)", ""]
     lines += [f"- `{r['command']}` (commit {r['commit']}): started {r['started']}, wall {r['wall_s'] / 60:.1f} min, "
               f"{r['machine']}" for r in report["runs"]]
     p = report.get("pretraining")

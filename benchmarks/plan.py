@@ -32,7 +32,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                                        "'canet ema=0.999 seed=1'",
                                                        "benchmarks/canet_synthetic.py --only mask_only --seeds 1",
                                                        "benchmarks/canet_synthetic.py --only mask_only --seeds 1 "
-                                                       "--bags 80"]),
+                                                       "--bags 80",
+                                                       # CANet from a ViT pretrained on the granule photos
+                                                       *(f"benchmarks/canet_pretrain.py --bags 40 --seeds {s} --arms "
+                                                         "pretrained --pretrain-epochs 8" for s in (0, 1)),
+                                                       "benchmarks/canet_pretrain.py --bags 40 --seeds 0 --arms random"]),
     ("scrap_cls.md", ["benchmarks/scrap_cls_prepare.py", "benchmarks/scrap_cls_speed.py"],
      ["benchmarks/scrap_cls_ablation.py", "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 0,1,2,3",
       "benchmarks/scrap_cls_cv.py --variants baseline,clfsef --seeds 4,5,6,7",
@@ -97,7 +101,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_probe.py --finetune baseline:random::0 "
         "--test-time none@112,hflip@112,none@128,hflip@128,hflip@144",
         "benchmarks/pretrain_probe.py --finetune baseline:180::0 baseline:180::1 baseline:180::2 clfsef:180::0 "
-        "clfsef:180::1 clfsef:180::2 --test-time none@112,hflip@112,none@128,hflip@128,none@144,hflip@144,hflip@160"]),
+        "clfsef:180::1 clfsef:180::2 --test-time none@112,hflip@112,none@128,hflip@128,none@144,hflip@144,hflip@160",
+        # SimCLR's colour-distortion strength 0.5 (data.color_strength) against the 180 rows above
+        "benchmarks/pretrain_probe.py --finetune " + " ".join(
+            f"{v}:180/data.color_strength=0.5::{s}" for v in ("baseline", "clfsef") for s in range(3))
+        + " --test-time none@112,hflip@128"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),
