@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--bags", default="40", help="assayed bags, comma-separated (of the 640 train bags)")
     parser.add_argument("--seeds", default="0,1", help="CANet training seeds, comma-separated")
     parser.add_argument("--arms", default=",".join(ARMS), help="random, pretrained (comma-separated)")
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=8, help="SimCLR epochs (80 steps each at the defaults)")
     parser.add_argument("--photos-per-bag", type=int, default=8, help="photos of each train bag pretrained on")
     parser.add_argument("--batch", type=int, default=64, help="pretraining batch (images; 2 views each)")
     parser.add_argument("--color-strength", type=float, default=0.25,
