@@ -160,3 +160,12 @@ def test_store_without_labels_cannot_train(tmp_path):
         (root / "train" / name / "sample.json").unlink()
     with pytest.raises(DataError, match="no training sample has a copper_content"):
         tiny_task(tmp_path, f"data.root={root}").build_datasets()
+
+
+def test_config_command_refuses_a_bad_assayed_count_without_building_the_task(capsys):
+    """The data checks live in the config, so `scrapvision config` (which builds no task) refuses them too."""
+    from scrapvision.cli import main
+
+    assert main(["config", "--task", "canet", "--set", "data.assayed=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.assayed=-1" in err[0], err

@@ -85,17 +85,7 @@ class CanetTask(Task):
 
     def __init__(self, cfg: CanetConfig) -> None:
         super().__init__(cfg)
-        lo, hi = cfg.data.synthetic_content_range
-        if not 0 <= lo <= hi <= 1:
-            raise ConfigError(f"data.synthetic_content_range {cfg.data.synthetic_content_range}: need 0 <= lo <= hi <= 1")
-        if cfg.data.images_per_sample < 1:
-            raise ConfigError("data.images_per_sample must be >= 1")
-        if cfg.data.assayed < 0 or (not cfg.data.root and cfg.data.assayed > cfg.data.synthetic_train):
-            raise ConfigError(f"data.assayed={cfg.data.assayed}: need 0 (every bag) up to data.synthetic_train="
-                              f"{cfg.data.synthetic_train}")
-        if cfg.data.assayed and cfg.data.root:
-            raise ConfigError("data.assayed applies to synthetic data only; on disk a training sample without "
-                              "copper_content in its sample.json is mask-only")
+        # the data section's own checks live in CanetDataConfig.__post_init__; this one spans two sections
         if cfg.model.kind == "direct" and cfg.data.eval_images_per_sample not in (0, cfg.data.images_per_sample):
             raise ConfigError("model.kind=direct takes a fixed N: data.eval_images_per_sample must be 0 or "
                               "equal to data.images_per_sample")

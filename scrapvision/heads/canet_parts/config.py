@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...config import OptimConfig, TrainConfig
+from ...errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,19 @@ class CanetDataConfig:
     synthetic_impurity_types: int = 9  # I of the generator (1..9): brass, aluminium, iron, plastic, rubber, glass, ...
     synthetic_content_range: tuple[float, float] = (0.60, 0.99)  # copper mass fraction, drawn uniformly
     synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:  # here, not in the task: `scrapvision config` checks them too
+        lo, hi = self.synthetic_content_range
+        if not 0 <= lo <= hi <= 1:
+            raise ConfigError(f"data.synthetic_content_range {self.synthetic_content_range}: need 0 <= lo <= hi <= 1")
+        if self.images_per_sample < 1:
+            raise ConfigError("data.images_per_sample must be >= 1")
+        if self.assayed < 0 or (not self.root and self.assayed > self.synthetic_train):
+            raise ConfigError(f"data.assayed={self.assayed}: need 0 (every bag) up to data.synthetic_train="
+                              f"{self.synthetic_train}")
+        if self.assayed and self.root:
+            raise ConfigError("data.assayed applies to synthetic data only; on disk a training sample without "
+                              "copper_content in its sample.json is mask-only")
 
 
 @dataclass(frozen=True)
