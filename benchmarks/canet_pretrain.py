@@ -21,7 +21,6 @@ import argparse
 import fcntl
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -60,15 +59,17 @@ def pretrain_overrides(args: argparse.Namespace, recipe: CanetConfig) -> list[st
             f"train.batch_size={args.batch}", "train.seed=0", "train.device=cpu"]
 
 
-def write_photos(size: dict, per_bag: int, folder: Path) -> int:
-    """The first ``per_bag`` photos of every synthetic train bag as PNG files (what a plant's camera keeps)."""
-    task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", base_overrides(size, folder)))
+def write_photos(size: dict, per_bag: int, folder: Path) -> None:
+    """The first ``per_bag`` photos of every synthetic train bag as PNG files (what a plant's camera keeps).
+    Only those are rendered: a bag's stirs are drawn in turn, so its first photos are the same whatever the
+    number of stirs CANet later renders."""
+    overrides = [*base_overrides(size, folder), f"data.synthetic_stirs={per_bag}"]
+    task = CanetTask(load_config(CanetConfig, REPO / "tasks" / "canet.yaml", overrides))
     split = render_split(task._spec(), task.cfg.data.synthetic_seed, "train", size["train"], task.cfg.model.img_size)
     folder.mkdir(parents=True, exist_ok=True)
     for b, images in enumerate(split.images):
-        for j, image in enumerate(images[:per_bag]):
+        for j, image in enumerate(images):
             cv2.imwrite(str(folder / f"bag{b:04d}_stir{j:02d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return len(split.images) * min(per_bag, len(split.images[0]))
 
 
 def pretrain(args: argparse.Namespace, size: dict, recipe: CanetConfig) -> dict:
@@ -225,5 +226,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()
