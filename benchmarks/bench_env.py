@@ -3,11 +3,15 @@ its section into a results markdown, in one place."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import platform
 import re
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,19 @@ def now() -> str:
 
 
 @torch.no_grad()
+def locked_json_update(path: Path, change: Callable[[Any], None], empty: Callable[[], Any]) -> Any:
+    """Read the JSON results ``path`` (``empty()`` when it does not exist), apply ``change`` to it in place and
+    write it back, all under a file lock named after the file: processes of one benchmark run side by side
+    (other seeds, folds or arms) never drop each other's results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = json.loads(path.read_text()) if path.exists() else empty()
+        change(payload)
+        path.write_text(json.dumps(payload, indent=1))
+    return payload
+
+
 def forward_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
     """Images per second of ``model(x)`` in eval mode at the current thread setting, after ``warmup`` passes
     (the first pass allocates and is slower)."""

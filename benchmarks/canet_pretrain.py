@@ -18,7 +18,6 @@ every run.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import subprocess
@@ -35,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_env import machine, write_section  # noqa: E402
+from bench_env import locked_json_update, machine, write_section  # noqa: E402
 from canet_report import HEADER, MARKDOWN  # noqa: E402
 from canet_synthetic import FULL, QUICK, RESULTS, base_overrides, mask_only_overrides, train_and_score  # noqa: E402
 
@@ -163,13 +162,8 @@ def markdown(report: dict) -> str:
 
 
 def update(path: Path, change: Callable[[dict], None], quick: bool) -> dict:
-    """Read, change and write the results under a file lock, then the section: processes side by side (other
-    seeds, the other arm) never drop each other's rows."""
-    with open(Path(tempfile.gettempdir()) / f"{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        report = json.loads(path.read_text()) if path.exists() else {"rows": {}, "runs": []}
-        change(report)
-        path.write_text(json.dumps(report, indent=1))
+    """Change the results under a file lock, then write the section."""
+    report = locked_json_update(path, change, lambda: {"rows": {}, "runs": []})
     write_section(MARKDOWN, "canet_pretrain", markdown(report), quick=quick, header=HEADER)
     return report
 

@@ -85,7 +85,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_transfer.py --pretrain-epochs 180 --seeds 0,1,2,3 --variants baseline,clfsef "
         "--arms pretrained --test-time hflip@128 --tag rerun-2026-12-02",
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants baseline,clfsef --arms pretrained "
-          f"--test-time hflip@128 --tag rerun-2026-12-02 --seeds {seeds}" for seeds in ("0,1", "2,3"))]),
+          f"--test-time hflip@128 --tag rerun-2026-12-02 --seeds {seeds}" for seeds in ("0,1", "2,3")),
+        # the linear probe on the frozen 540-step backbones (tasks/scrap_cls-probe.yaml's recipe), one seed a process
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seed} "
+          "--image-size 224 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0" for seed in range(4))]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
         "--finetune baseline:180::0 baseline:60::0 baseline:180@120::0 baseline:180@60::0",
@@ -105,7 +109,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         # SimCLR's colour-distortion strength 0.5 (data.color_strength) against the 180 rows above
         "benchmarks/pretrain_probe.py --finetune " + " ".join(
             f"{v}:180/data.color_strength=0.5::{s}" for v in ("baseline", "clfsef") for s in range(3))
-        + " --test-time none@112,hflip@128"]),
+        + " --test-time none@112,hflip@128",
+        # scrap_cls model.variant=probe (frozen backbone, stages 2-4 pooled at 224 px, one linear layer)
+        "benchmarks/pretrain_probe.py --finetune probe:180:data.image_size=224,data.augment=none:0 "
+        "probe:180:data.image_size=224,data.augment=light:0"]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

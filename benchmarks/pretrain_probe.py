@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import machine, now  # noqa: E402
+from benchmarks.bench_env import locked_json_update, machine, now  # noqa: E402
 from benchmarks.pretrain_transfer import pretrain_fold  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
@@ -224,12 +224,16 @@ def main() -> None:
             parse_setting(setting)
         tuned = finetune(args.finetune, args.data, args.work, settings)
         same = {(r["backbone"], r["size"], r["features"]) for r in linear}
-        payload["linear"] = [r for r in payload["linear"] if (r["backbone"], r["size"], r["features"]) not in same] + linear
-        payload["finetune"] = [r for r in payload["finetune"] if r["spec"] not in set(args.finetune)] + tuned
-        payload["runs"].append({"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]),
-            "date": started,
-            "wall_s": round(time.perf_counter() - start, 1), "machine": where})
-        JSON.write_text(json.dumps(payload, indent=1))
+        run = {"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]), "date": started,
+               "wall_s": round(time.perf_counter() - start, 1), "machine": where}
+
+        def merge(payload: dict) -> None:  # under the lock: probes side by side keep each other's rows
+            payload["linear"] = [r for r in payload["linear"]
+                                 if (r["backbone"], r["size"], r["features"]) not in same] + linear
+            payload["finetune"] = [r for r in payload["finetune"] if r["spec"] not in set(args.finetune)] + tuned
+            payload["runs"].append(run)
+
+        payload = locked_json_update(JSON, merge, lambda: {"runs": [], "linear": [], "finetune": []})
     MD.write_text(markdown(payload))
     print(MD.read_text())
 

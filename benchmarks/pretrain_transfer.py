@@ -25,7 +25,6 @@ a seed is summarised once all its folds are in.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_env import machine, now  # noqa: E402
+from benchmarks.bench_env import locked_json_update, machine, now  # noqa: E402
 from benchmarks.scrap_cls_ablation import recipe, shared_recipe  # noqa: E402
 from benchmarks.scrap_cls_common import RESULTS  # noqa: E402
 from benchmarks.scrap_cls_cv import paired_gain, parse_setting, run_fold, summary  # noqa: E402
@@ -137,19 +136,20 @@ def load_all() -> list[dict]:
 
 
 def update(recipe_now: dict, change: Callable[[dict], None]) -> list[dict]:
-    """Read, change (the record of ``recipe_now``) and write the results under a file lock: processes side by
-    side never lose a result, and a run of another recipe (say, a longer pretraining) keeps the others."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(Path(tempfile.gettempdir()) / "pretrain_transfer.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        every = load_all()
-        payload = next((p for p in every if p["recipe"] == recipe_now), None)
+    """Change the record of ``recipe_now`` under a file lock (``locked_json_update``): a run of another recipe
+    (say, a longer pretraining) keeps the others."""
+
+    def change_recipe(data: dict) -> None:
+        if "recipes" not in data:  # before 2026-12-01 the file held one recipe
+            data.clear()
+            data["recipes"] = load_all()
+        payload = next((p for p in data["recipes"] if p["recipe"] == recipe_now), None)
         if payload is None:
             payload = {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
-            every.append(payload)
+            data["recipes"].append(payload)
         change(payload)
-        JSON.write_text(json.dumps({"recipes": every}, indent=1))
-    return every
+
+    return locked_json_update(JSON, change_recipe, lambda: {"recipes": []})["recipes"]
 
 
 def add_fold(payload: dict, entry: dict) -> None:
@@ -270,16 +270,19 @@ def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
     """Commands, recipe, pretraining table, accuracy table and paired gains of one recipe."""
     table, steps = summaries(payload, n_folds), arm_steps(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
-    recipe = payload["recipe"]
+    setup = payload["recipe"]
     tag = f" ({payload['recipe']['tag']})" if payload["recipe"].get("tag") else ""
+    root = next(o.partition("=")[2] for o in setup["finetune"] if o.startswith("data.root="))
+    changed = [o for o in setup["finetune"] if o not in shared_recipe(recipe(False, Path(root), "VARIANT", ""))]
+    tag += f", fine-tuned with `{' '.join(changed)}`" if changed else ""  # e.g. the linear-probe recipe
     lines = [f"### {pretrain_epochs(payload)} epochs of SimCLR pretraining per fold{tag}", "",
              "- Commands: " + "; ".join(f"`{r['command']}` ({r['date']}, wall {r['wall_s'] / 60:.1f} min, "
                                        f"{r['machine']})" for r in payload["runs"]),
-             f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(recipe['finetune'])}`; "
+             f"- Fine-tuning recipe (as benchmarks/scrap_cls_cv.py): `{' '.join(setup['finetune'])}`; "
              "last epoch scored; folds from StratifiedKFold (seed 0), the same for every seed and arm.",
              f"- Pretraining (one per fold, seed 0, labels ignored, only the photos of that fold's training folds"
-             f"{' plus ' + ', '.join(recipe['extra']) if recipe['extra'] else ''}): "
-             f"SimCLR, `{' '.join(recipe['pretrain'])}`.",
+             f"{' plus ' + ', '.join(setup['extra']) if setup['extra'] else ''}): "
+             f"SimCLR, `{' '.join(setup['pretrain'])}`.",
              *(f"- {note}" for note in payload.get("notes", [])), ""]  # e.g. a run stopped part-way
     if pretraining:
         lines += ["| fold | images | steps | wall min (decode + train) | training images/s (2 views each) | "
@@ -345,6 +348,9 @@ def main() -> None:
     parser.add_argument("--snapshots", default="", help="pretraining epochs to fine-tune from as well, e.g. 25,75")
     parser.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra pretrain overrides (part of the pretraining recipe)")
+    parser.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="scrap_cls overrides on top of the fine-tuning recipe (part of it, so recorded as a recipe "
+                        "of its own), e.g. --variants probe --finetune-set data.augment=none")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pretrain-only", action="store_true", help="only pretrain (and cache) the folds")
@@ -369,7 +375,8 @@ def main() -> None:
         parse_setting(setting)  # a typo stops the run now, not after the first fine-tuning
     args.extra = [e for e in args.extra.split(",") if e]
     args.snapshot_list = sorted(int(e) for e in args.snapshots.split(",") if e)
-    recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs)),
+    recipe_now = {"finetune": shared_recipe(recipe(False, args.data, "VARIANT", "", args.image_size, args.epochs))
+                  + args.finetune_set,
                   "pretrain": pretrain_recipe(args), "extra": args.extra, "folds": args.folds,
                   **({"tag": args.tag} if args.tag else {})}
     if args.report:
@@ -389,7 +396,8 @@ def main() -> None:
             for variant in args.variants.split(","):
                 for arm, extra in arms(info, args):
                     with tempfile.TemporaryDirectory(prefix="pretrain_transfer_") as tmp:
-                        result = run_fold(variant, fold, seed, args, Path(tmp), extra, args.test_time)
+                        result = run_fold(variant, fold, seed, args, Path(tmp), [*args.finetune_set, *extra],
+                                          args.test_time)
                     scored = {arm: result["y_pred"]}  # the same trained model, also under each test-time setting
                     scored |= {test_time_arm(arm, s): p for s, p in result.pop("test_time", {}).items()}
                     for name, y_pred in scored.items():

@@ -99,6 +99,23 @@ def test_run_folder_has_backbone_and_loss_plot(pretrained):
         torch.testing.assert_close(last[f"backbone.{key}"], tensor, rtol=0, atol=0)
 
 
+def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrained, tmp_path):
+    """tasks/scrap_cls-probe.yaml from the CLI: the trained checkpoint's backbone is, tensor for tensor (batch-norm
+    statistics too), the pretrained file, and the probe's linear layer learnt."""
+    recipe = Path(__file__).resolve().parents[1] / "tasks" / "scrap_cls-probe.yaml"
+    overrides = [*TASKS.get("scrap_cls").smoke_overrides, f"model.backbone={CNN}", f"model.weights={pretrained[CNN]}",
+                 "train.epochs=2", "data.image_size=48"]
+    run = tmp_path / "probe"
+    assert main(["train", "--task", "scrap_cls", "--config", str(recipe), "--out", str(run), *set_args(overrides)]) == 0
+    state = torch.load(run / "last.pt", weights_only=True)["model"]
+    saved = load_file(str(pretrained[CNN]))
+    for key, tensor in saved.items():
+        torch.testing.assert_close(state[f"backbone.{key}"], tensor, rtol=0, atol=0, msg=key)
+    assert state["head.weight"].shape[1] == state["standardize.running_mean"].numel() == 24 + 32 + 48  # tiny_cnn stages 2-4
+    fresh = build_task("scrap_cls", config=recipe, overrides=overrides).build_model().state_dict()
+    assert not torch.equal(state["head.weight"], fresh["head.weight"])
+
+
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scrapvision: error:"), err

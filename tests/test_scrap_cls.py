@@ -52,19 +52,43 @@ def test_config_rejects_bad_variant_and_policy():
 
 
 # ---------------------------------------------------------------------------- modules
-@pytest.mark.parametrize("variant", ["baseline", "clf", "sef", "clfsef"])
+@pytest.mark.parametrize("variant", ["baseline", "clf", "sef", "clfsef", "probe"])
 def test_classifier_shapes_per_variant(variant):
     model = ScrapClassifier(5, "test_efficientnet", variant, fuse_channels=16, sef_groups=4).eval()
     x = torch.randn(2, 3, 64, 64)
     logits, aux = model(x, return_aux=True)
     assert logits.shape == (2, 5)
-    assert (aux is None) == (variant == "baseline")
+    assert (aux is None) == (variant in ("baseline", "probe"))
     if aux is not None:
         assert aux.shape == (2, 5)
     assert torch.equal(model(x), logits)
     has_sef = any(isinstance(m, SemanticEnhance) for m in model.modules())
     has_clf = any(isinstance(m, CrossLayerFusion) for m in model.modules())
     assert (has_sef, has_clf) == (variant in ("sef", "clfsef"), variant in ("clf", "clfsef"))
+
+
+def test_probe_learns_only_its_linear_layer_on_every_stage():
+    """variant=probe: the backbone (weights and batch-norm statistics) stays as loaded through training steps,
+    the classifier sees the pooled features of every stage, and only the linear layer and the standardiser's
+    running statistics change."""
+    torch.manual_seed(0)
+    model = ScrapClassifier(3, "test_efficientnet", "probe", stages=(2, 3, 4))
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = model.head.weight.detach().clone()
+    from scrapvision.backbones import backbone_channels
+    assert model.head.in_features == sum(backbone_channels(model.backbone))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    assert not model.backbone.training and model.standardize.training
+    for _ in range(3):
+        loss, _ = clfsef_loss(*model(torch.rand(4, 3, 64, 64), return_aux=True), torch.tensor([0, 1, 2, 0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before), "the probe moved its backbone"
+    assert not torch.equal(head_before, model.head.weight)
+    assert int(model.standardize.num_batches_tracked) == 3
 
 
 def test_cross_layer_fusion_resizes_to_the_target_stage():

@@ -7,6 +7,12 @@ position by its similarity to the group's global descriptor (spatial group-wise 
 learned 1x1 projection in front decides which channels share a group, i.e. groups semantically related
 channels. The variants reproduce the paper's ablation: ``baseline`` (pooled last stage -> linear),
 ``clf``, ``sef`` (SEF on the last stage), ``clfsef``.
+
+``probe`` is not in the paper: a linear probe on a frozen (self-supervised) backbone. Every stage in
+``stages`` is average-pooled, the pooled vectors are concatenated and standardised by a BatchNorm without
+affine parameters (MAE's linear-probe recipe), and one linear layer classifies them. Only that layer learns;
+the backbone stays in eval mode, so its batch-norm statistics stay the pretrained ones. With a few hundred
+labelled photos this keeps what pretraining learnt instead of overwriting it with 100-odd noisy steps.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from torch.nn import functional as F
 from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..errors import ScrapvisionError
 
-VARIANTS = ("baseline", "clf", "sef", "clfsef")
+VARIANTS = ("baseline", "clf", "sef", "clfsef", "probe")
 
 
 def conv_bn_act(cin: int, cout: int, kernel: int = 1) -> nn.Sequential:
@@ -109,12 +115,28 @@ class ScrapClassifier(nn.Module):
         if variant in ("sef", "clfsef"):
             self.enhance = SemanticEnhance(fuse_channels, sef_groups)
         self.dropout = nn.Dropout(dropout)
+        self.standardize: nn.Module | None = None
+        if variant == "probe":
+            self.backbone.requires_grad_(False)
+            self.standardize = nn.BatchNorm1d(sum(channels), affine=False)
+            deep = sum(channels)
         branch = fuse_channels if self.fusion is not None else 0
         self.head = nn.Linear(deep + branch, num_classes)
         self.aux_head = nn.Linear(branch, num_classes) if branch else None
 
+    def train(self, mode: bool = True) -> ScrapClassifier:
+        """As nn.Module.train, except that a probe's frozen backbone always runs in eval mode."""
+        super().train(mode)
+        if self.standardize is not None:
+            self.backbone.eval()
+        return self
+
     def forward(self, x: torch.Tensor, return_aux: bool = False):
         features = self.backbone(x)
+        if self.standardize is not None:  # probe: every stage pooled, standardised, one linear layer
+            pooled_all = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+            logits = self.head(self.dropout(self.standardize(pooled_all)))
+            return (logits, None) if return_aux else logits
         pooled = [features[-1].mean(dim=(2, 3))]
         aux = None
         if self.fusion is not None:

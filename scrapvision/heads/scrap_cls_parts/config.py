@@ -14,7 +14,8 @@ from ...errors import ConfigError
 class ScrapClsModelConfig:
     backbone: str = "tinynet_e"  # timm EfficientNet family; the paper uses efficientnet_b5
     weights: str = ""  # local .safetensors / state-dict file for the backbone; "" = from scratch
-    variant: Literal["baseline", "clf", "sef", "clfsef"] = "clfsef"
+    # probe: frozen backbone, pooled `stages` -> standardised -> linear (for a pretrained model.weights)
+    variant: Literal["baseline", "clf", "sef", "clfsef", "probe"] = "clfsef"
     stages: tuple[int, ...] = (2, 3, 4)  # backbone stages (strides 8, 16, 32) fused by CLF; last = deep
     fuse_channels: int = 96  # width of the fused (CLF) / enhanced (SEF) features
     sef_groups: int = 8  # SEF channel groups (fuse_channels must divide by it)
