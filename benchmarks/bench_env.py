@@ -33,7 +33,6 @@ def now() -> str:
     return subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
 
 
-@torch.no_grad()
 def locked_json_update(path: Path, change: Callable[[Any], None], empty: Callable[[], Any]) -> Any:
     """Read the JSON results ``path`` (``empty()`` when it does not exist), apply ``change`` to it in place and
     write it back, all under a file lock named after the file: processes of one benchmark run side by side
@@ -47,6 +46,7 @@ def locked_json_update(path: Path, change: Callable[[Any], None], empty: Callabl
     return payload
 
 
+@torch.no_grad()
 def forward_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
     """Images per second of ``model(x)`` in eval mode at the current thread setting, after ``warmup`` passes
     (the first pass allocates and is slower)."""

@@ -141,8 +141,9 @@ def update(recipe_now: dict, change: Callable[[dict], None]) -> list[dict]:
 
     def change_recipe(data: dict) -> None:
         if "recipes" not in data:  # before 2026-12-01 the file held one recipe
+            legacy = dict(data)
             data.clear()
-            data["recipes"] = load_all()
+            data["recipes"] = [legacy]
         payload = next((p for p in data["recipes"] if p["recipe"] == recipe_now), None)
         if payload is None:
             payload = {"recipe": recipe_now, "runs": [], "pretraining": {}, "folds": []}
@@ -271,7 +272,7 @@ def recipe_markdown(payload: dict, n_folds: int, rate: float) -> list[str]:
     table, steps = summaries(payload, n_folds), arm_steps(payload)
     pretraining = [payload["pretraining"][k] for k in sorted(payload["pretraining"])]
     setup = payload["recipe"]
-    tag = f" ({payload['recipe']['tag']})" if payload["recipe"].get("tag") else ""
+    tag = f" ({setup['tag']})" if setup.get("tag") else ""
     root = next(o.partition("=")[2] for o in setup["finetune"] if o.startswith("data.root="))
     changed = [o for o in setup["finetune"] if o not in shared_recipe(recipe(False, Path(root), "VARIANT", ""))]
     tag += f", fine-tuned with `{' '.join(changed)}`" if changed else ""  # e.g. the linear-probe recipe

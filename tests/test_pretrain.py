@@ -17,6 +17,7 @@ from scrapvision import TASKS
 from scrapvision.api import build_task, train
 from scrapvision.cli import main
 from scrapvision.heads import load_all
+from scrapvision.trainer import seed_everything
 
 load_all()
 SMOKE = list(TASKS.get("pretrain").smoke_overrides)
@@ -112,8 +113,10 @@ def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrai
     for key, tensor in saved.items():
         torch.testing.assert_close(state[f"backbone.{key}"], tensor, rtol=0, atol=0, msg=key)
     assert state["head.weight"].shape[1] == state["standardize.running_mean"].numel() == 24 + 32 + 48  # tiny_cnn stages 2-4
-    fresh = build_task("scrap_cls", config=recipe, overrides=overrides).build_model().state_dict()
-    assert not torch.equal(state["head.weight"], fresh["head.weight"])
+    task = build_task("scrap_cls", config=recipe, overrides=overrides)
+    seed_everything(task.cfg.train.seed)  # as the Trainer does before build_model: the head as it started
+    fresh = task.build_model().state_dict()
+    assert not torch.equal(state["head.weight"], fresh["head.weight"]), "the probe's linear layer did not learn"
 
 
 def one_line_error(capsys) -> str:
