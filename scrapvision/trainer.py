@@ -390,11 +390,13 @@ class Trainer:
         improved = value is not None and (value > run.best if mode == "max" else value < run.best)
         if improved:
             run.best = float(value)
+        # logged before the checkpoint: a kill in between makes --resume redo the epoch, whose new record replaces
+        # this one in metrics.csv; logged after it, such a kill lost the epoch's row for good
+        self.log.append(record)
         self._save(run, epoch)
         unmonitored = value is None and run.val_loader is None  # no validation at all: best.pt is the latest
         if improved or unmonitored or not (self.run_dir / "best.pt").exists():
             atomic_copy(self.run_dir / "last.pt", self.run_dir / "best.pt")
-        self.log.append(record)
         self.log.write_csv()
         self.logger.log_epoch(record)
         self.task.after_checkpoint(run.eval_model, self.run_dir, final=epoch + 1 == self.tcfg.epochs)

@@ -86,6 +86,26 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
     assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_crash_right_after_a_checkpoint_keeps_that_epochs_metrics_row(tmp_path, monkeypatch):
+    """The window the random kill above hits now and then: last.pt of epoch 2 is written, then the process dies.
+    The resumed run starts at epoch 3, so epoch 2's row must already be in metrics.jsonl."""
+    save = trainer_module.Trainer._save
+
+    def save_then_die(self, run, epoch):
+        save(self, run, epoch)
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt("killed after the checkpoint")
+
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train("toy", overrides=TOY, run_dir=tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(trainer_module.Trainer, "_save", save)
+    train("toy", overrides=TOY, resume=tmp_path / "run")
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
 def test_kill_during_checkpoint_save_never_exposes_a_half_written_file(tmp_path):
     target = tmp_path / "last.pt"
     for attempt in range(2):
