@@ -13,6 +13,8 @@ channels. The variants reproduce the paper's ablation: ``baseline`` (pooled last
 affine parameters (MAE's linear-probe recipe), and one linear layer classifies them. Only that layer learns;
 the backbone stays in eval mode, so its batch-norm statistics stay the pretrained ones. With a few hundred
 labelled photos this keeps what pretraining learnt instead of overwriting it with 100-odd noisy steps.
+Being frozen, the backbone's pooled output is memoised per photo (:mod:`.feature_cache`), so on a CPU the
+epochs after the first cost about as much as the linear layer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.nn import functional as F
 
 from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..errors import ScrapvisionError
+from .feature_cache import FrozenFeatureCache
 
 VARIANTS = ("baseline", "clf", "sef", "clfsef", "probe")
 
@@ -116,8 +119,10 @@ class ScrapClassifier(nn.Module):
             self.enhance = SemanticEnhance(fuse_channels, sef_groups)
         self.dropout = nn.Dropout(dropout)
         self.standardize: nn.Module | None = None
+        self.feature_cache: FrozenFeatureCache | None = None
         if variant == "probe":
             self.backbone.requires_grad_(False)
+            self.feature_cache = FrozenFeatureCache()
             self.standardize = nn.BatchNorm1d(sum(channels), affine=False)
             deep = sum(channels)
         branch = fuse_channels if self.fusion is not None else 0
@@ -131,12 +136,16 @@ class ScrapClassifier(nn.Module):
             self.backbone.eval()
         return self
 
+    def pooled_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """Every stage average-pooled and concatenated: [B, sum(channels)], what a probe classifies."""
+        return torch.cat([f.mean(dim=(2, 3)) for f in self.backbone(x)], dim=1)
+
     def forward(self, x: torch.Tensor, return_aux: bool = False):
-        features = self.backbone(x)
         if self.standardize is not None:  # probe: every stage pooled, standardised, one linear layer
-            pooled_all = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+            pooled_all = self.feature_cache(self.backbone, self.pooled_stages, x)
             logits = self.head(self.dropout(self.standardize(pooled_all)))
             return (logits, None) if return_aux else logits
+        features = self.backbone(x)
         pooled = [features[-1].mean(dim=(2, 3))]
         aux = None
         if self.fusion is not None:
