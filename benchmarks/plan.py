@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import re
 
+
+def probe_spec(size: int, seed: int) -> str:
+    """pretrain_probe's spec of the linear-probe recipe (tasks/scrap_cls-probe.yaml) at one input size."""
+    return (f"probe:180:data.image_size={size},data.augment=none,optim.lr=0.03,model.dropout=0,loss.entropy_weight=0,"
+            f"train.epochs=60:{seed}")
+
+
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
 PLAN: list[tuple[str, list[str], list[str]]] = [
@@ -89,6 +96,18 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         # the linear probe on the frozen 540-step backbones (tasks/scrap_cls-probe.yaml's recipe), one seed a process
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seed} "
           "--image-size 224 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0" for seed in range(4)),
+        # the same seeds 0-1 again with the probe's feature cache (identical predictions, a tenth of the wall time)
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seed} "
+          "--image-size 224 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0 --tag feature-cache" for seed in range(2)),
+        # the probe at 352 px, the input size the validation photos of all three folds chose (pretrain_probe --fold)
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seeds} "
+          "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0" for seeds in ("0,1", "2,3")),
+        # ... and on random frozen backbones (the arm scratch): what the probe owes to pretraining
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms scratch --seeds {seed} "
+          "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
           "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0" for seed in range(2))]),
     ("pretrain_probe.md", [], [
         "benchmarks/pretrain_probe.py --backbones random,20@5,20,60,180@60,180@120,180 --linear 112,160,224 "
@@ -112,7 +131,18 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         + " --test-time none@112,hflip@128",
         # scrap_cls model.variant=probe (frozen backbone, stages 2-4 pooled at 224 px, one linear layer)
         "benchmarks/pretrain_probe.py --finetune probe:180:data.image_size=224,data.augment=none:0 "
-        "probe:180:data.image_size=224,data.augment=light:0"]),
+        "probe:180:data.image_size=224,data.augment=light:0",
+        # the probe recipe (tasks/scrap_cls-probe.yaml) on the colour-strength 1 and 0.5 backbones, flips at test time
+        *("benchmarks/pretrain_probe.py --finetune " + " ".join(
+            f"probe:{backbone}:data.image_size=224,data.augment=none,optim.lr=0.03,model.dropout=0,"
+            f"loss.entropy_weight=0,train.epochs=60:{s}" for s in range(3)) + " --test-time none@224,hflip@224"
+          for backbone in ("180", "180/data.color_strength=0.5")),
+        # the probe's input size on the validation photos of every fold (--fold K: fold K's pretraining and photos)
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune " + " ".join(
+            probe_spec(size, seed) for size in sizes for seed in seeds)
+          for fold, sizes, seeds in [(1, (224, 288, 160), (0, 1)), (2, (224, 288, 160), (0, 1)),
+                                     (0, (288, 160, 352), (0, 1)), (1, (352,), (0, 1)), (2, (352,), (0, 1)),
+                                     (0, (448,), (0, 1)), (1, (448,), (0, 1)), (2, (448,), (0,)), (2, (448,), (1,))])]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

@@ -1,8 +1,9 @@
-"""Where the pretraining gain on the scrap photos is lost: probes on fold 0 of pretrain_transfer's CV, scored on
-the validation split carved from its training folds (20 %, stratified, seed 0), never on the test fold.
+"""Where the pretraining gain on the scrap photos is lost: probes on one fold of pretrain_transfer's CV (``--fold``,
+default 0), scored on the validation split carved from its training folds (20 %, stratified, seed 0), never on
+the test fold.
 
-Backbones come from benchmarks/pretrain_transfer.py's fold-0 pretraining (same recipe and cache, so a missing one
-is pretrained again), named ``E`` (the full run of E pretraining epochs) or ``E@S`` (its snapshot after S epochs;
+Backbones come from benchmarks/pretrain_transfer.py's pretraining of that fold (same recipe and cache, so a missing
+one is pretrained again), named ``E`` (the full run of E pretraining epochs) or ``E@S`` (its snapshot after S epochs;
 S must be among the snapshots that run kept), or ``random`` (seed-0 initialisation, no pretraining).
 
 - ``--linear SIZES``: frozen pooled features (last stage, or stages 2-4 concatenated) at each input size;
@@ -14,6 +15,7 @@ S must be among the snapshots that run kept), or ``random`` (seed-0 initialisati
     python benchmarks/pretrain_probe.py --finetune baseline:60::0 baseline:random::0
     python benchmarks/pretrain_probe.py --finetune clfsef:180::0 --test-time none@112,hflip@112,hflip@128
     python benchmarks/pretrain_probe.py --finetune baseline:180/data.color_strength=0.5::0   # another pretraining
+    python benchmarks/pretrain_probe.py --finetune probe:180::0 --fold 1   # fold 1's validation photos
     python benchmarks/pretrain_probe.py --report
 """
 
@@ -41,20 +43,19 @@ from benchmarks.scrap_cls_cv import parse_setting, predictions_at  # noqa: E402
 from scrapvision.data.classification import Record, find_records, split_indices  # noqa: E402
 
 JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
-FOLD = 0
 
 
-def inner_split(data: Path) -> tuple[list[Record], list[Record], list[Record]]:
+def inner_split(data: Path, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
     """(training photos of the outer fold, its inner train, its inner validation): scrap_cls's own splits."""
     records = find_records(data)
-    outer, _ = split_indices([r.label for r in records], seed=0, folds=3, fold=FOLD)
+    outer, _ = split_indices([r.label for r in records], seed=0, folds=3, fold=fold)
     photos = [records[i] for i in outer]
     train, val = split_indices([r.label for r in photos], 0.2, 0)
     return photos, [photos[i] for i in train], [photos[i] for i in val]
 
 
-def backbone_file(name: str, data: Path, work: Path) -> str | None:
-    """The weights file of ``random`` / ``E`` / ``E@S`` (pretrained on fold 0's training photos, cached); a suffix
+def backbone_file(name: str, data: Path, work: Path, fold: int) -> str | None:
+    """The weights file of ``random`` / ``E`` / ``E@S`` (pretrained on the fold's training photos, cached); a suffix
     ``/KEY=VALUE`` (repeatable) adds a pretraining override, e.g. ``180/data.color_strength=0.5``."""
     if name == "random":
         return None
@@ -62,7 +63,7 @@ def backbone_file(name: str, data: Path, work: Path) -> str | None:
     epochs, _, snap = name.partition("@")
     args = argparse.Namespace(data=data, extra=[], folds=3, crop=112, batch=64, pretrain_epochs=int(epochs),
                               pretrain_set=pretrain_set, work=work, snapshot_list=[int(snap)] if snap else [])
-    info = pretrain_fold(FOLD, args)
+    info = pretrain_fold(fold, args)
     if not snap:
         return info["backbone"]
     if snap not in info["snapshots"]:
@@ -70,7 +71,7 @@ def backbone_file(name: str, data: Path, work: Path) -> str | None:
     return info["snapshots"][snap]["file"]
 
 
-def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> list[dict]:
+def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path, fold: int) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
@@ -78,7 +79,7 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> 
     from scrapvision.backbones import create_backbone
     from scrapvision.data.classification import build_transform, load_images, to_tensor
 
-    photos, train, val = inner_split(data)
+    photos, train, val = inner_split(data, fold)
     classes = sorted({r.label for r in photos})
 
     def decode(records: list[Record]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -98,7 +99,7 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> 
 
     rows = []
     for name in names:
-        weights = backbone_file(name, data, work)
+        weights = backbone_file(name, data, work, fold)
         for size in sizes:
             torch.manual_seed(0)
             backbone = create_backbone("tinynet_e", weights=weights, out_indices=(2, 3, 4)).eval()
@@ -110,27 +111,27 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path) -> 
                 a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
                 scores |= {f"kNN k={k}": KNeighborsClassifier(k, metric="cosine").fit(a, y_train).score(b, y_val)
                            for k in (1, 5)}
-                rows.append({"backbone": name, "size": size, "features": kind,
+                rows.append({"backbone": name, "size": size, "features": kind, **({"fold": fold} if fold else {}),
                              **{k: round(100 * v, 1) for k, v in scores.items()}})
                 print(rows[-1], flush=True)
     return rows
 
 
-def finetune(specs: list[str], data: Path, work: Path, test_time: list[str]) -> list[dict]:
+def finetune(specs: list[str], data: Path, work: Path, test_time: list[str], fold: int) -> list[dict]:
     """Each spec trained on the inner train split; val top-1 of the last epoch, the best and the last five, and
     of the last epoch's model under each ``test_time`` setting (TTA@SIZE)."""
     from scrapvision.config import load_config
     from scrapvision.heads.scrap_cls import ScrapClsConfig, ScrapClsTask
     from scrapvision.trainer import Trainer
 
-    photos, _, _ = inner_split(data)
+    photos, _, _ = inner_split(data, fold)
     rows = []
     with tempfile.TemporaryDirectory(prefix="pretrain_probe_") as tmp:
-        labels = Path(tmp) / "fold0_train.csv"  # absolute data.csv: scrap_cls reads it with paths under data.root
+        labels = Path(tmp) / f"fold{fold}_train.csv"  # absolute data.csv: scrap_cls reads it with paths under data.root
         labels.write_text("image,class\n" + "".join(f"\"{r.path.relative_to(data)}\",{r.label}\n" for r in photos))
         for spec in specs:
             variant, name, extra, seed = spec.split(":")
-            weights = backbone_file(name, data, work)
+            weights = backbone_file(name, data, work, fold)
             overrides = recipe(False, data, variant, tmp, 112, 20, int(seed)) + [f"data.csv={labels}", "train.log_every=1000"]
             overrides += [e for e in extra.split(",") if e] + ([f"model.weights={weights}"] if weights else [])
             start = time.perf_counter()
@@ -142,7 +143,7 @@ def finetune(specs: list[str], data: Path, work: Path, test_time: list[str]) -> 
             state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
             at = {s: round(100 * float(np.mean(p == t)), 1)
                   for s, (t, p) in predictions_at(overrides, state, test_time).items()}
-            rows.append({"spec": spec, "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
+            rows.append({"spec": spec, **({"fold": fold} if fold else {}), "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
                          "mean_last5": round(100 * float(np.mean(acc[-5:])), 1), "seconds": seconds,
                          **({"test_time": at} if at else {})})
             print(rows[-1], flush=True)
@@ -152,7 +153,9 @@ def finetune(specs: list[str], data: Path, work: Path, test_time: list[str]) -> 
 def markdown(payload: dict) -> str:
     lines = ["## Probes: where the pretraining gain is lost (fold 0, validation split of its training folds)", "",
              "Scored on the 44 validation photos carved (20 %, stratified) from fold 0's 222 training photos, never on "
-             "the test fold: one photo = 2.3 points. Backbones: `E` = the fold-0 pretraining of pretrain_transfer.py "
+             "the test fold: one photo = 2.3 points; a backbone named `(fold K)` is scored the same way on fold K "
+             "(`--fold K`: its pretraining and its own 44 validation photos). Backbones: `E` = the fold's pretraining "
+             "of pretrain_transfer.py "
              "with E SimCLR epochs (3 steps of batch 64 each), `E@S` = its snapshot after S epochs (S/E of its cosine "
              "schedule), `E/KEY=VALUE` = that pretraining with an override (e.g. a weaker colour jitter), `random` = no "
              "pretraining.", "",
@@ -163,8 +166,8 @@ def markdown(payload: dict) -> str:
         keys = [k for k in payload["linear"][0] if k not in ("backbone", "size", "features")]
         lines += ["Frozen features, validation top-1 %:", "", "| backbone | px | features | " + " | ".join(keys) + " |",
                   "|---|---|---|" + "---|" * len(keys)]
-        lines += [f"| {r['backbone']} | {r['size']} | {r['features']} | " + " | ".join(f"{r[k]:.1f}" for k in keys) + " |"
-                  for r in payload["linear"]]
+        lines += [f"| {r['backbone']}{on_fold(r)} | {r['size']} | {r['features']} | "
+                  + " | ".join(f"{r[k]:.1f}" for k in keys if k != "fold") + " |" for r in payload["linear"]]
         lines.append("")
     if payload["finetune"]:
         lines += ["scrap_cls fine-tuned (pretrain_transfer's recipe plus the overrides), validation top-1 %:", "",
@@ -172,10 +175,36 @@ def markdown(payload: dict) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for r in payload["finetune"]:
             variant, name, extra, seed = r["spec"].split(":")
-            lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | {r['last']:.1f} | "
-                         f"{r['best']:.1f} | {r['mean_last5']:.1f} | {r['seconds']} |")
+            lines.append(f"| {variant} | {name}{on_fold(r)} | {extra.replace(',', ' ') or '-'} | {seed} | "
+                         f"{r['last']:.1f} | {r['best']:.1f} | {r['mean_last5']:.1f} | {r['seconds']} |")
+        lines += pooled_table(payload["finetune"])
         lines += test_time_table([r for r in payload["finetune"] if r.get("test_time")])
     return "\n".join(lines) + "\n"
+
+
+def on_fold(row: dict) -> str:
+    return f" (fold {row['fold']})" if row.get("fold") else ""
+
+
+def pooled_table(rows: list[dict]) -> list[str]:
+    """Recipes scored on more than one fold's validation photos: the mean last-epoch top-1 over folds and seeds
+    (3 x 44 photos, so one photo is 0.8 points of the pooled mean instead of 2.3)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        variant, name, extra, _ = r["spec"].split(":")
+        groups.setdefault((variant, name, extra), []).append(r)
+    pooled = {k: g for k, g in groups.items() if len({r.get("fold", 0) for r in g}) > 1}
+    if not pooled:
+        return []
+    lines = ["", "Recipes scored on several folds' validation photos, mean last-epoch top-1 % over folds and seeds:", "",
+             "| variant | backbone | overrides | folds | runs | mean | per fold (mean over seeds) |",
+             "|---|---|---|---|---|---|---|"]
+    for (variant, name, extra), group in pooled.items():
+        folds = sorted({r.get("fold", 0) for r in group})
+        per = [np.mean([r["last"] for r in group if r.get("fold", 0) == f]) for f in folds]
+        lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {','.join(map(str, folds))} | "
+                     f"{len(group)} | **{np.mean(per):.1f}** | {' / '.join(f'{p:.1f}' for p in per)} |")
+    return lines
 
 
 def test_time_table(rows: list[dict]) -> list[str]:
@@ -189,10 +218,11 @@ def test_time_table(rows: list[dict]) -> list[str]:
              "|---|---|---|---|" + "---|" * len(settings)]
     for r in rows:
         variant, name, extra, seed = r["spec"].split(":")
-        lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {seed} | "
+        lines.append(f"| {variant} | {name}{on_fold(r)} | {extra.replace(',', ' ') or '-'} | {seed} | "
                      + " | ".join(f"{r['test_time'][s]:.1f}" if s in r["test_time"] else "-" for s in settings) + " |")
-    for backbone in dict.fromkeys(r["spec"].split(":")[1] for r in rows):  # one mean per backbone
-        group = [r for r in rows if r["spec"].split(":")[1] == backbone]
+    named = [(r["spec"].split(":")[1] + on_fold(r), r) for r in rows]
+    for backbone in dict.fromkeys(name for name, _ in named):  # one mean per backbone (and fold)
+        group = [r for name, r in named if name == backbone]
         means = [np.mean([r["test_time"][s] for r in group]) if all(s in r["test_time"] for r in group) else np.nan
                  for s in settings]
         lines.append(f"| mean of {len(group)} | {backbone} | | | "
@@ -210,6 +240,8 @@ def main() -> None:
     parser.add_argument("--test-time", default="", help="also score each fine-tuned model under these settings "
                         "TTA@SIZE (scrap_cls eval.tta, eval.image_size), comma-separated, e.g. none@112,hflip@128")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
+    parser.add_argument("--fold", type=int, default=0, choices=(0, 1, 2),
+                        help="the CV fold whose pretraining and validation photos are probed")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     payload = json.loads(JSON.read_text()) if JSON.exists() else {"runs": [], "linear": [], "finetune": []}
@@ -218,19 +250,20 @@ def main() -> None:
         start, started, where = time.perf_counter(), now(), machine()
         names = [n for n in args.backbones.split(",") if n]
         sizes = [int(s) for s in args.linear.split(",") if s]
-        linear = linear_probe(names, sizes, args.data, args.work) if names and sizes else []
+        linear = linear_probe(names, sizes, args.data, args.work, args.fold) if names and sizes else []
         settings = [t for t in args.test_time.split(",") if t]
         for setting in settings:
             parse_setting(setting)
-        tuned = finetune(args.finetune, args.data, args.work, settings)
-        same = {(r["backbone"], r["size"], r["features"]) for r in linear}
+        tuned = finetune(args.finetune, args.data, args.work, settings, args.fold)
+        same = {(r["backbone"], r["size"], r["features"], args.fold) for r in linear}
         run = {"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]), "date": started,
                "wall_s": round(time.perf_counter() - start, 1), "machine": where}
 
         def merge(payload: dict) -> None:  # under the lock: probes side by side keep each other's rows
             payload["linear"] = [r for r in payload["linear"]
-                                 if (r["backbone"], r["size"], r["features"]) not in same] + linear
-            payload["finetune"] = [r for r in payload["finetune"] if r["spec"] not in set(args.finetune)] + tuned
+                                 if (r["backbone"], r["size"], r["features"], r.get("fold", 0)) not in same] + linear
+            payload["finetune"] = [r for r in payload["finetune"]
+                                   if (r["spec"], r.get("fold", 0)) not in {(s, args.fold) for s in args.finetune}] + tuned
             payload["runs"].append(run)
 
         payload = locked_json_update(JSON, merge, lambda: {"runs": [], "linear": [], "finetune": []})

@@ -140,3 +140,20 @@ def test_every_benchmark_script_parses_its_arguments_before_it_runs():
         calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
         # parse_args itself, or a shared helper that builds the parser (layout_writer.converter_parser)
         assert any("parse" in call for call in calls), f"{path.name}: runs without parsing its arguments"
+
+
+def test_probe_rows_of_several_folds_are_pooled_per_recipe():
+    """pretrain_probe --fold K: a recipe scored on several folds' validation photos gets one pooled row, the mean
+    of its per-fold means (each over seeds); rows of one fold only are not pooled."""
+    from benchmarks.pretrain_probe import markdown
+
+    spec = "probe:180:data.image_size=288:{}"
+    rows = [{"spec": spec.format(0), "last": 40.0, "best": 40.0, "mean_last5": 40.0, "seconds": 1},
+            {"spec": spec.format(1), "last": 44.0, "best": 44.0, "mean_last5": 44.0, "seconds": 1},
+            {"spec": spec.format(0), "fold": 2, "last": 51.0, "best": 51.0, "mean_last5": 51.0, "seconds": 1},
+            {"spec": "probe:160::0", "last": 30.0, "best": 30.0, "mean_last5": 30.0, "seconds": 1}]
+    text = markdown({"runs": [], "linear": [], "finetune": rows})
+    pooled = [line for line in text.splitlines() if line.startswith("| probe | 180 | data.image_size=288 | 0,2 |")]
+    assert pooled == ["| probe | 180 | data.image_size=288 | 0,2 | 3 | **46.5** | 42.0 / 51.0 |"]
+    assert "| probe | 180 (fold 2) | data.image_size=288 | 0 | 51.0 |" in text
+    assert not any(line.startswith("| probe | 160 | - | 0 |") and "**" in line for line in text.splitlines())
