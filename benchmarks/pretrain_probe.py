@@ -6,8 +6,12 @@ Backbones come from benchmarks/pretrain_transfer.py's pretraining of that fold (
 one is pretrained again), named ``E`` (the full run of E pretraining epochs) or ``E@S`` (its snapshot after S epochs;
 S must be among the snapshots that run kept), or ``random`` (seed-0 initialisation, no pretraining).
 
-- ``--linear SIZES``: frozen pooled features (last stage, or stages 2-4 concatenated) at each input size;
-  logistic regression (standardised, C = 0.01 / 0.1 / 1) and cosine kNN (k = 1 / 5).
+- ``--linear SIZES``: frozen pooled features (``--features``: the last stage, stages 2-4 or 1-4 concatenated,
+  average and maximum pooling side by side, or averaged over the photo and its mirror image) at each input size
+  (``224+352``: both sizes' features side by side); logistic regression (standardised, C = 0.01 / 0.1 / 1) and
+  cosine kNN (k = 1 / 5).
+- ``--tag T``: label the rows (shown as ``180 [T]``), e.g. when the fold's pretraining was run again and is not
+  the backbone the untagged rows saw; rows of other tags are kept.
 - ``--finetune SPEC ...``: scrap_cls fine-tuned on the other 80 %; SPEC = ``variant:backbone:overrides:seed``
   on top of pretrain_transfer's fine-tuning recipe, e.g. ``baseline:180:data.image_size=160:0``.
 
@@ -44,6 +48,11 @@ from scrapvision.data.classification import Record, find_records, split_indices 
 
 JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
 
+#: frozen-feature sets of --linear (indices into tinynet_e's stages 1-4) and how each stage is pooled: ``avg``,
+#: ``max`` (average and maximum side by side) or ``flip`` (the average over the photo and its mirror image)
+FEATURES = {"last stage": ((3,), "avg"), "stages 2-4": ((1, 2, 3), "avg"), "stages 1-4": ((0, 1, 2, 3), "avg"),
+            "stages 2-4 avg+max": ((1, 2, 3), "max"), "stages 2-4 flip-averaged": ((1, 2, 3), "flip")}
+
 
 def inner_split(data: Path, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
     """(training photos of the outer fold, its inner train, its inner validation): scrap_cls's own splits."""
@@ -71,7 +80,8 @@ def backbone_file(name: str, data: Path, work: Path, fold: int) -> str | None:
     return info["snapshots"][snap]["file"]
 
 
-def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path, fold: int) -> list[dict]:
+def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Path, fold: int,
+                 kinds: tuple[str, ...] = ("last stage", "stages 2-4"), tag: str = "") -> list[dict]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
@@ -89,22 +99,37 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path, fol
     (train_images, y_train), (val_images, y_val) = decode(train), decode(val)
 
     @torch.no_grad()
-    def features(backbone: torch.nn.Module, images: list, size: int, stages: tuple[int, ...]) -> np.ndarray:
+    def features(backbone: torch.nn.Module, images: list, size: int, stages: tuple[int, ...], pool: str) -> np.ndarray:
         transform, out = build_transform(size, "none"), []
         for i in range(0, len(images), 32):
             x = torch.stack([to_tensor(transform(image=im)["image"]) for im in images[i:i + 32]])
-            maps = backbone(x)
-            out.append(torch.cat([maps[s].mean(dim=(2, 3)) for s in stages], 1))
+            views = (x, x.flip(3)) if pool == "flip" else (x,)
+            pooled = []
+            for view in views:
+                maps = backbone(view)
+                pooled.append(torch.cat([maps[s].mean(dim=(2, 3)) for s in stages]
+                                        + ([maps[s].amax(dim=(2, 3)) for s in stages] if pool == "max" else []), 1))
+            out.append(torch.stack(pooled).mean(0))
         return torch.cat(out).numpy()
+
+    cache: dict[tuple, np.ndarray] = {}
+
+    def memo(split: str, backbone: torch.nn.Module, images: list, size: int, kind: str) -> np.ndarray:
+        if (split, size, kind) not in cache:
+            cache[split, size, kind] = features(backbone, images, size, *FEATURES[kind])
+        return cache[split, size, kind]
 
     rows = []
     for name in names:
         weights = backbone_file(name, data, work, fold)
+        cache.clear()
+        torch.manual_seed(0)
+        backbone = create_backbone("tinynet_e", weights=weights, out_indices=(1, 2, 3, 4)).eval()
         for size in sizes:
-            torch.manual_seed(0)
-            backbone = create_backbone("tinynet_e", weights=weights, out_indices=(2, 3, 4)).eval()
-            for stages, kind in (((2,), "last stage"), ((0, 1, 2), "stages 2-4")):
-                a, b = features(backbone, train_images, size, stages), features(backbone, val_images, size, stages)
+            for kind in kinds:
+                # "224+352": the features of both sizes side by side (each size computed once per feature set)
+                a, b = (np.concatenate([memo(split, backbone, images, int(px), kind) for px in str(size).split("+")], 1)
+                        for split, images in (("train", train_images), ("val", val_images)))
                 scaler = StandardScaler().fit(a)
                 scores = {f"logreg C={c}": LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(a), y_train)
                           .score(scaler.transform(b), y_val) for c in (0.01, 0.1, 1.0)}
@@ -112,12 +137,12 @@ def linear_probe(names: list[str], sizes: list[int], data: Path, work: Path, fol
                 scores |= {f"kNN k={k}": KNeighborsClassifier(k, metric="cosine").fit(a, y_train).score(b, y_val)
                            for k in (1, 5)}
                 rows.append({"backbone": name, "size": size, "features": kind, **({"fold": fold} if fold else {}),
-                             **{k: round(100 * v, 1) for k, v in scores.items()}})
+                             **({"tag": tag} if tag else {}), **{k: round(100 * v, 1) for k, v in scores.items()}})
                 print(rows[-1], flush=True)
     return rows
 
 
-def finetune(specs: list[str], data: Path, work: Path, test_time: list[str], fold: int) -> list[dict]:
+def finetune(specs: list[str], data: Path, work: Path, test_time: list[str], fold: int, tag: str = "") -> list[dict]:
     """Each spec trained on the inner train split; val top-1 of the last epoch, the best and the last five, and
     of the last epoch's model under each ``test_time`` setting (TTA@SIZE)."""
     from scrapvision.config import load_config
@@ -143,7 +168,7 @@ def finetune(specs: list[str], data: Path, work: Path, test_time: list[str], fol
             state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
             at = {s: round(100 * float(np.mean(p == t)), 1)
                   for s, (t, p) in predictions_at(overrides, state, test_time).items()}
-            rows.append({"spec": spec, **({"fold": fold} if fold else {}), "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
+            rows.append({"spec": spec, **({"fold": fold} if fold else {}), **({"tag": tag} if tag else {}), "last": round(100 * acc[-1], 1), "best": round(100 * max(acc), 1),
                          "mean_last5": round(100 * float(np.mean(acc[-5:])), 1), "seconds": seconds,
                          **({"test_time": at} if at else {})})
             print(rows[-1], flush=True)
@@ -163,11 +188,12 @@ def markdown(payload: dict) -> str:
                                        f"{r['machine']})" for r in payload["runs"]),
              *(f"- {note}" for note in payload.get("notes", [])), ""]
     if payload["linear"]:
-        keys = [k for k in payload["linear"][0] if k not in ("backbone", "size", "features")]
+        keys = [k for k in payload["linear"][0] if k.startswith(("logreg", "kNN"))]
         lines += ["Frozen features, validation top-1 %:", "", "| backbone | px | features | " + " | ".join(keys) + " |",
                   "|---|---|---|" + "---|" * len(keys)]
         lines += [f"| {r['backbone']}{on_fold(r)} | {r['size']} | {r['features']} | "
-                  + " | ".join(f"{r[k]:.1f}" for k in keys if k != "fold") + " |" for r in payload["linear"]]
+                  + " | ".join(f"{r[k]:.1f}" for k in keys) + " |" for r in payload["linear"]]
+        lines += pooled_linear_table(payload["linear"], keys)
         lines.append("")
     if payload["finetune"]:
         lines += ["scrap_cls fine-tuned (pretrain_transfer's recipe plus the overrides), validation top-1 %:", "",
@@ -183,7 +209,7 @@ def markdown(payload: dict) -> str:
 
 
 def on_fold(row: dict) -> str:
-    return f" (fold {row['fold']})" if row.get("fold") else ""
+    return (f" (fold {row['fold']})" if row.get("fold") else "") + (f" [{row['tag']}]" if row.get("tag") else "")
 
 
 def pooled_table(rows: list[dict]) -> list[str]:
@@ -192,7 +218,7 @@ def pooled_table(rows: list[dict]) -> list[str]:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         variant, name, extra, _ = r["spec"].split(":")
-        groups.setdefault((variant, name, extra), []).append(r)
+        groups.setdefault((variant, name + (f" [{r['tag']}]" if r.get("tag") else ""), extra), []).append(r)
     pooled = {k: g for k, g in groups.items() if len({r.get("fold", 0) for r in g}) > 1}
     if not pooled:
         return []
@@ -204,6 +230,24 @@ def pooled_table(rows: list[dict]) -> list[str]:
         per = [np.mean([r["last"] for r in group if r.get("fold", 0) == f]) for f in folds]
         lines.append(f"| {variant} | {name} | {extra.replace(',', ' ') or '-'} | {','.join(map(str, folds))} | "
                      f"{len(group)} | **{np.mean(per):.1f}** | {' / '.join(f'{p:.1f}' for p in per)} |")
+    return lines
+
+
+def pooled_linear_table(rows: list[dict], keys: list[str]) -> list[str]:
+    """Frozen-feature probes measured on more than one fold's validation photos: each score's mean over folds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["backbone"] + (f" [{r['tag']}]" if r.get("tag") else ""), str(r["size"]), r["features"]),
+                          []).append(r)
+    pooled = {k: g for k, g in groups.items() if len({r.get("fold", 0) for r in g}) > 1}
+    if not pooled:
+        return []
+    lines = ["", "Frozen features probed on several folds' validation photos, mean top-1 % over the folds:", "",
+             "| backbone | px | features | folds | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
+    for (name, size, kind), group in pooled.items():
+        folds = ",".join(str(f) for f in sorted({r.get("fold", 0) for r in group}))
+        lines.append(f"| {name} | {size} | {kind} | {folds} | "
+                     + " | ".join(f"{np.mean([r[k] for r in group]):.1f}" for k in keys) + " |")
     return lines
 
 
@@ -235,7 +279,13 @@ def main() -> None:
     data = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=data / "scrap_grades")
     parser.add_argument("--backbones", default="", help="for --linear: random, E or E@S, comma-separated")
-    parser.add_argument("--linear", default="", help="input sizes of the frozen-feature probes, e.g. 112,160")
+    parser.add_argument("--linear", default="", help="input sizes of the frozen-feature probes, e.g. 112,160; "
+                        "224+352 puts the features of both sizes side by side")
+    parser.add_argument("--features", default="last stage,stages 2-4",
+                        help=f"for --linear, comma-separated, of: {', '.join(FEATURES)}")
+    parser.add_argument("--tag", default="", help="a label of these rows, shown after the backbone's name (e.g. the "
+                        "date of a repeated pretraining, whose backbone is not the earlier one); rows of another tag "
+                        "are kept")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="SPEC")
     parser.add_argument("--test-time", default="", help="also score each fine-tuned model under these settings "
                         "TTA@SIZE (scrap_cls eval.tta, eval.image_size), comma-separated, e.g. none@112,hflip@128")
@@ -249,21 +299,26 @@ def main() -> None:
         torch.set_num_threads(1)
         start, started, where = time.perf_counter(), now(), machine()
         names = [n for n in args.backbones.split(",") if n]
-        sizes = [int(s) for s in args.linear.split(",") if s]
-        linear = linear_probe(names, sizes, args.data, args.work, args.fold) if names and sizes else []
+        sizes = [int(s) if s.isdigit() else s for s in args.linear.split(",") if s]
+        kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
+        unknown = [k for k in kinds if k not in FEATURES]
+        if unknown:
+            sys.exit(f"--features: unknown {unknown}; known: {', '.join(FEATURES)}")
+        linear = linear_probe(names, sizes, args.data, args.work, args.fold, kinds, args.tag) if names and sizes else []
         settings = [t for t in args.test_time.split(",") if t]
         for setting in settings:
             parse_setting(setting)
-        tuned = finetune(args.finetune, args.data, args.work, settings, args.fold)
-        same = {(r["backbone"], r["size"], r["features"], args.fold) for r in linear}
+        tuned = finetune(args.finetune, args.data, args.work, settings, args.fold, args.tag)
+        same = {(r["backbone"], r["size"], r["features"], args.fold, args.tag) for r in linear}
         run = {"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]), "date": started,
                "wall_s": round(time.perf_counter() - start, 1), "machine": where}
 
         def merge(payload: dict) -> None:  # under the lock: probes side by side keep each other's rows
             payload["linear"] = [r for r in payload["linear"]
-                                 if (r["backbone"], r["size"], r["features"], r.get("fold", 0)) not in same] + linear
-            payload["finetune"] = [r for r in payload["finetune"]
-                                   if (r["spec"], r.get("fold", 0)) not in {(s, args.fold) for s in args.finetune}] + tuned
+                                 if (r["backbone"], r["size"], r["features"], r.get("fold", 0), r.get("tag", ""))
+                                 not in same] + linear
+            payload["finetune"] = [r for r in payload["finetune"] if (r["spec"], r.get("fold", 0), r.get("tag", ""))
+                                   not in {(s, args.fold, args.tag) for s in args.finetune}] + tuned
             payload["runs"].append(run)
 
         payload = locked_json_update(JSON, merge, lambda: {"runs": [], "linear": [], "finetune": []})

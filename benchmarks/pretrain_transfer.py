@@ -207,6 +207,11 @@ def _pretrain_value(payload: dict, key: str) -> int:
     return int(next(o for o in payload["recipe"]["pretrain"] if o.startswith(f"{key}=")).split("=")[1])
 
 
+def finetune_size(payload: dict) -> int:
+    """The input size a recipe trained and scored scrap_cls at (the last ``data.image_size``: overrides come later)."""
+    return int([o for o in payload["recipe"]["finetune"] if o.startswith("data.image_size=")][-1].split("=")[1])
+
+
 def pretrain_epochs(payload: dict) -> int:
     return _pretrain_value(payload, "train.epochs")
 
@@ -249,7 +254,7 @@ def plot_curve(every: list[dict], n_folds: int) -> Path | None:
             if len(points) >= 2:
                 x, y, e, n = zip(*points)
                 ax.errorbar(x, y, yerr=e, marker="o", capsize=3,
-                            label=f"{variant}, {pretrain_epochs(payload)}-epoch pretraining "
+                            label=f"{variant} at {finetune_size(payload)} px, {pretrain_epochs(payload)}-epoch pretraining "
                                   f"({'-'.join(map(str, sorted({min(n), max(n)})))} seed(s))")
     if not ax.lines:
         return None

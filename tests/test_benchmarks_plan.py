@@ -157,3 +157,24 @@ def test_probe_rows_of_several_folds_are_pooled_per_recipe():
     assert pooled == ["| probe | 180 | data.image_size=288 | 0,2 | 3 | **46.5** | 42.0 / 51.0 |"]
     assert "| probe | 180 (fold 2) | data.image_size=288 | 0 | 51.0 |" in text
     assert not any(line.startswith("| probe | 160 | - | 0 |") and "**" in line for line in text.splitlines())
+
+
+def test_tagged_probe_rows_stay_apart_from_untagged_ones_and_linear_rows_pool_over_folds():
+    """pretrain_probe --tag: rows of a repeated pretraining (another backbone under the same name) are shown and
+    pooled apart from the earlier ones; frozen-feature rows of several folds get one row of per-score means."""
+    from benchmarks.pretrain_probe import markdown
+
+    scores = {"logreg C=0.1": 40.0, "kNN k=5": 30.0}
+    linear = [{"backbone": "180", "size": 352, "features": "stages 2-4", **scores},
+              {"backbone": "180", "size": 352, "features": "stages 2-4", "fold": 1, "logreg C=0.1": 50.0, "kNN k=5": 34.0},
+              {"backbone": "180", "size": "224+352", "features": "stages 2-4", "tag": "new", **scores}]
+    spec = "probe:180:data.image_size=352:0"
+    tuned = [{"spec": spec, "last": 40.0, "best": 40.0, "mean_last5": 40.0, "seconds": 1},
+             {"spec": spec, "fold": 1, "last": 50.0, "best": 50.0, "mean_last5": 50.0, "seconds": 1},
+             {"spec": spec, "tag": "new", "last": 60.0, "best": 60.0, "mean_last5": 60.0, "seconds": 1},
+             {"spec": spec, "fold": 1, "tag": "new", "last": 70.0, "best": 70.0, "mean_last5": 70.0, "seconds": 1}]
+    lines = markdown({"runs": [], "linear": linear, "finetune": tuned}).splitlines()
+    assert "| 180 | 352 | stages 2-4 | 0,1 | 45.0 | 32.0 |" in lines
+    assert "| 180 [new] | 224+352 | stages 2-4 | 40.0 | 30.0 |" in lines
+    assert "| probe | 180 | data.image_size=352 | 0,1 | 2 | **45.0** | 40.0 / 50.0 |" in lines
+    assert "| probe | 180 [new] | data.image_size=352 | 0,1 | 2 | **65.0** | 60.0 / 70.0 |" in lines
