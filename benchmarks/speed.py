@@ -7,7 +7,7 @@ close each comes to the machine's fp32 limit.
 
 Engines: ``eager`` (model.eval() under torch.no_grad(), the naive way), ``tuned`` (`--engine torch`:
 inference_mode, channels_last for convolutional models), ``bf16`` (`--precision bf16`: tuned under bfloat16
-autocast), ``onnx`` (ONNX Runtime), ``openvino`` (OpenVINO, fp32), ``int8`` (the `export --int8` graph on ONNX
+autocast), ``onnx`` (ONNX Runtime), ``openvino`` (OpenVINO, fp32), ``ov_bf16`` (OpenVINO's bf16 mode), ``int8`` (the `export --int8` graph on ONNX
 Runtime) and ``int8_ov`` (that graph on OpenVINO). ``auto`` is the engine `--engine auto` picks for the head,
 by its own rule run here. Weights are random and int8 is calibrated on random inputs: speed depends on neither
 (the accuracy cost of int8 is measured on real data elsewhere).
@@ -35,9 +35,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ENGINES = ("eager", "tuned", "bf16", "onnx", "openvino", "int8", "int8_ov")
+ENGINES = ("eager", "tuned", "bf16", "onnx", "openvino", "ov_bf16", "int8", "int8_ov")
 LABELS = {"eager": "eager", "tuned": "torch", "bf16": "torch bf16", "onnx": "ONNX Runtime", "openvino": "OpenVINO",
-          "int8": "int8 ORT", "int8_ov": "int8 OpenVINO"}
+          "ov_bf16": "OpenVINO bf16", "int8": "int8 ORT", "int8_ov": "int8 OpenVINO"}
+#: auto_engine's candidate names -> this script's engine names
+AUTO_NAMES = {"onnx": "onnx", "openvino": "openvino", "torch-bf16": "bf16", "openvino-bf16": "ov_bf16"}
 
 
 def _inputs(example):
@@ -60,17 +62,17 @@ def build_runner(task, model, engine: str, inputs: tuple, threads: int, graphs: 
     caches the exported fp32 and int8 files of the head."""
     import torch
 
-    from scrapvision.api import prefers_channels_last
-    from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast
+    from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast, prefers_channels_last
     from scrapvision.export import export_onnx
 
-    if engine in ("onnx", "openvino", "int8", "int8_ov"):
+    if engine in ("onnx", "openvino", "ov_bf16", "int8", "int8_ov"):
         if "fp32" not in graphs:
             graphs["fp32"] = export_onnx(task, model, Path(tempfile.mkdtemp()) / f"{task.name}.onnx")
         if engine.startswith("int8") and "int8" not in graphs:
             graphs["int8"] = _int8_graph(task, graphs["fp32"], threads)
         path = graphs["int8" if engine.startswith("int8") else "fp32"]
-        runner = OpenVinoEngine(path, threads) if engine in ("openvino", "int8_ov") else OnnxEngine(path, threads)
+        runner = (OpenVinoEngine(path, threads, "bf16" if engine == "ov_bf16" else "fp32")
+                  if engine in ("openvino", "ov_bf16", "int8_ov") else OnnxEngine(path, threads))
         return runner, torch.inference_mode, inputs
     if engine in ("tuned", "bf16"):  # what `predict --engine torch [--precision bf16]` runs
         if prefers_channels_last(model):
@@ -119,7 +121,7 @@ def auto_choice(task, model) -> str:
     checkpoint = Path(tempfile.mkdtemp()) / f"{task.name}.pt"
     save_checkpoint(model_payload(task, model), checkpoint)
     engine = load_engine(task.name, checkpoint, engine="auto")[1]
-    return {"OnnxEngine": "onnx", "OpenVinoEngine": "openvino"}.get(type(engine).__name__, "tuned")
+    return AUTO_NAMES.get(getattr(engine, "auto_name", ""), "tuned")
 
 
 def measure_round_robin(head: str, batches: list[int], seconds: float, threads: int, rounds: int) -> list[dict]:

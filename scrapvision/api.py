@@ -119,21 +119,9 @@ def load_trained(
     return task, model.to(device).eval()
 
 
-def prefers_channels_last(model: nn.Module) -> bool:
-    """True when most weights sit in convolutions, the layers channels_last speeds up on CPU; a ViT only
-    pays for the layout changes (benchmarks/speed.py measured the canet ViT at 0.78x eager with it)."""
-    convs = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
-    return convs * 2 >= sum(p.numel() for p in model.parameters())
-
-
-def inference_layout(model: nn.Module) -> nn.Module:
-    """The memory layout ``predict --engine torch`` runs a model in."""
-    return model.to(memory_format=torch.channels_last) if prefers_channels_last(model) else model
-
-
 def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = (), data: str | Path | None = None,
                 engine: str = "torch", device: str | torch.device = "cpu", tuned: bool = True,
-                tta: str | None = None, precision: str = "fp32") -> tuple[Task, nn.Module]:
+                tta: str | None = None, precision: str = "auto") -> tuple[Task, nn.Module]:
     """The task plus a callable model: ``torch``, ``onnx`` (ONNX Runtime), ``openvino``, or on ``auto`` the
     one :func:`scrapvision.engines.auto_engine` picks on CPU (torch on CUDA).
 
@@ -141,22 +129,24 @@ def load_engine(name: str, checkpoint: str | Path, overrides: Sequence[str] = ()
     older than the checkpoint, or exported with other dynamic axes (an older version fixed canet's photo count).
     A ``.onnx`` checkpoint (``scrapvision export``, fp32 or int8) runs on OpenVINO with ``engine="openvino"``,
     else on ONNX Runtime. ``precision="bf16"``: torch under bfloat16 autocast (``auto`` then means torch), or
-    OpenVINO with bf16 inference.
+    OpenVINO with bf16 inference; ``"auto"``: fp32, except that ``engine="auto"`` may pick a bf16 engine where it
+    is faster and close enough (:func:`scrapvision.engines.auto_engine`); ``"fp32"`` never runs bf16.
     """
-    from .engines import auto_engine, bf16_autocast, cached_onnx, open_engine
+    from .engines import auto_engine, bf16_autocast, cached_onnx, inference_layout, open_engine
 
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "last.pt"
+    fixed = "fp32" if precision == "auto" else precision  # only --engine auto chooses bf16 by itself
     if checkpoint.suffix == ".onnx":
-        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta, precision)
+        return _load_exported(name, checkpoint, overrides, data, engine, tuned, tta, fixed)
     task, model = load_trained(name, checkpoint, overrides, data, device=device, tuned=tuned, tta=tta)
-    if precision == "bf16" and engine in ("auto", "torch"):
+    if fixed == "bf16" and engine in ("auto", "torch"):
         return task, bf16_autocast(inference_layout(model))
     if engine == "auto" and torch.device(device).type == "cpu":
-        return task, auto_engine(task, model, checkpoint) or inference_layout(model)
+        return task, auto_engine(task, model, checkpoint, precision) or inference_layout(model)
     if engine in ("onnx", "openvino"):
-        return task, open_engine(engine, cached_onnx(task, model, checkpoint), precision)
+        return task, open_engine(engine, cached_onnx(task, model, checkpoint), fixed)
     return task, inference_layout(model)
 
 

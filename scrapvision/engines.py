@@ -7,6 +7,7 @@ OpenVINO both run the graph :func:`scrapvision.export.export_onnx` writes.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -28,6 +29,14 @@ from .task import Task
 
 #: largest |engine - torch| accepted by ``--engine auto`` on the head's example input (fp32 engines agree to ~1e-5)
 PARITY_ATOL = 1e-3
+#: bf16 candidates of ``--engine auto`` (``--precision auto``): largest |bf16 - fp32| accepted per output, as a
+#: fraction of that output's largest |fp32| value on the example input (bf16 keeps 8 significant bits; the smoke
+#: models of tests/test_engines.py measure 0.2-0.9 % for torch autocast except segdec's 2.9 %)
+BF16_RTOL = 0.01
+#: ... and how much faster than the fastest fp32 engine a bf16 one must be to run instead: it gives up exactness
+BF16_MIN_GAIN = 1.15
+#: the bf16 candidates of ``--engine auto``, by name: torch under autocast, and OpenVINO's bf16 mode
+BF16_ENGINES = {"torch-bf16": "torch (bf16 autocast)", "openvino-bf16": "OpenVINO (bf16)"}
 
 
 class OnnxEngine(nn.Module):
@@ -73,7 +82,7 @@ class OpenVinoEngine(nn.Module):
     """Calls OpenVINO's CPU plugin on the exported ONNX graph like the PyTorch model. Compiled in fp32: on a
     CPU with bf16 units the plugin's default precision is bf16, which would not be the model torch runs."""
 
-    def __init__(self, path: str | Path, threads: int = 0, precision: str = "fp32") -> None:
+    def __init__(self, path: str | Path, threads: int = 0, precision: str = "fp32", quiet: bool = False) -> None:
         super().__init__()
         import openvino as ov
 
@@ -90,7 +99,7 @@ class OpenVinoEngine(nn.Module):
         #: what the plugin runs: a CPU without bf16 units (no avx512_bf16 / AMX) quietly keeps f32
         self.precision = "bf16" if "bf16" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower() \
             else "fp32"
-        if precision == "bf16" and self.precision != "bf16":
+        if precision == "bf16" and self.precision != "bf16" and not quiet:
             print("scrapvision: --precision bf16: this CPU has no bf16 units, OpenVINO runs the model in fp32",
                   file=sys.stderr)
 
@@ -120,6 +129,25 @@ def open_engine(engine: str, path: Path, precision: str = "fp32") -> nn.Module:
     if precision != "fp32" and engine != "openvino":
         raise ScrapvisionError(f"--precision {precision}: runs on --engine torch or openvino, not {engine}")
     return OnnxEngine(path) if engine == "onnx" else OpenVinoEngine(path, precision=precision)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX); elsewhere bf16 is emulated and slow."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def prefers_channels_last(model: nn.Module) -> bool:
+    """True when most weights sit in convolutions, the layers channels_last speeds up on CPU; a ViT only
+    pays for the layout changes (benchmarks/speed.py measured the canet ViT at 0.78x eager with it)."""
+    convs = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    return convs * 2 >= sum(p.numel() for p in model.parameters())
+
+
+def inference_layout(model: nn.Module) -> nn.Module:
+    """The memory layout ``predict --engine torch`` runs a model in."""
+    return model.to(memory_format=torch.channels_last) if prefers_channels_last(model) else model
 
 
 def _float32(outputs: Any) -> Any:
@@ -172,11 +200,15 @@ def parity_example(task: Task) -> tuple[torch.Tensor, ...]:
                  for t in (example if isinstance(example, tuple) else (example,)))
 
 
-def parity_gap(reference: nn.Module, engine: nn.Module, example: tuple[torch.Tensor, ...]) -> float:
-    """Largest |engine - reference| over every output on ``example``."""
+def parity_gap(reference: nn.Module, engine: nn.Module, example: tuple[torch.Tensor, ...],
+               relative: bool = False) -> float:
+    """Largest |engine - reference| over every output on ``example``; ``relative``: each output's largest
+    difference as a fraction of its largest |reference| value (how bf16 is judged)."""
     with torch.no_grad():
         expected, got = flatten_outputs(reference(*example)), flatten_outputs(engine(*example))
-    return max(float((e.float() - g.float()).abs().max()) for e, g in zip(expected, got))
+    gaps = [float((e.float() - g.float()).abs().max()) / (float(e.float().abs().max()) or 1.0 if relative else 1.0)
+            for e, g in zip(expected, got)]
+    return max(gaps)
 
 
 def _say(message: str) -> None:
@@ -205,46 +237,64 @@ def _versions() -> dict[str, str]:
     return {EXPORTED[e][0]: version(EXPORTED[e][0]) for e in EXPORTED if installed(e)}
 
 
-def _timing_key(onnx_path: Path) -> dict[str, Any]:
-    return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count()}
+def _timing_key(onnx_path: Path, candidates: Sequence[str]) -> dict[str, Any]:
+    return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count(),
+            "candidates": sorted(candidates)}
 
 
-def remembered_engine(onnx_path: Path) -> str | None:
-    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions and CPU
-    count are still those it was timed with."""
+def remembered_engine(onnx_path: Path, candidates: Sequence[str]) -> str | None:
+    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions, CPU count
+    and the engines it chose among (bf16 or not) are still those it was timed with."""
     try:
         record = json.loads(onnx_path.with_suffix(".engine.json").read_text())
     except (OSError, ValueError):
         return None
-    return record.get("engine") if record.get("key") == _timing_key(onnx_path) else None
+    return record.get("engine") if record.get("key") == _timing_key(onnx_path, candidates) else None
 
 
-def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path) -> str:
+def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path,
+                  candidates: Sequence[str]) -> str:
     """The faster of the engines on the head's example input, timed once per exported graph and cached in
-    ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change)."""
-    remembered = remembered_engine(onnx_path)
+    ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change). A bf16
+    engine wins only when it is :data:`BF16_MIN_GAIN` times faster than every fp32 one."""
+    remembered = remembered_engine(onnx_path, candidates)
     if remembered in engines:
         return remembered
     seconds = _median_call_s(engines, example)
-    choice = min(seconds, key=seconds.get)
+    choice = min(seconds, key=lambda name: seconds[name] * (BF16_MIN_GAIN if name in BF16_ENGINES else 1.0))
     try:
         with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
-            json.dump({"key": _timing_key(onnx_path), "engine": choice, "median_s_per_call": seconds,
+            json.dump({"key": _timing_key(onnx_path, candidates), "engine": choice, "median_s_per_call": seconds,
                        "batch": int(example[0].shape[0])}, handle, indent=1)
     except OSError:  # a read-only run folder (the graph was exported earlier): choose again next time
         pass
     return choice
 
 
-def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | None:
+def _candidate(name: str, model: nn.Module, path: Path) -> nn.Module:
+    """An engine ``--engine auto`` may run: an exported fp32 one by its EXPORTED name, or a bf16 one."""
+    if name == "torch-bf16":
+        return bf16_autocast(inference_layout(copy.deepcopy(model)))
+    if name == "openvino-bf16":
+        engine = OpenVinoEngine(path, precision="bf16", quiet=True)
+        if engine.precision != "bf16":
+            raise ScrapvisionError("the plugin runs it in fp32 on this CPU")
+        return engine
+    return open_engine(name, path)
+
+
+def auto_engine(task: Task, model: nn.Module, checkpoint: Path, precision: str = "auto") -> nn.Module | None:
     """The engine ``--engine auto`` runs on CPU, or None for torch.
 
     Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
     when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
     on that input (batch 2, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
-    not even opened while the remembered one agrees. Torch runs when the task says its model is not all in
-    the graph (:meth:`Task.torch_only`), when neither package is installed, when export fails or when no
-    candidate agrees. Any candidate dropped, or torch chosen, is one stderr line.
+    not even opened while the remembered one agrees. With ``precision="auto"`` on a CPU with native bf16 (and
+    at least one fp32 candidate agreeing), torch under bf16 autocast and OpenVINO's bf16 mode are candidates
+    too: they count within BF16_RTOL of fp32 and must be BF16_MIN_GAIN times faster, and running one is one
+    stderr line. Torch runs when the task says its model is not all in the graph (:meth:`Task.torch_only`),
+    when neither package is installed, when export fails or when no candidate agrees. Any candidate dropped,
+    or torch chosen, is one stderr line.
     """
     reason = task.torch_only()
     candidates = [e for e in EXPORTED if installed(e)]
@@ -256,23 +306,36 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path) -> nn.Module | N
     except (ScrapvisionError, ImportError) as exc:  # export failed, or onnx is missing
         _say(f"{first_line(exc)}; using torch")
         return None
+    if precision == "auto" and cpu_has_bf16():
+        candidates += [name for name in BF16_ENGINES if name == "torch-bf16" or name.removesuffix("-bf16") in candidates]
     example, agreeing, problems = parity_example(task), {}, []
-    remembered = remembered_engine(path)  # already timed: check it first, and the others only if it disagrees
+    remembered = remembered_engine(path, candidates)  # already timed: check it first, and the others only if it disagrees
     for name in sorted(candidates, key=lambda e: e != remembered):
         if remembered in agreeing:
             break
-        label = EXPORTED[name][1]
+        bf16 = name in BF16_ENGINES
+        if bf16 and name != remembered and not any(n not in BF16_ENGINES for n in agreeing):
+            continue  # bf16 only ever replaces an fp32 engine that agrees, never torch fp32 (fp32 come first)
+        label = BF16_ENGINES.get(name) or EXPORTED[name][1]
         try:
-            engine = open_engine(name, path)
-            gap = parity_gap(model, engine, example)
+            engine = _candidate(name, model, path)
+            gap = parity_gap(model, engine, example, relative=bf16)
         except (ScrapvisionError, ImportError) as exc:
             problems.append(f"{label}: {first_line(exc)}")
             continue
-        if gap > PARITY_ATOL:
-            problems.append(f"{label} differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example input")
+        if gap > (BF16_RTOL if bf16 else PARITY_ATOL):
+            problems.append(f"{label} differs from torch by {gap:.2%} of its output range (> {BF16_RTOL:.0%})" if bf16
+                            else f"{label} differs from torch by {gap:.2e} (> {PARITY_ATOL:g}) on the example input")
             continue
         agreeing[name] = engine
-    choice = (faster_engine(agreeing, example, path) if len(agreeing) > 1 else next(iter(agreeing))) if agreeing else None
-    if problems:
+    choice = None if not agreeing else next(iter(agreeing)) if len(agreeing) == 1 else \
+        faster_engine(agreeing, example, path, candidates)
+    if choice in BF16_ENGINES:
+        _say(f"running {BF16_ENGINES[choice]}: at least {BF16_MIN_GAIN:g}x faster than fp32 here, within "
+             f"{BF16_RTOL:.0%} of fp32 on the example input (--precision fp32 keeps fp32)")
+    elif problems and not all(p.startswith(tuple(BF16_ENGINES.values())) for p in problems):
         _say(f"{'; '.join(problems)}; using {EXPORTED[choice][1] if choice else 'torch'}")
-    return agreeing[choice] if choice else None
+    if not choice:
+        return None
+    agreeing[choice].auto_name = choice  # which candidate it is (benchmarks/speed.py reports it)
+    return agreeing[choice]

@@ -16,6 +16,16 @@ SHARED_DATA = Path(os.environ.get("SCRAPVISION_DATA", REPO.parent / "shared" / "
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def fp32_unless_asked(monkeypatch):
+    """``--engine auto`` may run bf16 where a CPU has it and it is faster (a timing, so it may differ from run
+    to run); tests of anything else compare against fp32 torch, so they see a CPU without bf16. Tests of the
+    bf16 choice set ``engines.cpu_has_bf16`` themselves."""
+    from scrapvision import engines
+
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the real data sets; skips the test when it is not on this machine."""

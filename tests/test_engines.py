@@ -96,6 +96,57 @@ def test_auto_in_a_read_only_run_folder_chooses_without_remembering(smoke, tmp_p
     assert not local.with_suffix(".engine.json").exists()
 
 
+def timings(**seconds):
+    """A stand-in for auto's timing: these seconds per call for the engines named, 1 s for any other."""
+    return lambda found, example: {name: seconds.get(name.replace("-", "_"), 1.0) for name in found}
+
+
+def test_auto_runs_bf16_only_where_it_is_clearly_faster_and_says_so(smoke, tmp_path, one_thread, monkeypatch, capsys):
+    """--precision auto (the default): on a CPU with native bf16, torch under bf16 autocast replaces the fp32
+    engines when it is BF16_MIN_GAIN times faster, with one stderr line; 1.1x faster is not enough, and
+    --precision fp32 never even times it."""
+    local = copy_of(smoke, "severstal", tmp_path)
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(engines, "_median_call_s", timings(onnx=2.0, openvino=2.0, torch_bf16=1.0, openvino_bf16=3.0))
+    task, model = load_engine("severstal", local, engine="auto")
+    assert getattr(model, "auto_name", None) == "torch-bf16"
+    assert "running torch (bf16 autocast)" in capsys.readouterr().err
+    example = parity_example(task)
+    with torch.no_grad():
+        assert model(*example)[0].dtype == torch.float32  # bf16 inside, fp32 outputs for the post-processing
+    assert json.loads(local.with_suffix(".engine.json").read_text())["engine"] == "torch-bf16"
+
+    local.touch()  # a newer checkpoint: timed again
+    monkeypatch.setattr(engines, "_median_call_s", timings(onnx=1.1, openvino=2.0, torch_bf16=1.0, openvino_bf16=3.0))
+    assert getattr(load_engine("severstal", local, engine="auto")[1], "auto_name", None) == "onnx"
+    assert "bf16" not in capsys.readouterr().err
+
+    def fp32_only(found, example):
+        assert not any("bf16" in name for name in found), found
+        return {name: 1.0 for name in found}
+
+    monkeypatch.setattr(engines, "_median_call_s", fp32_only)
+    assert getattr(load_engine("severstal", local, engine="auto", precision="fp32")[1], "auto_name", None) in engines.EXPORTED
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_drops_a_bf16_engine_that_strays_from_fp32(smoke, tmp_path, one_thread, monkeypatch, capsys):
+    """A bf16 candidate farther from fp32 than BF16_RTOL never runs, however fast."""
+    local = copy_of(smoke, "severstal", tmp_path)
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(engines, "BF16_RTOL", 0.0)
+    monkeypatch.setattr(engines, "_median_call_s", timings(onnx=2.0, openvino=2.0, torch_bf16=0.1, openvino_bf16=0.1))
+    assert getattr(load_engine("severstal", local, engine="auto")[1], "auto_name", None) in engines.EXPORTED
+    assert "running" not in capsys.readouterr().err
+
+
+def test_auto_on_a_cpu_without_bf16_never_tries_it(smoke, tmp_path, one_thread, monkeypatch):
+    local = copy_of(smoke, "severstal", tmp_path)
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(engines, "bf16_autocast", lambda model: pytest.fail("bf16 built on a CPU without bf16"))
+    assert getattr(load_engine("severstal", local, engine="auto")[1], "auto_name", None) in engines.EXPORTED
+
+
 @pytest.fixture()
 def no_openvino(monkeypatch):
     find_spec = importlib.util.find_spec

@@ -106,14 +106,14 @@ SHARD = textwrap.dedent(
     torch.set_num_threads(1)
     from scrapvision.cli import main
     sys.exit(main(["predict", "--task", "severstal", "--checkpoint", {ckpt!r}, "--input", {images!r},
-                   "--out", {out!r}, "--overlays", "0", "--batch-size", "2"]))
+                   "--out", {out!r}, "--overlays", "0", "--batch-size", "2", "--precision", "fp32"]))
     """
 )
 
 
 def test_torchrun_two_ranks_shard_and_merge(ckpt, images, tmp_path):
     assert main(["predict", "--task", "severstal", "--checkpoint", str(ckpt), "--input", str(images),
-                 "--out", str(tmp_path / "one"), "--overlays", "0"]) == 0
+                 "--out", str(tmp_path / "one"), "--overlays", "0", "--precision", "fp32"]) == 0
     script = tmp_path / "shard.py"
     script.write_text(SHARD.format(ckpt=str(ckpt), images=str(images), out=str(tmp_path / "two")))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
