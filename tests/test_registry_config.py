@@ -110,3 +110,20 @@ def test_unknown_key_with_a_line_break_stays_one_line():
     with pytest.raises(ConfigError) as info:
         from_dict(Root, {"model": {"a\nb": 1}})
     assert "\n" not in str(info.value) and "'model.a\\nb'" in str(info.value)
+
+
+@pytest.mark.parametrize("task, override, named", [
+    ("segdec", "data.height=100", "data.height"),
+    ("segdec", "data.fold=5", "data.fold"),
+    ("segdec", "data.crop=7", "data.crop"),
+    ("segdec", "data.val_fraction=0.9", "data.val_fraction"),
+    ("clip_anomaly", "data.dilate=0", "data.dilate"),
+    ("clip_anomaly", "few_shot.max_patches=-1", "few_shot.max_patches"),
+])
+def test_config_command_refuses_bad_data_keys_without_building_the_task(task, override, named, capsys):
+    """These checks live in the config sections, so `scrapvision config` (no task built) refuses them in one line."""
+    from scrapvision.cli import main
+
+    assert main(["config", "--task", task, "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scrapvision: error:") and named in err[0], err

@@ -84,10 +84,7 @@ class ClipAnomalyTask(Task):
     def __init__(self, cfg: ClipAnomalyConfig) -> None:
         super().__init__(cfg)
         self.monitor = (cfg.monitor, "max")
-        if cfg.data.dilate < 1:
-            raise ConfigError(f"config key 'data.dilate': {cfg.data.dilate} must be >= 1 (1 = off)")
-        if cfg.few_shot.max_patches < 0:
-            raise ConfigError(f"config key 'few_shot.max_patches': {cfg.few_shot.max_patches} must be >= 0 (0 = keep all)")
+        # the data and few_shot sections check themselves (their __post_init__): `scrapvision config` runs them
         self._sets: tuple[SegDataset, SegDataset, tuple[str, ...]] | None = None
         self._test: SegDataset | None = None
         self._class_names: tuple[str, ...] | None = None

@@ -61,11 +61,11 @@ from ..data.inference import input_files, input_keys
 from ..data.kolektor import item_group, list_kolektor
 from ..data.sampling import balanced_order
 from ..data.severstal import SeverstalRecord, load_records
-from ..data.splits import ALL_TEST, fold_split, refuse_all_test
+from ..data.splits import fold_split, refuse_all_test
 from ..data.synthetic.surface_defects import generate_parts
 from ..distributed import init_distributed
 from ..errors import ConfigError, DataError
-from ..models.segdec import MIN_DECISION_INPUT, BackboneEncoder, SegDecNet, SegEncoder
+from ..models.segdec import BackboneEncoder, SegDecNet, SegEncoder
 from ..registry import TASKS
 from ..task import Task, model_device
 from ..tta import tta_average
@@ -125,26 +125,7 @@ class SegDecTask(Task):
 
     def __init__(self, cfg: SegDecConfig) -> None:
         super().__init__(cfg)
-        data_cfg = cfg.data
-        if data_cfg.height % 8 or data_cfg.width % 8 or min(data_cfg.height, data_cfg.width) < 8 * MIN_DECISION_INPUT:
-            raise ConfigError(f"config keys 'data.height'/'data.width': {data_cfg.height}x{data_cfg.width} must be multiples "
-                              f"of 8 and at least {8 * MIN_DECISION_INPUT}")
-        if not (0 <= data_cfg.fold < data_cfg.n_folds or data_cfg.fold == ALL_TEST):
-            raise ConfigError(f"config key 'data.fold': {data_cfg.fold} is not in 0..{data_cfg.n_folds - 1} (or -1: "
-                              "every image as the test set, for eval)")
-        if data_cfg.crop and not (data_cfg.crop % 8 == 0 and 8 * MIN_DECISION_INPUT <= data_cfg.crop
-                                  <= min(data_cfg.height, data_cfg.width)):
-            raise ConfigError(f"config key 'data.crop': {data_cfg.crop} must be a multiple of 8 from "
-                              f"{8 * MIN_DECISION_INPUT} to the canvas's shorter side {min(data_cfg.height, data_cfg.width)}")
-        if data_cfg.crop and data_cfg.supervision != "full":
-            raise ConfigError("config key 'data.crop': crops need every defective image's mask to keep its label "
-                              f"(data.supervision=full), not {data_cfg.supervision!r}")
-        if data_cfg.rotate90 and not data_cfg.crop and data_cfg.height != data_cfg.width:
-            raise ConfigError(f"config key 'data.rotate90': quarter turns need a square input, not "
-                              f"{data_cfg.height}x{data_cfg.width} (set data.height = data.width, a data.crop, or "
-                              "rotate90=false)")
-        if not 0 < data_cfg.val_fraction <= 0.5:
-            raise ConfigError(f"config key 'data.val_fraction': {data_cfg.val_fraction} is not in (0, 0.5]")
+        # the data section's own checks live in SegDecDataConfig.__post_init__ (`scrapvision config` runs them)
         self.threshold = 0.5  # the decision threshold of a loaded checkpoint (load_extras); 0.5 before training
         self.warned_chance = False  # epoch_end's warning is given once per run
         self.pos_weight = cfg.loss.pos_weight if cfg.loss.pos_weight > 0 else 1.0  # auto: set by build_datasets

@@ -32,15 +32,12 @@ import torch
 from timm.layers import SEModule
 from torch import nn
 
-from ..heads.segdec_parts.config import PAPER_WIDTHS  # the config's default; defined there, free of torch
+from ..heads.segdec_parts.config import MIN_DECISION_INPUT, PAPER_WIDTHS  # defined there, free of torch
 
 #: a 2x2 max-pool follows these convolutions (1-based: conv2, conv5, conv9)
 POOL_AFTER = (2, 5, 9)
 #: SE blocks follow these convolutions (1-based)
 SE_AFTER = (3, 4, 5, 6, 7, 8, 9, 10)
-#: smallest side of the stride-8 map: three ceil-mode pools must leave >= 2 pixels, or per-image normalisation
-#: of a 1x1 map zeroes the decision features
-MIN_DECISION_INPUT = 9
 
 
 class FeatureNorm(nn.Module):

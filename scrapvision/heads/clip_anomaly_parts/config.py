@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...config import OptimConfig, TrainConfig
+from ...errors import ConfigError
 
 TEMPLATES = ("a photo of an {}.", "a close-up photo of an {}.", "a photo of an {} in a scrap pile.",
              "a cropped photo of an {}.", "a bright photo of an {}.", "a dark photo of an {}.")
@@ -51,6 +52,10 @@ class FewShotConfig:
     # scale) is cut to this many patches by greedy coreset selection, keeping each class's share; 0 = keep all
     max_patches: int = 8192
 
+    def __post_init__(self) -> None:  # here, not in the task: `scrapvision config` checks it too
+        if self.max_patches < 0:
+            raise ConfigError(f"config key 'few_shot.max_patches': {self.max_patches} must be >= 0 (0 = keep all)")
+
 
 @dataclass(frozen=True)
 class ClipDataConfig:
@@ -74,6 +79,10 @@ class ClipDataConfig:
     # training masks only: each anomaly grows by a dilate x dilate square at the working size (1 = off); thin
     # labels (KolektorSDD's cracks) then hold the pixels around them too, as segdec's loss.dilate does
     dilate: int = 1
+
+    def __post_init__(self) -> None:  # here, not in the task: `scrapvision config` checks it too
+        if self.dilate < 1:
+            raise ConfigError(f"config key 'data.dilate': {self.dilate} must be >= 1 (1 = off)")
 
 
 @dataclass(frozen=True)

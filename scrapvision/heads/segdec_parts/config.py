@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ...config import OptimConfig, TrainConfig
+from ...data.splits import ALL_TEST
+from ...errors import ConfigError
 
 #: output channels of conv1..conv10 in the paper network (scrapvision.models.segdec)
 PAPER_WIDTHS = (32, 32, 64, 64, 64, 64, 64, 64, 64, 1024)
+#: smallest side of the stride-8 map: three ceil-mode pools must leave >= 2 pixels, or per-image normalisation
+#: of a 1x1 map zeroes the decision features (so inputs need sides >= 8x this)
+MIN_DECISION_INPUT = 9
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,27 @@ class SegDecDataConfig:
     synthetic_items: int = 16  # synthetic data: items x parts images, split by item like KolektorSDD
     synthetic_parts: int = 8
     synthetic_defect_rate: float = 0.3
+
+    def __post_init__(self) -> None:  # here, not in the task: `scrapvision config` checks them too
+        side = min(self.height, self.width)
+        if self.height % 8 or self.width % 8 or side < 8 * MIN_DECISION_INPUT:
+            raise ConfigError(f"config keys 'data.height'/'data.width': {self.height}x{self.width} must be multiples "
+                              f"of 8 and at least {8 * MIN_DECISION_INPUT}")
+        if not (0 <= self.fold < self.n_folds or self.fold == ALL_TEST):
+            raise ConfigError(f"config key 'data.fold': {self.fold} is not in 0..{self.n_folds - 1} (or -1: "
+                              "every image as the test set, for eval)")
+        if self.crop and not (self.crop % 8 == 0 and 8 * MIN_DECISION_INPUT <= self.crop <= side):
+            raise ConfigError(f"config key 'data.crop': {self.crop} must be a multiple of 8 from "
+                              f"{8 * MIN_DECISION_INPUT} to the canvas's shorter side {side}")
+        if self.crop and self.supervision != "full":
+            raise ConfigError("config key 'data.crop': crops need every defective image's mask to keep its label "
+                              f"(data.supervision=full), not {self.supervision!r}")
+        if self.rotate90 and not self.crop and self.height != self.width:
+            raise ConfigError(f"config key 'data.rotate90': quarter turns need a square input, not "
+                              f"{self.height}x{self.width} (set data.height = data.width, a data.crop, or "
+                              "rotate90=false)")
+        if not 0 < self.val_fraction <= 0.5:
+            raise ConfigError(f"config key 'data.val_fraction': {self.val_fraction} is not in (0, 0.5]")
 
 
 @dataclass(frozen=True)
