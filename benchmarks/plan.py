@@ -142,7 +142,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
             probe_spec(size, seed) for size in sizes for seed in seeds)
           for fold, sizes, seeds in [(1, (224, 288, 160), (0, 1)), (2, (224, 288, 160), (0, 1)),
                                      (0, (288, 160, 352), (0, 1)), (1, (352,), (0, 1)), (2, (352,), (0, 1)),
-                                     (0, (448,), (0, 1)), (1, (448,), (0, 1)), (2, (448,), (0,)), (2, (448,), (1,))])]),
+                                     (0, (448,), (0, 1)), (1, (448,), (0, 1)), (2, (448,), (0,)), (2, (448,), (1,))]),
+        # richer frozen features (stage 1, max pooling, mirror images, two sizes) on a repeated pretraining of each fold
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --backbones 180 --linear 352,448,176+352,224+448 --features "
+          "'stages 2-4,stages 1-4,stages 2-4 avg+max,stages 2-4 flip-averaged' --tag 2026-12-03" for fold in (1, 0, 2))]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

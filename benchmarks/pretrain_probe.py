@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -87,13 +88,17 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
     from sklearn.preprocessing import StandardScaler
 
     from scrapvision.backbones import create_backbone
-    from scrapvision.data.classification import build_transform, load_images, to_tensor
+    from scrapvision.data.classification import LOAD_RATIO, build_transform, load_images, to_tensor
 
     photos, train, val = inner_split(data, fold)
     classes = sorted({r.label for r in photos})
 
+    # kept as scrap_cls keeps them, shorter side LOAD_RATIO x the largest probed size (at least 256, as before),
+    # so a probe at 352 px is not upsampled from a smaller copy
+    keep = max(256, round(LOAD_RATIO * max(int(px) for size in sizes for px in str(size).split("+"))))
+
     def decode(records: list[Record]) -> tuple[list[np.ndarray], np.ndarray]:
-        images, kept, _ = load_images([r.path for r in records], "skip", 256)
+        images, kept, _ = load_images([r.path for r in records], "skip", keep)
         return images, np.array([classes.index(records[i].label) for i in kept])
 
     (train_images, y_train), (val_images, y_val) = decode(train), decode(val)
@@ -310,7 +315,7 @@ def main() -> None:
             parse_setting(setting)
         tuned = finetune(args.finetune, args.data, args.work, settings, args.fold, args.tag)
         same = {(r["backbone"], r["size"], r["features"], args.fold, args.tag) for r in linear}
-        run = {"command": "python benchmarks/pretrain_probe.py " + " ".join(sys.argv[1:]), "date": started,
+        run = {"command": "python benchmarks/pretrain_probe.py " + shlex.join(sys.argv[1:]), "date": started,
                "wall_s": round(time.perf_counter() - start, 1), "machine": where}
 
         def merge(payload: dict) -> None:  # under the lock: probes side by side keep each other's rows
