@@ -105,6 +105,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seeds} "
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
           "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0" for seeds in ("0,1", "2,3")),
+        # the same probe on repeated 540-step pretrainings of every fold: the spread between pretraining runs
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms pretrained --seeds {seeds} "
+          "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0 --tag rerun-2026-12-03"
+          for seeds in ("0,1", "2,3")),
         # ... and on random frozen backbones (the arm scratch): what the probe owes to pretraining
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms scratch --seeds {seed} "
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
