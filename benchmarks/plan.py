@@ -16,6 +16,11 @@ def probe_spec(size: int, seed: int) -> str:
             f"train.epochs=60:{seed}")
 
 
+#: the probe recipe with model.image_stats at weight decay 0.05 (the default), 0.5 and 2, seed 0 (pretrain_probe specs)
+STATS_SPECS = " ".join(probe_spec(352, 0).replace(":0", f",model.image_stats=true{wd}:0")
+                       for wd in ("", ",optim.weight_decay=0.5", ",optim.weight_decay=2"))
+
+
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
 PLAN: list[tuple[str, list[str], list[str]]] = [
@@ -110,6 +115,12 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
           "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0 --tag rerun-2026-12-03"
           for seeds in ("0,1", "2,3")),
+        # ... with the photo's colour and texture statistics beside the pooled stages (model.image_stats), on the
+        # pretrained and on random frozen backbones
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms {arm} --seeds {seeds} "
+          "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
+          "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0 --finetune-set model.image_stats=true "
+          "--tag image-stats --threads 1" for arm in ("pretrained", "scratch") for seeds in ("0,1", "2,3")),
         # ... and on random frozen backbones (the arm scratch): what the probe owes to pretraining
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms scratch --seeds {seed} "
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
@@ -150,7 +161,16 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                      (0, (448,), (0, 1)), (1, (448,), (0, 1)), (2, (448,), (0,)), (2, (448,), (1,))]),
         # richer frozen features (stage 1, max pooling, mirror images, two sizes) on a repeated pretraining of each fold
         *(f"benchmarks/pretrain_probe.py --fold {fold} --backbones 180 --linear 352,448,176+352,224+448 --features "
-          "'stages 2-4,stages 1-4,stages 2-4 avg+max,stages 2-4 flip-averaged' --tag 2026-12-03" for fold in (1, 0, 2))]),
+          "'stages 2-4,stages 1-4,stages 2-4 avg+max,stages 2-4 flip-averaged' --tag 2026-12-03" for fold in (1, 0, 2)),
+        # the photo's colour and texture statistics (model.image_stats) beside stages 2-4, on the same backbones: frozen
+        # features, and the probe recipe with them (weight decay 0.05 / 0.5 / 2) against the recipe without them
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --backbones 180 --linear 352 --features "
+          f"'stages 2-4 + image stats,image stats alone' --finetune {STATS_SPECS} --tag 2026-12-03" for fold in (0, 1)),
+        f"benchmarks/pretrain_probe.py --fold 2 --finetune {STATS_SPECS} --tag 2026-12-03",
+        "benchmarks/pretrain_probe.py --fold 2 --backbones 180 --linear 352 --features "
+        "'stages 2-4 + image stats,image stats alone' --tag 2026-12-03",
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {probe_spec(352, 0)} --tag 2026-12-03"
+          for fold in range(3))]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

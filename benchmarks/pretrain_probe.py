@@ -7,7 +7,8 @@ one is pretrained again), named ``E`` (the full run of E pretraining epochs) or 
 S must be among the snapshots that run kept), or ``random`` (seed-0 initialisation, no pretraining).
 
 - ``--linear SIZES``: frozen pooled features (``--features``: the last stage, stages 2-4 or 1-4 concatenated,
-  average and maximum pooling side by side, or averaged over the photo and its mirror image) at each input size
+  average and maximum pooling side by side, averaged over the photo and its mirror image, stages 2-4 with the
+  photo's colour and texture statistics (scrap_cls's model.image_stats), or those statistics alone) at each input size
   (``224+352``: both sizes' features side by side); logistic regression (standardised, C = 0.01 / 0.1 / 1) and
   cosine kNN (k = 1 / 5).
 - ``--tag T``: label the rows (shown as ``180 [T]``), e.g. when the fold's pretraining was run again and is not
@@ -50,9 +51,11 @@ from scrapvision.data.classification import Record, find_records, split_indices 
 JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
 
 #: frozen-feature sets of --linear (indices into tinynet_e's stages 1-4) and how each stage is pooled: ``avg``,
-#: ``max`` (average and maximum side by side) or ``flip`` (the average over the photo and its mirror image)
+#: ``max`` (average and maximum side by side), ``flip`` (the average over the photo and its mirror image) or
+#: ``stats`` (average, then the photo's colour and texture statistics: scrap_cls's model.image_stats)
 FEATURES = {"last stage": ((3,), "avg"), "stages 2-4": ((1, 2, 3), "avg"), "stages 1-4": ((0, 1, 2, 3), "avg"),
-            "stages 2-4 avg+max": ((1, 2, 3), "max"), "stages 2-4 flip-averaged": ((1, 2, 3), "flip")}
+            "stages 2-4 avg+max": ((1, 2, 3), "max"), "stages 2-4 flip-averaged": ((1, 2, 3), "flip"),
+            "stages 2-4 + image stats": ((1, 2, 3), "stats"), "image stats alone": ((), "stats")}
 
 
 def inner_split(data: Path, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
@@ -89,6 +92,7 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
 
     from scrapvision.backbones import create_backbone
     from scrapvision.data.classification import LOAD_RATIO, build_transform, load_images, to_tensor
+    from scrapvision.models.image_stats import ColourTextureStats
 
     photos, train, val = inner_split(data, fold)
     classes = sorted({r.label for r in photos})
@@ -106,14 +110,16 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
     @torch.no_grad()
     def features(backbone: torch.nn.Module, images: list, size: int, stages: tuple[int, ...], pool: str) -> np.ndarray:
         transform, out = build_transform(size, "none"), []
+        stats = ColourTextureStats(size) if pool == "stats" else None
         for i in range(0, len(images), 32):
             x = torch.stack([to_tensor(transform(image=im)["image"]) for im in images[i:i + 32]])
             views = (x, x.flip(3)) if pool == "flip" else (x,)
             pooled = []
             for view in views:
-                maps = backbone(view)
+                maps = backbone(view) if stages else []
                 pooled.append(torch.cat([maps[s].mean(dim=(2, 3)) for s in stages]
-                                        + ([maps[s].amax(dim=(2, 3)) for s in stages] if pool == "max" else []), 1))
+                                        + ([maps[s].amax(dim=(2, 3)) for s in stages] if pool == "max" else [])
+                                        + ([stats(view)] if stats is not None else []), 1))
             out.append(torch.stack(pooled).mean(0))
         return torch.cat(out).numpy()
 

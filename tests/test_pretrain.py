@@ -102,7 +102,7 @@ def test_run_folder_has_backbone_and_loss_plot(pretrained):
 
 def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrained, tmp_path):
     """tasks/scrap_cls-probe.yaml from the CLI: the trained checkpoint's backbone is, tensor for tensor (batch-norm
-    statistics too), the pretrained file, and the probe's linear layer learnt."""
+    statistics too), the pretrained file, and the probe's linear layer learnt on its stages and the photo statistics."""
     recipe = Path(__file__).resolve().parents[1] / "tasks" / "scrap_cls-probe.yaml"
     overrides = [*TASKS.get("scrap_cls").smoke_overrides, f"model.backbone={CNN}", f"model.weights={pretrained[CNN]}",
                  "train.epochs=2", "data.image_size=48"]
@@ -112,7 +112,10 @@ def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrai
     saved = load_file(str(pretrained[CNN]))
     for key, tensor in saved.items():
         torch.testing.assert_close(state[f"backbone.{key}"], tensor, rtol=0, atol=0, msg=key)
-    assert state["head.weight"].shape[1] == state["standardize.running_mean"].numel() == 24 + 32 + 48  # tiny_cnn stages 2-4
+    from scrapvision.models.image_stats import ColourTextureStats
+
+    stats = ColourTextureStats(48).dim  # the recipe's model.image_stats
+    assert state["head.weight"].shape[1] == state["standardize.running_mean"].numel() == 24 + 32 + 48 + stats  # tiny_cnn stages 2-4
     task = build_task("scrap_cls", config=recipe, overrides=overrides)
     seed_everything(task.cfg.train.seed)  # as the Trainer does before build_model: the head as it started
     fresh = task.build_model().state_dict()

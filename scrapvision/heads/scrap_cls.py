@@ -161,7 +161,7 @@ class ScrapClsTask(Task):
         names = self.class_names or self._names_from_data()
         return ScrapClassifier(len(names), model_cfg.backbone, model_cfg.variant, model_cfg.stages,
                                model_cfg.weights or None, model_cfg.fuse_channels, model_cfg.sef_groups,
-                               model_cfg.dropout)
+                               model_cfg.dropout, model_cfg.image_stats, self.cfg.data.image_size)
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
         path = self.cfg.loss.teacher
@@ -174,8 +174,9 @@ class ScrapClsTask(Task):
                 raise CheckpointError(f"teacher {path}: trained on other classes ({len(names or [])} vs "
                                       f"{len(self.class_names or [])}); a teacher must share the class list")
             m = from_dict(ScrapClsModelConfig, {**payload["config"]["model"], "weights": ""}, prefix="teacher.model")
+            size = payload["config"].get("data", {}).get("image_size", self.cfg.data.image_size)
             teacher = ScrapClassifier(len(names), m.backbone, m.variant, m.stages, None, m.fuse_channels,
-                                      m.sef_groups, m.dropout)
+                                      m.sef_groups, m.dropout, m.image_stats, size)
             teacher.load_state_dict(payload["model"])
             self._teacher = teacher.eval().requires_grad_(False)
         self._teacher.to(images.device)

@@ -13,6 +13,8 @@ channels. The variants reproduce the paper's ablation: ``baseline`` (pooled last
 affine parameters (MAE's linear-probe recipe), and one linear layer classifies them. Only that layer learns;
 the backbone stays in eval mode, so its batch-norm statistics stay the pretrained ones. With a few hundred
 labelled photos this keeps what pretraining learnt instead of overwriting it with 100-odd noisy steps.
+With ``image_stats`` the probe also classifies hand-made colour and texture statistics of the photo
+(:mod:`.image_stats`), standardised with the pooled stages.
 Being frozen, the backbone's pooled output is memoised per photo (:mod:`.feature_cache`), so on a CPU the
 epochs after the first cost about as much as the linear layer.
 """
@@ -28,6 +30,7 @@ from torch.nn import functional as F
 from ..backbones import backbone_channels, backbone_strides, create_backbone
 from ..errors import ScrapvisionError
 from .feature_cache import FrozenFeatureCache
+from .image_stats import ColourTextureStats
 
 VARIANTS = ("baseline", "clf", "sef", "clfsef", "probe")
 
@@ -97,10 +100,12 @@ class ScrapClassifier(nn.Module):
 
     def __init__(self, num_classes: int, backbone: str = "tinynet_e", variant: str = "clfsef",
                  stages: Sequence[int] = (2, 3, 4), weights: str | None = None, fuse_channels: int = 96,
-                 sef_groups: int = 8, dropout: float = 0.2) -> None:
+                 sef_groups: int = 8, dropout: float = 0.2, image_stats: bool = False, image_size: int = 224) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ScrapvisionError(f"scrap_cls variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        if image_stats and variant != "probe":
+            raise ScrapvisionError(f"scrap_cls image_stats needs the probe variant, not {variant!r}")
         if num_classes < 2:
             raise ScrapvisionError(f"scrap_cls needs at least 2 classes, got {num_classes}")
         self.variant = variant
@@ -120,11 +125,13 @@ class ScrapClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.standardize: nn.Module | None = None
         self.feature_cache: FrozenFeatureCache | None = None
+        # image_size: the input size the statistics' texture filters are scaled for (no parameters, no state)
+        self.image_stats = ColourTextureStats(image_size) if image_stats else None
         if variant == "probe":
             self.backbone.requires_grad_(False)
             self.feature_cache = FrozenFeatureCache()
-            self.standardize = nn.BatchNorm1d(sum(channels), affine=False)
-            deep = sum(channels)
+            deep = sum(channels) + (self.image_stats.dim if self.image_stats is not None else 0)
+            self.standardize = nn.BatchNorm1d(deep, affine=False)
         branch = fuse_channels if self.fusion is not None else 0
         self.head = nn.Linear(deep + branch, num_classes)
         self.aux_head = nn.Linear(branch, num_classes) if branch else None
@@ -137,8 +144,10 @@ class ScrapClassifier(nn.Module):
         return self
 
     def pooled_stages(self, x: torch.Tensor) -> torch.Tensor:
-        """Every stage average-pooled and concatenated: [B, sum(channels)], what a probe classifies."""
-        return torch.cat([f.mean(dim=(2, 3)) for f in self.backbone(x)], dim=1)
+        """Every stage average-pooled and concatenated: [B, sum(channels)], what a probe classifies (followed
+        by the photo's colour and texture statistics with ``image_stats``)."""
+        pooled = [f.mean(dim=(2, 3)) for f in self.backbone(x)]
+        return torch.cat(pooled + ([self.image_stats(x)] if self.image_stats is not None else []), dim=1)
 
     def forward(self, x: torch.Tensor, return_aux: bool = False):
         if self.standardize is not None:  # probe: every stage pooled, standardised, one linear layer

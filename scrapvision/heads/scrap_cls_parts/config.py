@@ -20,6 +20,14 @@ class ScrapClsModelConfig:
     fuse_channels: int = 96  # width of the fused (CLF) / enhanced (SEF) features
     sef_groups: int = 8  # SEF channel groups (fuse_channels must divide by it)
     dropout: float = 0.2
+    # probe only: also classify hand-made colour (HSV histogram, L*a*b* statistics) and texture (Gabor energy,
+    # gradient orientation) statistics of each photo, which need no training (scrapvision/models/image_stats.py)
+    image_stats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_stats and self.variant != "probe":
+            raise ConfigError(f"config key 'model.image_stats': true needs model.variant=probe (got {self.variant!r}); "
+                              "the statistics are classified beside a frozen backbone's pooled features")
 
 
 @dataclass(frozen=True)
