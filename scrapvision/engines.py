@@ -96,9 +96,9 @@ class OpenVinoEngine(nn.Module):
             raise CheckpointError(f"ONNX model {path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
         self.request = self.compiled.create_infer_request()
         self.path = Path(path)
-        #: what the plugin runs: a CPU without bf16 units (no avx512_bf16 / AMX) quietly keeps f32
-        self.precision = "bf16" if "bf16" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower() \
-            else "fp32"
+        #: what the plugin runs: a CPU without bf16 units (no avx512_bf16 / AMX) quietly keeps f32. The property is
+        #: an ov.Type (printed "<Type: 'bfloat16'>"), so it is compared as a type, not searched for "bf16"
+        self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
         if precision == "bf16" and self.precision != "bf16" and not quiet:
             print("scrapvision: --precision bf16: this CPU has no bf16 units, OpenVINO runs the model in fp32",
                   file=sys.stderr)

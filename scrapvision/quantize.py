@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -76,15 +77,29 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
 
     out = out or int8_path(onnx_path)
     fp32 = onnx.load(str(onnx_path))
+    method = calibration
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         logging.disable(logging.WARNING)  # per norm weight: "Axis 1 is out-of-range ..." (they stay fp32, rightly)
         try:  # shape inference and graph folding first, as ONNX Runtime advises for static quantisation
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
-                quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod[CALIBRATIONS[calibration]])
+            def calibrate(method: str) -> None:
+                with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
+                    quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
+                                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                    calibrate_method=CalibrationMethod[CALIBRATIONS[method]])
+
+            try:
+                calibrate(calibration)
+            except ValueError as exc:
+                # numpy cannot cut 2048 histogram bins out of an activation whose values are all (nearly) equal,
+                # e.g. a saturated gate; min-max ranges need no histogram
+                if "bins" not in str(exc) or calibration == "minmax":
+                    raise
+                print(f"scrapvision: int8: {calibration} calibration cannot histogram an activation whose values "
+                      "are (nearly) all equal; calibrated with minmax instead", file=sys.stderr)
+                method = f"minmax, as {calibration} failed"
+                calibrate("minmax")
         except ScrapvisionError:
             raise
         except Exception as exc:  # noqa: BLE001 - the quantiser fails deep inside onnx; name the graph and cause
@@ -95,7 +110,7 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
     del proto.metadata_props[:]
     proto.metadata_props.extend(fp32.metadata_props)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = (META_PRECISION, f"int8 (QDQ, per-channel), calibrated ({calibration}) on {n} "
+    entry.key, entry.value = (META_PRECISION, f"int8 (QDQ, per-channel), calibrated ({method}) on {n} "
                               "training items")
     with atomic_write(out) as handle:
         handle.write(proto.SerializeToString())

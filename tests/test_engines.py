@@ -13,7 +13,7 @@ import torch
 
 from conftest import one_line_error
 from scrapvision import TASKS, engines
-from scrapvision.api import load_engine
+from scrapvision.api import build_task, load_engine
 from scrapvision.cli import main
 from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast, parity_example
 from scrapvision.export import export_onnx, flatten_outputs
@@ -209,3 +209,14 @@ def test_cli_precision_bf16_evaluates_and_is_refused_on_onnx_runtime(smoke, tmp_
     capsys.readouterr()
     assert main(["eval", "--task", "severstal", "--checkpoint", str(local), "--engine", "onnx", "--precision", "bf16"]) == 2
     assert "--precision bf16: runs on --engine torch or openvino" in one_line_error(capsys)
+
+
+def test_openvino_reports_the_precision_its_plugin_runs(tmp_path, one_thread):
+    """OpenVinoEngine.precision is what the compiled model runs: bf16 exactly where the CPU plugin lists BF16
+    among its capabilities (the property is an ov.Type, not a string containing "bf16")."""
+    ov = pytest.importorskip("openvino")
+    task = build_task("severstal", overrides=TASKS.get("severstal").smoke_overrides)
+    path = export_onnx(task, task.build_model().eval(), tmp_path / "m.onnx")
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert OpenVinoEngine(path, threads=1, precision="bf16", quiet=True).precision == ("bf16" if native else "fp32")
+    assert OpenVinoEngine(path, threads=1).precision == "fp32"

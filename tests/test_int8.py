@@ -107,3 +107,28 @@ def test_the_int8_graph_shares_the_checkpoints_tuned_post_processing(tmp_path):
 
     for name in ("best.pt", "best.onnx", "best.int8.onnx"):
         assert tuned_path(tmp_path / name) == tmp_path / "best.tuned.yaml", name
+
+
+def test_a_histogram_calibration_that_cannot_bin_falls_back_to_minmax_in_one_line(smoke, tmp_path, one_thread,
+                                                                                 capsys, monkeypatch):
+    """numpy refuses 2048 bins over an activation whose values are (nearly) all equal (a saturated gate of a
+    random-weight model did it in benchmarks/speed.py); the graph is then calibrated by min-max and says so."""
+    import onnx
+    import onnxruntime.quantization as quantization
+
+    real, methods = quantization.quantize_static, []
+
+    def refusing(*args, calibrate_method, **kwargs):
+        methods.append(calibrate_method.name)
+        if calibrate_method.name != "MinMax":
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return real(*args, calibrate_method=calibrate_method, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize_static", refusing)
+    task, model, _ = smoke("severstal")
+    int8 = quantize_int8(task, export_onnx(task, model, tmp_path / "m.onnx"), 2)
+    assert methods == ["Percentile", "MinMax"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "percentile calibration cannot histogram" in err[0] and "minmax instead" in err[0], err
+    meta = {p.key: p.value for p in onnx.load(str(int8)).metadata_props}
+    assert "calibrated (minmax, as percentile failed)" in meta[META_PRECISION]
