@@ -77,17 +77,18 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
 
     out = out or int8_path(onnx_path)
     fp32 = onnx.load(str(onnx_path))
+    inputs = None if inputs is None else list(inputs)  # a retry with minmax (below) reads the batches again
     method = calibration
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         logging.disable(logging.WARNING)  # per norm weight: "Axis 1 is out-of-range ..." (they stay fp32, rightly)
         try:  # shape inference and graph folding first, as ONNX Runtime advises for static quantisation
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-            def calibrate(method: str) -> None:
+            def calibrate(name: str) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
                     quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
                                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                    calibrate_method=CalibrationMethod[CALIBRATIONS[method]])
+                                    calibrate_method=CalibrationMethod[CALIBRATIONS[name]])
 
             try:
                 calibrate(calibration)
