@@ -20,6 +20,10 @@ def probe_spec(size: int, seed: int) -> str:
 STATS_SPECS = " ".join(probe_spec(352, 0).replace(":0", f",model.image_stats=true{wd}:0")
                        for wd in ("", ",optim.weight_decay=0.5", ",optim.weight_decay=2"))
 
+#: the probe recipe with model.image_stats, its linear layer fitted as a cross-validated logistic regression
+LOGREG_SPEC = ("probe:180:data.image_size=352,data.augment=none,model.dropout=0,loss.entropy_weight=0,"
+               "model.image_stats=true,model.probe_fit=logreg,train.epochs=1:0")
+
 
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
@@ -170,7 +174,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         "benchmarks/pretrain_probe.py --fold 2 --backbones 180 --linear 352 --features "
         "'stages 2-4 + image stats,image stats alone' --tag 2026-12-03",
         *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {probe_spec(352, 0)} --tag 2026-12-03"
-          for fold in range(3))]),
+          for fold in range(3)),
+        # ... and that recipe fitted as a logistic regression whose C 5-fold CV on the training photos chooses
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {LOGREG_SPEC} --tag 2026-12-03" for fold in range(3))]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

@@ -89,6 +89,15 @@ class Task:
         Called with the loaded payload before its config or weights are used."""
         return payload
 
+    def prefit(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Fit, before the first gradient step, what has a better solver than gradient epochs (a linear probe's
+        logistic regression, in scrap_cls), from ``loader``: the whole training split, in order, unshuffled.
+        Called on a new run only (a resumed one finds the result in its checkpoint), on every process alike.
+        Parameters it sets are frozen by :meth:`build_model`, so the epochs leave them alone; a model with nothing
+        left to train only measures its training loss, validates and writes its checkpoints. Returns numbers
+        for the run's log. Default: nothing."""
+        return {}
+
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> Sequence[int]:
         """Order of training samples for one epoch (override to balance classes or resample)."""
         return torch.randperm(len(dataset), generator=generator).tolist()  # type: ignore[arg-type]

@@ -120,6 +120,7 @@ class _Run:
     step: int = 0
     last_metrics: dict[str, float] = field(default_factory=dict)
     ema: AveragedModel | None = None  # train.ema_decay > 0: the averaged weights, validated and saved
+    trainable: bool = True  # False: everything was fitted by Task.prefit or frozen; epochs only measure the loss
 
     @property
     def eval_model(self) -> nn.Module:
@@ -214,6 +215,8 @@ class Trainer:
             for p in model.parameters():
                 if id(p) in in_backbone:
                     p.requires_grad_(False)  # no gradients computed for a frozen backbone
+        if not groups:  # nothing trainable (Task.prefit fitted it all): an empty group keeps one code path
+            groups = [{"params": []}]
         grouped = {id(p) for group in groups for p in group["params"]}
         left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in grouped]
         if left_out:
@@ -254,6 +257,9 @@ class Trainer:
         if info.enabled and self.device.type == "cuda":
             # PyTorch's SyncBatchNorm is GPU-only: on CPU ranks batch statistics stay per rank.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        prefit = {}
+        if self.resume_payload is None:
+            prefit = self.task.prefit(model, self._loader(train_set, None, tcfg.eval_batch_size or tcfg.batch_size))
         optimizer = self._optimizer(model)
         decay = tcfg.ema_decay
         if not 0.0 <= decay < 1.0:
@@ -275,16 +281,21 @@ class Trainer:
             val_loader=self._loader(val_set, None, tcfg.eval_batch_size or tcfg.batch_size) if len(val_set) else None,
             best=-math.inf if mode == "max" else math.inf,
             ema=AveragedModel(model, multi_avg_fn=ema_average(decay), use_buffers=True) if decay > 0 else None,
+            trainable=any(p.requires_grad for p in model.parameters()),
         )
         if self.resume_payload is not None:
             self._restore(run, self.resume_payload)
-        if info.enabled:
+        if info.enabled and run.trainable:  # DistributedDataParallel refuses a model with nothing to train
             ids = [self.device.index] if self.device.type == "cuda" else None
             run.model = DistributedDataParallel(model, device_ids=ids)
         if info.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
             record_run(self.run_dir, self.task.name, self.task.monitor, self.command)
             self.logger.start(self.run_dir, self.task.name, to_dict(self.cfg))
+            if prefit:
+                self.log.append({"kind": "prefit", **prefit})
+                print(f"{self.task.name}: fitted before training: "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in prefit.items()), file=sys.stderr)
         return run
 
     def _datasets(self) -> tuple[Dataset, Dataset]:
@@ -325,7 +336,7 @@ class Trainer:
         run.sampler.set_epoch(epoch)
         if hasattr(run.train_set, "set_epoch"):
             run.train_set.set_epoch(epoch)
-        run.model.train()
+        run.model.train(run.trainable)  # nothing to train: no dropout, and batch norm keeps its statistics
         running, seen = 0.0, 0
         sums: dict[str, float] = {}
         bar = tqdm(
@@ -354,13 +365,16 @@ class Trainer:
 
     def _step(self, run: _Run, batch: Any, progress: float, epoch: int) -> tuple[float, dict[str, float]]:
         """Loss, divergence check, backward, clipping, optimiser and schedule step."""
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with torch.autocast(self.device.type, enabled=self.use_amp), torch.set_grad_enabled(run.trainable):
             loss, logs = self.task.compute_loss(run.model, batch, progress)
         loss_value = all_reduce_mean(loss.detach().float().reshape(1), self.info).item()
         if not math.isfinite(loss_value):
             last = self.run_dir / "last.pt"
             kept = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
             raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {run.step + 1}; stopped; {kept}")
+        if not run.trainable:
+            run.step += 1
+            return loss_value, logs
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip > 0:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..catalog import TASK_SUMMARIES
 from ..checkpoint import load_checkpoint
@@ -36,6 +37,7 @@ from ..data.sampling import balanced_order
 from ..data.synthetic.scrap_grades import generate_images, grade_names
 from ..errors import CheckpointError, DataError
 from ..models.clfsef import ScrapClassifier, clfsef_loss
+from ..models.linear_probe import fit_logistic_probe
 from ..registry import TASKS
 from ..task import Task, model_device
 from ..tta import tta_average
@@ -159,9 +161,29 @@ class ScrapClsTask(Task):
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
         names = self.class_names or self._names_from_data()
-        return ScrapClassifier(len(names), model_cfg.backbone, model_cfg.variant, model_cfg.stages,
-                               model_cfg.weights or None, model_cfg.fuse_channels, model_cfg.sef_groups,
-                               model_cfg.dropout, model_cfg.image_stats, self.cfg.data.image_size)
+        model = ScrapClassifier(len(names), model_cfg.backbone, model_cfg.variant, model_cfg.stages,
+                                model_cfg.weights or None, model_cfg.fuse_channels, model_cfg.sef_groups,
+                                model_cfg.dropout, model_cfg.image_stats, self.cfg.data.image_size)
+        if model_cfg.probe_fit == "logreg":
+            model.head.requires_grad_(False)  # fitted by prefit, not by the epochs
+        return model
+
+    @torch.no_grad()
+    def prefit(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """``model.probe_fit=logreg``: the probe's standardiser and linear layer, fitted as a logistic regression on
+        every training photo's features (which stay cached, so the epochs do not pay for the backbone again)."""
+        if self.cfg.model.probe_fit != "logreg":
+            return {}
+        model.eval()
+        features, labels = [], []
+        for batch in tqdm(loader, desc="scrap_cls probe features", leave=False, disable=not sys.stderr.isatty()):
+            features.append(model.probe_features(batch["image"].to(model_device(model))).float().cpu())
+            labels.append(batch["label"].cpu())
+        probe = fit_logistic_probe(torch.cat(features).numpy(), torch.cat(labels).numpy(), model.head.out_features,
+                                   seed=self.cfg.train.seed)
+        model.set_probe(*(torch.as_tensor(a, dtype=torch.float32) for a in (probe.mean, probe.var, probe.weight,
+                                                                             probe.bias)))
+        return {"probe_c": probe.c, "probe_cv_accuracy": probe.cv_accuracy[probe.c]}
 
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor | None:
         path = self.cfg.loss.teacher

@@ -149,10 +149,26 @@ class ScrapClassifier(nn.Module):
         pooled = [f.mean(dim=(2, 3)) for f in self.backbone(x)]
         return torch.cat(pooled + ([self.image_stats(x)] if self.image_stats is not None else []), dim=1)
 
+    def probe_features(self, x: torch.Tensor) -> torch.Tensor:
+        """A probe's unstandardised features [B, D] (:meth:`pooled_stages`, through the frozen-feature cache)."""
+        if self.feature_cache is None:
+            raise ScrapvisionError(f"scrap_cls variant {self.variant!r} is not a probe")
+        return self.feature_cache(self.backbone, self.pooled_stages, x)
+
+    @torch.no_grad()
+    def set_probe(self, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Put a probe fitted outside the gradient loop in place: the standardiser's statistics and the linear
+        layer (``models/linear_probe.py``)."""
+        if self.standardize is None:
+            raise ScrapvisionError(f"scrap_cls variant {self.variant!r} is not a probe")
+        self.standardize.running_mean.copy_(mean)
+        self.standardize.running_var.copy_(var)
+        self.head.weight.copy_(weight)
+        self.head.bias.copy_(bias)
+
     def forward(self, x: torch.Tensor, return_aux: bool = False):
         if self.standardize is not None:  # probe: every stage pooled, standardised, one linear layer
-            pooled_all = self.feature_cache(self.backbone, self.pooled_stages, x)
-            logits = self.head(self.dropout(self.standardize(pooled_all)))
+            logits = self.head(self.dropout(self.standardize(self.probe_features(x))))
             return (logits, None) if return_aux else logits
         features = self.backbone(x)
         pooled = [features[-1].mean(dim=(2, 3))]

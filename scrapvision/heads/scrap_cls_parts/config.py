@@ -23,11 +23,16 @@ class ScrapClsModelConfig:
     # probe only: also classify hand-made colour (HSV histogram, L*a*b* statistics) and texture (Gabor energy,
     # gradient orientation) statistics of each photo, which need no training (scrapvision/models/image_stats.py)
     image_stats: bool = False
+    # probe only: how the linear layer is fitted. epochs: by the Trainer's gradient epochs (optim, train.epochs);
+    # logreg: before them, as an L2 logistic regression (L-BFGS) whose strength is chosen by 5-fold accuracy on the
+    # training photos, then frozen (scrapvision/models/linear_probe.py); needs data.augment=none
+    probe_fit: Literal["epochs", "logreg"] = "epochs"
 
     def __post_init__(self) -> None:
-        if self.image_stats and self.variant != "probe":
-            raise ConfigError(f"config key 'model.image_stats': true needs model.variant=probe (got {self.variant!r}); "
-                              "the statistics are classified beside a frozen backbone's pooled features")
+        for key, value, default in (("image_stats", self.image_stats, False), ("probe_fit", self.probe_fit, "epochs")):
+            if value != default and self.variant != "probe":
+                raise ConfigError(f"config key 'model.{key}': {value!r} needs model.variant=probe (got "
+                                  f"{self.variant!r}); it concerns a frozen backbone's linear probe")
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,8 @@ class ScrapClsConfig:
     eval: ScrapClsEvalConfig = field(default_factory=ScrapClsEvalConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-3, weight_decay=0.05, warmup_epochs=1.0))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=32))
+
+    def __post_init__(self) -> None:
+        if self.model.probe_fit == "logreg" and self.data.augment != "none":
+            raise ConfigError(f"config key 'model.probe_fit': logreg fits the probe once on each training photo as it "
+                              f"is, so it needs data.augment=none (got {self.data.augment!r})")
