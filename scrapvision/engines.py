@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import os
 import statistics
 import sys
@@ -35,6 +36,10 @@ PARITY_ATOL = 1e-3
 BF16_RTOL = 0.01
 #: ... and how much faster than the fastest fp32 engine a bf16 one must be to run instead: it gives up exactness
 BF16_MIN_GAIN = 1.15
+#: batch sizes ``--engine auto`` times its candidates at (a camera's one frame at a time, a folder in batches): which
+#: engine is faster can differ between them, and timing one size between the two (2, until 2026-12-03) chose ONNX
+#: Runtime for segdec where OpenVINO was faster at both 1 and 8 (benchmarks/speed.py)
+TIMING_BATCHES = (1, 8)
 #: the bf16 candidates of ``--engine auto``, by name: torch under autocast, and OpenVINO's bf16 mode
 BF16_ENGINES = {"torch-bf16": "torch (bf16 autocast)", "openvino-bf16": "OpenVINO (bf16)"}
 
@@ -254,18 +259,25 @@ def remembered_engine(onnx_path: Path, candidates: Sequence[str]) -> str | None:
 
 def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], onnx_path: Path,
                   candidates: Sequence[str]) -> str:
-    """The faster of the engines on the head's example input, timed once per exported graph and cached in
-    ``CKPT.engine.json`` (timed again when the graph, the package versions or the CPU count change). A bf16
-    engine wins only when it is :data:`BF16_MIN_GAIN` times faster than every fp32 one."""
+    """The faster of the engines on the head's example input at each of :data:`TIMING_BATCHES` (time per item,
+    geometric mean over the sizes), timed once per exported graph and cached in ``CKPT.engine.json`` (timed again
+    when the graph, the package versions or the CPU count change). A bf16 engine wins only when it is
+    :data:`BF16_MIN_GAIN` times faster than every fp32 one."""
     remembered = remembered_engine(onnx_path, candidates)
     if remembered in engines:
         return remembered
-    seconds = _median_call_s(engines, example)
-    choice = min(seconds, key=lambda name: seconds[name] * (BF16_MIN_GAIN if name in BF16_ENGINES else 1.0))
+    per_item = {}  # batch size -> engine -> median seconds per item
+    for size in TIMING_BATCHES:
+        seconds = _median_call_s(engines, tuple(t[:1].expand(size, *t.shape[1:]).contiguous() for t in example))
+        per_item[size] = {name: s / size for name, s in seconds.items()}
+    # the geometric mean over the batch sizes: a relative gain counts alike at each
+    score = {name: math.prod(times[name] for times in per_item.values()) ** (1 / len(per_item)) for name in engines}
+    choice = min(score, key=lambda name: score[name] * (BF16_MIN_GAIN if name in BF16_ENGINES else 1.0))
     try:
         with atomic_write(onnx_path.with_suffix(".engine.json"), "w") as handle:
-            json.dump({"key": _timing_key(onnx_path, candidates), "engine": choice, "median_s_per_call": seconds,
-                       "batch": int(example[0].shape[0])}, handle, indent=1)
+            json.dump({"key": _timing_key(onnx_path, candidates), "engine": choice,
+                       "median_s_per_item": {f"batch {size}": times for size, times in per_item.items()}},
+                      handle, indent=1)
     except OSError:  # a read-only run folder (the graph was exported earlier): choose again next time
         pass
     return choice
@@ -288,7 +300,7 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path, precision: str =
 
     Candidates: ONNX Runtime and OpenVINO (those installed) on the cached ``CKPT.onnx``. A candidate counts
     when it agrees with torch within PARITY_ATOL on :func:`parity_example`; of two that count, the faster
-    on that input (batch 2, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
+    on that input (at batches 1 and 8, timed once and cached by :func:`faster_engine`) runs; once timed, the other one is
     not even opened while the remembered one agrees. With ``precision="auto"`` on a CPU with native bf16 (and
     at least one fp32 candidate agreeing), torch under bf16 autocast and OpenVINO's bf16 mode are candidates
     too: they count within BF16_RTOL of fp32 and must be BF16_MIN_GAIN times faster, and running one is one

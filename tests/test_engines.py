@@ -65,7 +65,9 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 2.0, "openvino": 1.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
     record = json.loads(local.with_suffix(".engine.json").read_text())
-    assert record["engine"] == "openvino" and record["median_s_per_call"] == {"onnx": 2.0, "openvino": 1.0}
+    assert record["engine"] == "openvino"
+    assert record["median_s_per_item"] == {"batch 1": {"onnx": 2.0, "openvino": 1.0},
+                                           "batch 8": {"onnx": 0.25, "openvino": 0.125}}
 
     def no_timing(found, example):
         raise AssertionError("timed again although the graph did not change")
@@ -80,6 +82,23 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
     local.touch()  # a newer checkpoint: exported again, so timed again
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
+
+
+def test_auto_times_one_item_and_a_batch_and_takes_the_faster_over_both(smoke, tmp_path, one_thread, monkeypatch):
+    """ONNX Runtime a little faster one image at a time, OpenVINO much faster on batches of 8: OpenVINO (the
+    geometric mean of the times per item); and the inputs timed are the example's first item, alone and x 8."""
+    pytest.importorskip("openvino")
+    local = copy_of(smoke, "segdec", tmp_path)
+    sizes = []
+
+    def by_batch(found, example):
+        sizes.append(int(example[0].shape[0]))
+        assert all(torch.equal(row, example[0][0]) for row in example[0])
+        return {"onnx": 1.0, "openvino": 1.1} if sizes[-1] == 1 else {"onnx": 8.0, "openvino": 4.0}
+
+    monkeypatch.setattr(engines, "_median_call_s", by_batch)
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    assert sizes == [1, 8]
 
 
 def test_auto_in_a_read_only_run_folder_chooses_without_remembering(smoke, tmp_path, one_thread, monkeypatch):
