@@ -36,10 +36,11 @@ PARITY_ATOL = 1e-3
 BF16_RTOL = 0.01
 #: ... and how much faster than the fastest fp32 engine a bf16 one must be to run instead: it gives up exactness
 BF16_MIN_GAIN = 1.15
-#: batch sizes ``--engine auto`` times its candidates at (a camera's one frame at a time, a folder in batches): which
-#: engine is faster can differ between them, and timing one size between the two (2, until 2026-12-03) chose ONNX
-#: Runtime for segdec where OpenVINO was faster at both 1 and 8 (benchmarks/speed.py)
+#: batch sizes ``--engine auto`` times its candidates at (a camera's one frame at a time, a folder in batches):
+#: which engine is faster can differ between them (until 2026-12-03 it timed batch 2 alone)
 TIMING_BATCHES = (1, 8)
+#: seconds auto's timing waits before each engine's calls, so that the previous engine's threads stop spinning
+SETTLE_S = 0.03
 #: the bf16 candidates of ``--engine auto``, by name: torch under autocast, and OpenVINO's bf16 mode
 BF16_ENGINES = {"torch-bf16": "torch (bf16 autocast)", "openvino-bf16": "OpenVINO (bf16)"}
 
@@ -221,8 +222,13 @@ def _say(message: str) -> None:
 
 
 def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], budget_s: float = 2.0) -> dict[str, float]:
-    """Median seconds per call of each engine on ``example``, interleaved (one call each per round, 3 to 9
-    rounds within about ``budget_s``), so a busy neighbour slows all of them alike."""
+    """Median seconds per call of each engine on ``example``, interleaved (one timed call each per round, 3 to 9
+    rounds within about ``budget_s``), so a busy neighbour slows all of them alike.
+
+    Each timed call follows a pause of :data:`SETTLE_S` and an untimed call of the same engine: ONNX Runtime's
+    worker threads spin for a while after each run, and timed straight after it OpenVINO ran at 60 % of its
+    speed on segdec (batch 8: 88-96 items/s against 146-156 after a pause and a warm call), which made auto
+    choose ONNX Runtime where OpenVINO is faster."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     start = time.perf_counter()
     with torch.no_grad():
@@ -230,6 +236,8 @@ def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, .
             if round_ >= 3 and time.perf_counter() - start > budget_s:
                 break
             for name, engine in engines.items():
+                time.sleep(SETTLE_S)
+                engine(*example)
                 tick = time.perf_counter()
                 engine(*example)
                 times[name].append(time.perf_counter() - tick)

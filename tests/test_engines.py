@@ -249,3 +249,28 @@ def test_openvino_reports_the_precision_its_plugin_runs(tmp_path, one_thread):
     native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert OpenVinoEngine(path, threads=1, precision="bf16", quiet=True).precision == ("bf16" if native else "fp32")
     assert OpenVinoEngine(path, threads=1).precision == "fp32"
+
+
+def test_auto_times_each_engine_after_a_pause_and_an_untimed_call(monkeypatch):
+    """A call straight after another engine's is slowed by that engine's spinning threads: auto's timing pauses,
+    then discards one call of each engine per round. The stand-ins are slow on the first call of each pair only."""
+    import time
+
+    real_sleep, calls, pauses = time.sleep, [], []
+
+    class Engine(torch.nn.Module):
+        def __init__(self, name, seconds):
+            super().__init__()
+            self.name, self.seconds = name, seconds
+
+        def forward(self, x):
+            second_of_pair = bool(calls) and calls[-1] == self.name and len(calls) % 2 == 1
+            calls.append(self.name)
+            real_sleep(self.seconds if second_of_pair else 0.03)  # the first call: disturbed by the engine before
+
+    monkeypatch.setattr(engines.time, "sleep", lambda s: (pauses.append(len(calls)), real_sleep(s)))
+    seconds = engines._median_call_s({"a": Engine("a", 0.0), "b": Engine("b", 0.01)}, (torch.zeros(1),), budget_s=0)
+    assert seconds["a"] < 0.005 and 0.01 <= seconds["b"] < 0.02, seconds
+    rounds = len(calls) // 4
+    assert rounds >= 3 and calls == ["a", "a", "b", "b"] * rounds
+    assert pauses == list(range(0, 4 * rounds, 2))  # a pause before each engine's pair of calls
