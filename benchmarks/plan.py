@@ -24,6 +24,19 @@ STATS_SPECS = " ".join(probe_spec(352, 0).replace(":0", f",model.image_stats=tru
 LOGREG_SPEC = ("probe:180:data.image_size=352,data.augment=none,model.dropout=0,loss.entropy_weight=0,"
                "model.image_stats=true,model.probe_fit=logreg,train.epochs=1:0")
 
+#: the probe recipe with the statistics and local binary patterns
+LBP_SPEC = probe_spec(352, 0).replace(":0", ",model.image_stats=true,model.image_stats_lbp=true:0")
+
+
+def inner_folds(spec: str) -> str:
+    """``spec`` on each of scrap_cls's 5 folds of the outer fold's training photos (pretrain_probe pools them)."""
+    return " ".join(spec.replace(":0", f",data.folds=5,data.fold={k}:0") for k in range(5))
+
+
+#: the two ways of fitting the probe with statistics and local binary patterns, on the inner folds
+GRADIENT_LBP_FOLDS = inner_folds(LBP_SPEC)
+LOGREG_LBP_FOLDS = inner_folds(LOGREG_SPEC.replace(":0", ",model.image_stats_lbp=true:0"))
+
 
 #: (section file, quick commands, extra commands of the full mode); commands run from the repo root.
 #: Quick commands are recorded ones too (never a ``--quick`` smoke run, which would replace recorded numbers).
@@ -125,6 +138,12 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
           "--finetune-set model.dropout=0 --finetune-set loss.entropy_weight=0 --finetune-set model.image_stats=true "
           "--tag image-stats --threads 1" for arm in ("pretrained", "scratch") for seeds in ("0,1", "2,3")),
+        # the recipe since 2026-12-03: statistics with local binary patterns, the linear layer a logistic regression
+        *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms {arm} --seeds {seeds} "
+          "--image-size 352 --epochs 1 --finetune-set data.augment=none --finetune-set model.dropout=0 "
+          "--finetune-set loss.entropy_weight=0 --finetune-set model.image_stats=true "
+          "--finetune-set model.image_stats_lbp=true --finetune-set model.probe_fit=logreg --tag lbp-logreg --threads 1"
+          for arm in ("pretrained", "scratch") for seeds in ("0,1", "2,3")),
         # ... and on random frozen backbones (the arm scratch): what the probe owes to pretraining
         *(f"benchmarks/pretrain_transfer.py --pretrain-epochs 180 --variants probe --arms scratch --seeds {seed} "
           "--image-size 352 --epochs 60 --finetune-set data.augment=none --finetune-set optim.lr=0.03 "
@@ -176,7 +195,20 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {probe_spec(352, 0)} --tag 2026-12-03"
           for fold in range(3)),
         # ... and that recipe fitted as a logistic regression whose C 5-fold CV on the training photos chooses
-        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {LOGREG_SPEC} --tag 2026-12-03" for fold in range(3))]),
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {LOGREG_SPEC} --tag 2026-12-03" for fold in range(3)),
+        # local binary patterns beside the statistics (model.image_stats_lbp): frozen features and the probe recipe
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --backbones 180 --linear 352 --features "
+          f"'stages 2-4 + image stats + LBP,image stats + LBP alone' --finetune {LBP_SPEC} --tag 2026-12-03"
+          for fold in (0, 1)),
+        # the feature sets by 5-fold CV on all training photos of each outer fold (--inner-cv)
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --backbones 180 --linear 352 --features 'stages 2-4,stages 2-4 + "
+          "image stats,stages 2-4 + image stats + LBP,image stats alone,image stats + LBP alone' --inner-cv "
+          "--tag 2026-12-03" for fold in range(3)),
+        # gradient epochs against the logistic regression for the probe with local binary patterns, each on the
+        # 5-fold split of every outer fold's training photos (about 660 photos scored in all)
+        *(f"benchmarks/pretrain_probe.py --fold {fold} --finetune {specs} --tag 2026-12-03"
+          for fold, specs in [(0, f"{GRADIENT_LBP_FOLDS} {LOGREG_LBP_FOLDS}"), (1, f"{GRADIENT_LBP_FOLDS} {LOGREG_LBP_FOLDS}"),
+                              (2, GRADIENT_LBP_FOLDS), (2, LOGREG_LBP_FOLDS)])]),
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),

@@ -11,10 +11,14 @@ S must be among the snapshots that run kept), or ``random`` (seed-0 initialisati
   photo's colour and texture statistics (scrap_cls's model.image_stats), or those statistics alone) at each input size
   (``224+352``: both sizes' features side by side); logistic regression (standardised, C = 0.01 / 0.1 / 1) and
   cosine kNN (k = 1 / 5).
+- ``--inner-cv``: with ``--linear``, also a 5-fold CV of the logistic regression on all of the outer fold's training
+  photos (about 220, five times the validation split, so one photo is 0.5 points instead of 2.3).
 - ``--tag T``: label the rows (shown as ``180 [T]``), e.g. when the fold's pretraining was run again and is not
   the backbone the untagged rows saw; rows of other tags are kept.
 - ``--finetune SPEC ...``: scrap_cls fine-tuned on the other 80 %; SPEC = ``variant:backbone:overrides:seed``
-  on top of pretrain_transfer's fine-tuning recipe, e.g. ``baseline:180:data.image_size=160:0``.
+  on top of pretrain_transfer's fine-tuning recipe, e.g. ``baseline:180:data.image_size=160:0``; with the overrides
+  ``data.folds=5,data.fold=K`` (K = 0-4) scrap_cls validates on its own 5-fold split of the outer fold's training
+  photos, and the pooled table takes the five together (about 220 photos scored instead of 44).
 
     python benchmarks/pretrain_probe.py --backbones random,20@5,60,180@60,180@120,180 --linear 112,160,224
     python benchmarks/pretrain_probe.py --finetune baseline:60::0 baseline:random::0
@@ -52,10 +56,12 @@ JSON, MD = RESULTS / "pretrain_probe.json", RESULTS / "pretrain_probe.md"
 
 #: frozen-feature sets of --linear (indices into tinynet_e's stages 1-4) and how each stage is pooled: ``avg``,
 #: ``max`` (average and maximum side by side), ``flip`` (the average over the photo and its mirror image) or
-#: ``stats`` (average, then the photo's colour and texture statistics: scrap_cls's model.image_stats)
+#: ``stats`` (average, then the photo's colour and texture statistics: scrap_cls's model.image_stats) or ``stats+lbp``
+#: (those with local binary pattern histograms)
 FEATURES = {"last stage": ((3,), "avg"), "stages 2-4": ((1, 2, 3), "avg"), "stages 1-4": ((0, 1, 2, 3), "avg"),
             "stages 2-4 avg+max": ((1, 2, 3), "max"), "stages 2-4 flip-averaged": ((1, 2, 3), "flip"),
-            "stages 2-4 + image stats": ((1, 2, 3), "stats"), "image stats alone": ((), "stats")}
+            "stages 2-4 + image stats": ((1, 2, 3), "stats"), "image stats alone": ((), "stats"),
+            "stages 2-4 + image stats + LBP": ((1, 2, 3), "stats+lbp"), "image stats + LBP alone": ((), "stats+lbp")}
 
 
 def inner_split(data: Path, fold: int) -> tuple[list[Record], list[Record], list[Record]]:
@@ -84,8 +90,12 @@ def backbone_file(name: str, data: Path, work: Path, fold: int) -> str | None:
     return info["snapshots"][snap]["file"]
 
 
+#: C values of --inner-cv's logistic regressions
+INNER_CS = (0.01, 0.1, 1.0, 10.0)
+
+
 def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Path, fold: int,
-                 kinds: tuple[str, ...] = ("last stage", "stages 2-4"), tag: str = "") -> list[dict]:
+                 kinds: tuple[str, ...] = ("last stage", "stages 2-4"), tag: str = "", inner_cv: bool = False) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
@@ -110,7 +120,7 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
     @torch.no_grad()
     def features(backbone: torch.nn.Module, images: list, size: int, stages: tuple[int, ...], pool: str) -> np.ndarray:
         transform, out = build_transform(size, "none"), []
-        stats = ColourTextureStats(size) if pool == "stats" else None
+        stats = ColourTextureStats(size, lbp=pool == "stats+lbp") if pool.startswith("stats") else None
         for i in range(0, len(images), 32):
             x = torch.stack([to_tensor(transform(image=im)["image"]) for im in images[i:i + 32]])
             views = (x, x.flip(3)) if pool == "flip" else (x,)
@@ -149,6 +159,16 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
                            for k in (1, 5)}
                 rows.append({"backbone": name, "size": size, "features": kind, **({"fold": fold} if fold else {}),
                              **({"tag": tag} if tag else {}), **{k: round(100 * v, 1) for k, v in scores.items()}})
+                if inner_cv:  # 5-fold CV on every training photo of the outer fold (its inner train and validation)
+                    from scrapvision.models.linear_probe import fit_logistic_probe
+
+                    a, b = (np.concatenate([memo(split, backbone, images, int(px), kind)
+                                            for px in str(size).split("+")], 1)
+                            for split, images in (("train", train_images), ("val", val_images)))
+                    probe = fit_logistic_probe(np.concatenate([a, b]), np.concatenate([y_train, y_val]), len(classes),
+                                               cs=INNER_CS, folds=5)
+                    rows[-1]["inner_cv"] = {f"C={c:g}": round(100 * v, 1) for c, v in probe.cv_accuracy.items()}
+                    rows[-1]["inner_cv_photos"] = len(a) + len(b)
                 print(rows[-1], flush=True)
     return rows
 
@@ -205,6 +225,7 @@ def markdown(payload: dict) -> str:
         lines += [f"| {r['backbone']}{on_fold(r)} | {r['size']} | {r['features']} | "
                   + " | ".join(f"{r[k]:.1f}" for k in keys) + " |" for r in payload["linear"]]
         lines += pooled_linear_table(payload["linear"], keys)
+        lines += inner_cv_table([r for r in payload["linear"] if r.get("inner_cv")])
         lines.append("")
     if payload["finetune"]:
         lines += ["scrap_cls fine-tuned (pretrain_transfer's recipe plus the overrides), validation top-1 %:", "",
@@ -225,10 +246,13 @@ def on_fold(row: dict) -> str:
 
 def pooled_table(rows: list[dict]) -> list[str]:
     """Recipes scored on more than one fold's validation photos: the mean last-epoch top-1 over folds and seeds
-    (3 x 44 photos, so one photo is 0.8 points of the pooled mean instead of 2.3)."""
+    (3 x 44 photos, so one photo is 0.8 points of the pooled mean instead of 2.3). Specs with ``data.folds=5`` and
+    ``data.fold=K`` (scrap_cls's own 5-fold split of the outer fold's training photos instead of the validation split)
+    pool over K as over seeds: every training photo is scored once."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         variant, name, extra, _ = r["spec"].split(":")
+        extra = ",".join(o for o in extra.split(",") if not o.startswith("data.fold="))  # inner CV folds pool as seeds
         groups.setdefault((variant, name + (f" [{r['tag']}]" if r.get("tag") else ""), extra), []).append(r)
     pooled = {k: g for k, g in groups.items() if len({r.get("fold", 0) for r in g}) > 1}
     if not pooled:
@@ -259,6 +283,29 @@ def pooled_linear_table(rows: list[dict], keys: list[str]) -> list[str]:
         folds = ",".join(str(f) for f in sorted({r.get("fold", 0) for r in group}))
         lines.append(f"| {name} | {size} | {kind} | {folds} | "
                      + " | ".join(f"{np.mean([r[k] for r in group]):.1f}" for k in keys) + " |")
+    return lines
+
+
+def inner_cv_table(rows: list[dict]) -> list[str]:
+    """--inner-cv: logistic regressions scored by 5-fold CV on all of an outer fold's training photos (about 220,
+    five times the validation split), per fold and averaged over the folds."""
+    if not rows:
+        return []
+    keys = [f"C={c:g}" for c in INNER_CS]
+    lines = ["", "Frozen features, 5-fold CV accuracy % on all training photos of the outer fold (--inner-cv; standardised "
+             "logistic regression per C; never the test fold):", "",
+             "| backbone | px | features | photos | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        lines.append(f"| {r['backbone']}{on_fold(r)} | {r['size']} | {r['features']} | {r['inner_cv_photos']} | "
+                     + " | ".join(f"{r['inner_cv'][k]:.1f}" for k in keys) + " |")
+        groups.setdefault((r["backbone"] + (f" [{r['tag']}]" if r.get("tag") else ""), str(r["size"]), r["features"]),
+                          []).append(r)
+    for (name, size, kind), group in groups.items():
+        if len({r.get("fold", 0) for r in group}) > 1:
+            lines.append(f"| **mean of folds {','.join(str(r.get('fold', 0)) for r in group)}**: {name} | {size} | "
+                         f"{kind} | {sum(r['inner_cv_photos'] for r in group)} | "
+                         + " | ".join(f"**{np.mean([r['inner_cv'][k] for r in group]):.1f}**" for k in keys) + " |")
     return lines
 
 
@@ -303,6 +350,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer")
     parser.add_argument("--fold", type=int, default=0, choices=(0, 1, 2),
                         help="the CV fold whose pretraining and validation photos are probed")
+    parser.add_argument("--inner-cv", action="store_true", help="--linear also scores each feature set by 5-fold CV "
+                        "of a logistic regression on all the outer fold's training photos (C = "
+                        + " / ".join(f"{c:g}" for c in INNER_CS) + ")")
     parser.add_argument("--report", action="store_true", help="only rebuild the markdown from the JSON file")
     args = parser.parse_args()
     payload = json.loads(JSON.read_text()) if JSON.exists() else {"runs": [], "linear": [], "finetune": []}
@@ -315,7 +365,8 @@ def main() -> None:
         unknown = [k for k in kinds if k not in FEATURES]
         if unknown:
             sys.exit(f"--features: unknown {unknown}; known: {', '.join(FEATURES)}")
-        linear = linear_probe(names, sizes, args.data, args.work, args.fold, kinds, args.tag) if names and sizes else []
+        linear = (linear_probe(names, sizes, args.data, args.work, args.fold, kinds, args.tag, args.inner_cv)
+                  if names and sizes else [])
         settings = [t for t in args.test_time.split(",") if t]
         for setting in settings:
             parse_setting(setting)

@@ -102,7 +102,7 @@ def test_run_folder_has_backbone_and_loss_plot(pretrained):
 
 def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrained, tmp_path):
     """tasks/scrap_cls-probe.yaml from the CLI: the trained checkpoint's backbone is, tensor for tensor (batch-norm
-    statistics too), the pretrained file, and the probe's linear layer learnt on its stages and the photo statistics."""
+    statistics too), the pretrained file, and the probe's linear layer was fitted on its stages and the photo statistics."""
     recipe = Path(__file__).resolve().parents[1] / "tasks" / "scrap_cls-probe.yaml"
     overrides = [*TASKS.get("scrap_cls").smoke_overrides, f"model.backbone={CNN}", f"model.weights={pretrained[CNN]}",
                  "train.epochs=2", "data.image_size=48"]
@@ -114,12 +114,12 @@ def test_probe_recipe_trains_scrap_cls_on_the_frozen_pretrained_backbone(pretrai
         torch.testing.assert_close(state[f"backbone.{key}"], tensor, rtol=0, atol=0, msg=key)
     from scrapvision.models.image_stats import ColourTextureStats
 
-    stats = ColourTextureStats(48).dim  # the recipe's model.image_stats
+    stats = ColourTextureStats(48, lbp=True).dim  # the recipe's model.image_stats with model.image_stats_lbp
     assert state["head.weight"].shape[1] == state["standardize.running_mean"].numel() == 24 + 32 + 48 + stats  # tiny_cnn stages 2-4
     task = build_task("scrap_cls", config=recipe, overrides=overrides)
     seed_everything(task.cfg.train.seed)  # as the Trainer does before build_model: the head as it started
     fresh = task.build_model().state_dict()
-    assert not torch.equal(state["head.weight"], fresh["head.weight"]), "the probe's linear layer did not learn"
+    assert not torch.equal(state["head.weight"], fresh["head.weight"]), "the probe's linear layer was not fitted"
 
 
 def one_line_error(capsys) -> str:

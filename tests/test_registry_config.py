@@ -121,6 +121,7 @@ def test_unknown_key_with_a_line_break_stays_one_line():
     ("clip_anomaly", "few_shot.max_patches=-1", "few_shot.max_patches"),
     ("scrap_cls", "model.image_stats=true", "model.image_stats"),
     ("scrap_cls", "model.probe_fit=logreg", "model.probe_fit"),
+    ("scrap_cls", "model.image_stats_lbp=true", "model.image_stats_lbp"),
 ])
 def test_config_command_refuses_bad_data_keys_without_building_the_task(task, override, named, capsys):
     """These checks live in the config sections, so `scrapvision config` (no task built) refuses them in one line."""

@@ -52,6 +52,12 @@ def _warn(message: str) -> None:
     print(f"scrap_cls: {message}", file=sys.stderr)
 
 
+def classifier(num_classes: int, m: ScrapClsModelConfig, weights: str | None, image_size: int) -> ScrapClassifier:
+    """The model a ``model`` config section describes (``weights``: the backbone's file, if any)."""
+    return ScrapClassifier(num_classes, m.backbone, m.variant, m.stages, weights, m.fuse_channels, m.sef_groups,
+                           m.dropout, m.image_stats, image_size, m.image_stats_lbp)
+
+
 # ---------------------------------------------------------------------------- task
 @TASKS.register("scrap_cls")
 class ScrapClsTask(Task):
@@ -161,9 +167,7 @@ class ScrapClsTask(Task):
     def build_model(self) -> nn.Module:
         model_cfg = self.cfg.model
         names = self.class_names or self._names_from_data()
-        model = ScrapClassifier(len(names), model_cfg.backbone, model_cfg.variant, model_cfg.stages,
-                                model_cfg.weights or None, model_cfg.fuse_channels, model_cfg.sef_groups,
-                                model_cfg.dropout, model_cfg.image_stats, self.cfg.data.image_size)
+        model = classifier(len(names), model_cfg, model_cfg.weights or None, self.cfg.data.image_size)
         if model_cfg.probe_fit == "logreg":
             model.head.requires_grad_(False)  # fitted by prefit, not by the epochs
         return model
@@ -197,8 +201,7 @@ class ScrapClsTask(Task):
                                       f"{len(self.class_names or [])}); a teacher must share the class list")
             m = from_dict(ScrapClsModelConfig, {**payload["config"]["model"], "weights": ""}, prefix="teacher.model")
             size = payload["config"].get("data", {}).get("image_size", self.cfg.data.image_size)
-            teacher = ScrapClassifier(len(names), m.backbone, m.variant, m.stages, None, m.fuse_channels,
-                                      m.sef_groups, m.dropout, m.image_stats, size)
+            teacher = classifier(len(names), m, None, size)
             teacher.load_state_dict(payload["model"])
             self._teacher = teacher.eval().requires_grad_(False)
         self._teacher.to(images.device)

@@ -100,7 +100,8 @@ class ScrapClassifier(nn.Module):
 
     def __init__(self, num_classes: int, backbone: str = "tinynet_e", variant: str = "clfsef",
                  stages: Sequence[int] = (2, 3, 4), weights: str | None = None, fuse_channels: int = 96,
-                 sef_groups: int = 8, dropout: float = 0.2, image_stats: bool = False, image_size: int = 224) -> None:
+                 sef_groups: int = 8, dropout: float = 0.2, image_stats: bool = False, image_size: int = 224,
+                 image_stats_lbp: bool = False) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ScrapvisionError(f"scrap_cls variant {variant!r}: expected one of {', '.join(VARIANTS)}")
@@ -126,7 +127,7 @@ class ScrapClassifier(nn.Module):
         self.standardize: nn.Module | None = None
         self.feature_cache: FrozenFeatureCache | None = None
         # image_size: the input size the statistics' texture filters are scaled for (no parameters, no state)
-        self.image_stats = ColourTextureStats(image_size) if image_stats else None
+        self.image_stats = ColourTextureStats(image_size, lbp=image_stats_lbp) if image_stats else None
         if variant == "probe":
             self.backbone.requires_grad_(False)
             self.feature_cache = FrozenFeatureCache()

@@ -5,7 +5,9 @@ paint, zinc coating) and the size and direction of its pieces (plate, wire, turn
 histogram of colours and the energy of oriented band-pass filters measure those directly, with no training,
 so they do not depend on how many labelled photos a plant has. On the 333 real scrap photos they classify as
 well as the self-supervised backbone's pooled features and complement them (benchmarks/RESULTS.md,
-pretrain_transfer section): scrap_cls's probe concatenates the two (``model.image_stats``).
+pretrain_transfer section): scrap_cls's probe concatenates the two (``model.image_stats``). Local binary
+patterns (``model.image_stats_lbp``) add the fine texture of the metal's surface and edges, which the band-pass
+energies average away.
 
 Everything is written with exportable operations (comparisons, einsum, fixed convolutions), so the
 statistics are part of the exported ONNX graph and ``predict`` needs no separate preprocessing.
@@ -32,6 +34,10 @@ _RGB_TO_XYZ = ((0.412453 / 0.950456, 0.357580 / 0.950456, 0.180423 / 0.950456),
 #: Gabor filters at 256 px on the photo's shorter side: (sigma, wavelength) per scale, 4 orientations each
 GABOR_SCALES = ((2.0, 5.0), (4.0, 10.0), (8.0, 20.0))
 GABOR_ORIENTATIONS = 4
+#: local binary patterns: radii in px at 256 px on the photo's shorter side, and neighbours on each circle
+LBP_RADII = (1.0, 2.0, 4.0)
+LBP_POINTS = 8
+LBP_TOLERANCE = 0.5 / 255
 
 
 def gabor_bank(scale: float, scales: Sequence[tuple[float, float]] = GABOR_SCALES,
@@ -50,6 +56,36 @@ def gabor_bank(scale: float, scales: Sequence[tuple[float, float]] = GABOR_SCALE
             kernels.append(torch.exp(-(xr ** 2 + aspect ** 2 * yr ** 2) / (2 * sigma ** 2))
                            * torch.cos(2 * math.pi * xr / wavelength))
     return torch.stack(kernels).unsqueeze(1).float()
+
+
+def neighbour_kernels(radius: float, points: int = LBP_POINTS) -> torch.Tensor:
+    """[points, 1, K, K] kernels that each sample one neighbour on a circle of ``radius`` px around the centre
+    pixel, bilinearly (the circular neighbourhood of Ojala et al. 2002), starting to the right, anticlockwise."""
+    reach = math.ceil(radius - 1e-9)
+    size = 2 * reach + 1
+    kernels = torch.zeros(points, 1, size, size, dtype=torch.float64)
+    for k in range(points):
+        y, x = -radius * math.sin(2 * math.pi * k / points) + reach, radius * math.cos(2 * math.pi * k / points) + reach
+        y, x = round(y, 9), round(x, 9)  # exact grid points stay exact (no weight of 1e-17 on a neighbour)
+        y0, x0 = math.floor(y), math.floor(x)
+        for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+            for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                if wy * wx > 0:
+                    kernels[k, 0, yy, xx] += wy * wx
+    return kernels.float()
+
+
+def lbp_histogram(grey: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Rotation-invariant uniform local binary patterns (LBP riu2, Ojala et al. 2002) of a grey image
+    [B, 1, H, W] in [0, 1]: each pixel's neighbours (``kernels``, :func:`neighbour_kernels`) at least as bright
+    as it (within :data:`LBP_TOLERANCE`) are ones; a pattern with at most two 0/1 changes around the circle counts its ones (0..P), any other is P + 1.
+    Returns the fraction of pixels per code [B, P + 2]. Comparisons and sums only, so it exports to ONNX."""
+    points, pad = kernels.shape[0], kernels.shape[-1] // 2
+    # as bright within half an 8-bit grey level: the interpolation weights' rounding must not decide flat regions
+    bits = (F.conv2d(F.pad(grey, (pad,) * 4, mode="replicate"), kernels) >= grey - LBP_TOLERANCE).float()
+    changes = (bits - bits.roll(1, dims=1)).abs().sum(1)
+    code = torch.where(changes <= 2, bits.sum(1), torch.full_like(changes, points + 1)).long()
+    return one_hot(code, points + 2).mean((2, 3))
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -95,7 +131,9 @@ class ColourTextureStats(nn.Module):
     - Gabor energy: mean and standard deviation of |response| of 3 scales x 4 orientations on the grey image
       at half the input size;
     - a gradient-orientation histogram (8 bins over 180 degrees, weighted by magnitude) and a 10-bin histogram
-      of the gradient magnitude, from Sobel filters at the same size.
+      of the gradient magnitude, from Sobel filters at the same size;
+    - with ``lbp``: rotation-invariant uniform local binary pattern histograms (10 bins, square-rooted) at 3
+      radii on the same grey image.
 
     ``image_size``: the input size it is built for; the Gabor wavelengths are set for a photo 256 px on its
     shorter side, so they are scaled to image_size / 2 (the grey image is pooled 2x first).
@@ -107,7 +145,7 @@ class ColourTextureStats(nn.Module):
     magnitude_bins = 10
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, lbp: bool = False) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -118,9 +156,14 @@ class ColourTextureStats(nn.Module):
         # bin edges half a bin off the axes, so horizontal and vertical edges (common in photos) sit mid-bin
         angles = (torch.arange(self.orientation_bins) + 0.5) * math.pi / self.orientation_bins
         self.register_buffer("edges", torch.stack([angles.cos(), angles.sin()], 1), persistent=False)
+        # lbp: local binary pattern histograms at LBP_RADII (scaled as the Gabor filters are, at least 1 px)
+        self.lbp_scales = len(LBP_RADII) if lbp else 0
+        for i in range(self.lbp_scales):
+            self.register_buffer(f"lbp{i}", neighbour_kernels(max(1.0, LBP_RADII[i] * image_size / 2 / 256)),
+                                 persistent=False)
         h, s, v = self.hsv_bins
         self.dim = (h * s * v + 6 + self.lightness_bins + 2 * self.gabor.shape[0] + self.orientation_bins
-                    + self.magnitude_bins)
+                    + self.magnitude_bins + self.lbp_scales * (LBP_POINTS + 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # fp32 even under bf16 autocast (`--precision bf16`): pixel counts of a 352 px photo need 17 bits
@@ -159,4 +202,5 @@ class ColourTextureStats(nn.Module):
         weighted = (one_hot(orientation, self.orientation_bins) * magnitude.unsqueeze(1)).mean((2, 3))
         oriented = weighted / magnitude.mean((1, 2)).clamp(min=0.01).unsqueeze(1)
         strength = one_hot(bin_of(magnitude, self.magnitude_bins, 2.0), self.magnitude_bins).mean((2, 3))
-        return torch.cat([energy.mean((2, 3)), energy.std((2, 3)), oriented, strength], 1)
+        patterns = [lbp_histogram(grey, getattr(self, f"lbp{i}")).sqrt() for i in range(self.lbp_scales)]
+        return torch.cat([energy.mean((2, 3)), energy.std((2, 3)), oriented, strength, *patterns], 1)

@@ -23,6 +23,8 @@ class ScrapClsModelConfig:
     # probe only: also classify hand-made colour (HSV histogram, L*a*b* statistics) and texture (Gabor energy,
     # gradient orientation) statistics of each photo, which need no training (scrapvision/models/image_stats.py)
     image_stats: bool = False
+    # with image_stats: also local binary pattern histograms (fine texture: rotation-invariant uniform LBP, 3 radii)
+    image_stats_lbp: bool = False
     # probe only: how the linear layer is fitted. epochs: by the Trainer's gradient epochs (optim, train.epochs);
     # logreg: before them, as an L2 logistic regression (L-BFGS) whose strength is chosen by 5-fold accuracy on the
     # training photos, then frozen (scrapvision/models/linear_probe.py); needs data.augment=none
@@ -33,6 +35,9 @@ class ScrapClsModelConfig:
             if value != default and self.variant != "probe":
                 raise ConfigError(f"config key 'model.{key}': {value!r} needs model.variant=probe (got "
                                   f"{self.variant!r}); it concerns a frozen backbone's linear probe")
+        if self.image_stats_lbp and not self.image_stats:
+            raise ConfigError("config key 'model.image_stats_lbp': true needs model.image_stats=true; the patterns are "
+                              "part of the photo statistics")
 
 
 @dataclass(frozen=True)
