@@ -103,6 +103,7 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
     from scrapvision.backbones import create_backbone
     from scrapvision.data.classification import LOAD_RATIO, build_transform, load_images, to_tensor
     from scrapvision.models.image_stats import ColourTextureStats
+    from scrapvision.models.linear_probe import fit_logistic_probe
 
     photos, train, val = inner_split(data, fold)
     classes = sorted({r.label for r in photos})
@@ -154,17 +155,12 @@ def linear_probe(names: list[str], sizes: list[int | str], data: Path, work: Pat
                 scaler = StandardScaler().fit(a)
                 scores = {f"logreg C={c}": LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(a), y_train)
                           .score(scaler.transform(b), y_val) for c in (0.01, 0.1, 1.0)}
-                a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
-                scores |= {f"kNN k={k}": KNeighborsClassifier(k, metric="cosine").fit(a, y_train).score(b, y_val)
+                unit_a, unit_b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+                scores |= {f"kNN k={k}": KNeighborsClassifier(k, metric="cosine").fit(unit_a, y_train).score(unit_b, y_val)
                            for k in (1, 5)}
                 rows.append({"backbone": name, "size": size, "features": kind, **({"fold": fold} if fold else {}),
                              **({"tag": tag} if tag else {}), **{k: round(100 * v, 1) for k, v in scores.items()}})
                 if inner_cv:  # 5-fold CV on every training photo of the outer fold (its inner train and validation)
-                    from scrapvision.models.linear_probe import fit_logistic_probe
-
-                    a, b = (np.concatenate([memo(split, backbone, images, int(px), kind)
-                                            for px in str(size).split("+")], 1)
-                            for split, images in (("train", train_images), ("val", val_images)))
                     probe = fit_logistic_probe(np.concatenate([a, b]), np.concatenate([y_train, y_val]), len(classes),
                                                cs=INNER_CS, folds=5)
                     rows[-1]["inner_cv"] = {f"C={c:g}": round(100 * v, 1) for c, v in probe.cv_accuracy.items()}

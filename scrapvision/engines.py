@@ -251,13 +251,15 @@ def _versions() -> dict[str, str]:
 
 
 def _timing_key(onnx_path: Path, candidates: Sequence[str]) -> dict[str, Any]:
+    # "timing": how the candidates were timed; a record made another way (batch 2 alone, unsettled, before
+    # 2026-12-03) is timed again rather than trusted
     return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count(),
-            "candidates": sorted(candidates)}
+            "candidates": sorted(candidates), "timing": {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S}}
 
 
 def remembered_engine(onnx_path: Path, candidates: Sequence[str]) -> str | None:
-    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions, CPU count
-    and the engines it chose among (bf16 or not) are still those it was timed with."""
+    """The engine :func:`faster_engine` chose for this graph, while the graph, package versions, CPU count,
+    the engines it chose among (bf16 or not) and the way they were timed are still those it was timed with."""
     try:
         record = json.loads(onnx_path.with_suffix(".engine.json").read_text())
     except (OSError, ValueError):

@@ -79,6 +79,12 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
         patch.setattr(engines, "_median_call_s", no_timing)
         patch.setattr(engines, "OnnxEngine", not_opened)
         assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine)
+    record = json.loads(local.with_suffix(".engine.json").read_text())
+    del record["key"]["timing"]  # a record of the timing before 2026-12-03 (batch 2 alone, unsettled)
+    record["engine"] = "onnx"
+    local.with_suffix(".engine.json").write_text(json.dumps(record))
+    monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 2.0, "openvino": 1.0})
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine), "an old timing was trusted"
     local.touch()  # a newer checkpoint: exported again, so timed again
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)

@@ -26,7 +26,8 @@ DEFAULT_FOLDS = 5
 
 @dataclass(frozen=True)
 class LogisticProbe:
-    """A fitted probe: ``logits = ((x - mean) / sqrt(var)) @ weight.T + bias`` over all ``num_classes``."""
+    """A fitted probe: ``logits = ((x - mean) / sqrt(var + 1e-5)) @ weight.T + bias`` over all ``num_classes``
+    (1e-5: the eps of the model's BatchNorm1d, which holds ``mean`` and ``var``)."""
 
     mean: np.ndarray  # [D] feature means of the training photos
     var: np.ndarray  # [D] their variances (population, as a standardiser uses)
