@@ -264,12 +264,16 @@ def pooled_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def linear_key(row: dict) -> tuple[str, str, str]:
+    """What frozen-feature rows of different folds share: backbone (with its tag), input size, feature set."""
+    return row["backbone"] + (f" [{row['tag']}]" if row.get("tag") else ""), str(row["size"]), row["features"]
+
+
 def pooled_linear_table(rows: list[dict], keys: list[str]) -> list[str]:
     """Frozen-feature probes measured on more than one fold's validation photos: each score's mean over folds."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["backbone"] + (f" [{r['tag']}]" if r.get("tag") else ""), str(r["size"]), r["features"]),
-                          []).append(r)
+        groups.setdefault(linear_key(r), []).append(r)
     pooled = {k: g for k, g in groups.items() if len({r.get("fold", 0) for r in g}) > 1}
     if not pooled:
         return []
@@ -295,8 +299,7 @@ def inner_cv_table(rows: list[dict]) -> list[str]:
     for r in rows:
         lines.append(f"| {r['backbone']}{on_fold(r)} | {r['size']} | {r['features']} | {r['inner_cv_photos']} | "
                      + " | ".join(f"{r['inner_cv'][k]:.1f}" for k in keys) + " |")
-        groups.setdefault((r["backbone"] + (f" [{r['tag']}]" if r.get("tag") else ""), str(r["size"]), r["features"]),
-                          []).append(r)
+        groups.setdefault(linear_key(r), []).append(r)
     for (name, size, kind), group in groups.items():
         if len({r.get("fold", 0) for r in group}) > 1:
             lines.append(f"| **mean of folds {','.join(str(r.get('fold', 0)) for r in group)}**: {name} | {size} | "
