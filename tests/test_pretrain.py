@@ -136,8 +136,10 @@ def test_file_of_another_backbone_is_one_line_exit_2(pretrained, tmp_path, capsy
     assert "missing conv_stem.weight" in line and "stages.0.0.weight" in line, line
 
 
-def test_resume_after_an_interruption_writes_the_same_backbone(tmp_path, monkeypatch):
-    overrides = [*SMOKE, "train.epochs=3"]
+@pytest.mark.parametrize("method", [[], ["model.method=simmim", "model.backbone=clip_scrap_tiny", "data.mask_unit=8"]],
+                         ids=["simclr", "simmim"])
+def test_resume_after_an_interruption_writes_the_same_backbone(method, tmp_path, monkeypatch):
+    overrides = [*SMOKE, "train.epochs=3", *method]
     straight = train("pretrain", overrides=overrides, run_dir=tmp_path / "straight")
     cls, healthy, calls = TASKS.get("pretrain"), TASKS.get("pretrain").compute_loss, []
 

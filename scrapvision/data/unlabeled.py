@@ -14,6 +14,7 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
@@ -87,3 +88,20 @@ class TwoViews(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {"view1": self.view(index, 1), "view2": self.view(index, 2)}
+
+
+class MaskedViews(TwoViews):
+    """One augmented view of each image and a grid of masked units (SimMIM's input): ``mask`` is a
+    ``g x g`` bool grid (g = crop_size / mask_unit) with round(ratio * g * g) units set, seeded like the views."""
+
+    def __init__(self, images: Sequence[np.ndarray], crop_size: int, min_scale: float, mask_unit: int,
+                 mask_ratio: float, seed: int = 0, fixed: bool = False, color_strength: float = 1.0) -> None:
+        super().__init__(images, crop_size, min_scale, seed, fixed, color_strength)
+        self.grid = crop_size // mask_unit
+        self.masked = max(1, round(mask_ratio * self.grid ** 2))
+
+    def __getitem__(self, index: int) -> dict:
+        rng = sample_rng(self.seed, self.epoch, index, 3)
+        mask = np.zeros(self.grid ** 2, dtype=bool)
+        mask[rng.permutation(self.grid ** 2)[: self.masked]] = True
+        return {"view1": self.view(index, 1), "mask": torch.from_numpy(mask.reshape(self.grid, self.grid))}

@@ -1,13 +1,18 @@
-"""``pretrain``: self-supervised pretraining (SimCLR) of any registered backbone on unlabeled images.
+"""``pretrain``: self-supervised pretraining (SimCLR or SimMIM) of any registered backbone on unlabeled images.
 
 A plant has thousands of unlabeled photos from its own cameras and no internet to fetch ImageNet or CLIP
-weights. This head learns the backbone from those photos: two random resized crops of each image are
-pulled together and pushed away from the other images of the batch (NT-Xent, Chen et al. 2020). The
+weights. This head learns the backbone from those photos. ``model.method=simclr``: two random resized crops
+of each image are pulled together and pushed away from the other images of the batch (NT-Xent, Chen et al.
+2020). ``model.method=simmim``: square units of a crop are hidden and their pixels predicted from the rest
+(Xie et al. 2022), which needs no difference between images (KolektorSDD's commutators all look alike). The
 run folder gets ``backbone.safetensors`` beside the checkpoints, rewritten with every ``last.pt``; every
 head loads it through its ``model.weights`` key. ``data.root`` takes several folders, comma-separated;
 ``""`` uses the synthetic scrap images.
 
-Losses and the projection head come from lightly (the ``[pretrain]`` extra); the augmentations are
+SimCLR's loss and projection head come from lightly (the ``[pretrain]`` extra). SimMIM is written here: lightly's
+masked-image modules take a timm ViT's tokens, and this head pretrains CNNs and open_clip towers as well, so it
+masks in pixel space and reads the last feature map (:class:`scrapvision.models.ssl.MaskedImageNet`). The
+augmentations are
 albumentations seeded per sample and view, like every other head's, so a resumed run is bit-identical.
 """
 
@@ -19,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +36,7 @@ from ..catalog import TASK_SUMMARIES
 from ..checkpoint import atomic_write
 from ..data.classification import predict_images
 from ..data.synthetic.scrap_grades import generate_images
-from ..data.unlabeled import TwoViews, load_unlabeled
+from ..data.unlabeled import MaskedViews, TwoViews, load_unlabeled
 from ..errors import ConfigError, DataError
 from ..registry import BACKBONES, TASKS
 from ..task import Task, model_device
@@ -79,6 +85,10 @@ class PretrainTask(Task):
         super().__init__(cfg)
         self._images: list | None = None
         self._loss: nn.Module | None = None
+        self.masked = cfg.model.method == "simmim"
+        if self.masked and cfg.data.crop_size % cfg.data.mask_unit:
+            raise ConfigError(f"data.mask_unit={cfg.data.mask_unit} must divide data.crop_size={cfg.data.crop_size} "
+                              "(model.method=simmim hides whole units)")
 
     # ------------------------------------------------------------------ data
     def images(self) -> list:
@@ -102,6 +112,9 @@ class PretrainTask(Task):
         train = [images[i] for i in sorted(order[n_val:])]
         val = [images[i] for i in sorted(order[:n_val])]
         views = {"crop_size": data_cfg.crop_size, "min_scale": data_cfg.min_scale, "color_strength": data_cfg.color_strength}
+        if self.masked:
+            masks = {"mask_unit": data_cfg.mask_unit, "mask_ratio": data_cfg.mask_ratio}
+            return MaskedViews(train, seed=seed, **views, **masks), MaskedViews(val, seed=seed + 1, fixed=True, **views, **masks)
         return TwoViews(train, seed=seed, **views), TwoViews(val, seed=seed + 1, fixed=True, **views)
 
     def epoch_indices(self, dataset: Dataset, epoch: int, generator: torch.Generator) -> list[int]:
@@ -112,14 +125,24 @@ class PretrainTask(Task):
 
     # ------------------------------------------------------------------ model and loss
     def build_model(self) -> nn.Module:
-        from ..models.ssl import ContrastiveNet
+        from ..models.ssl import ContrastiveNet, MaskedImageNet
 
-        model_cfg = self.cfg.model
-        return ContrastiveNet(build_pretrain_backbone(model_cfg, self.cfg.data.crop_size), model_cfg.proj_hidden, model_cfg.proj_dim)
+        model_cfg, data_cfg = self.cfg.model, self.cfg.data
+        backbone = build_pretrain_backbone(model_cfg, data_cfg.crop_size)
+        if not self.masked:
+            return ContrastiveNet(backbone, model_cfg.proj_hidden, model_cfg.proj_dim)
+        model = MaskedImageNet(backbone)
+        if data_cfg.mask_unit % model.stride or data_cfg.crop_size % model.stride:
+            raise ConfigError(f"model.method=simmim: {model_cfg.backbone}'s last feature map has stride {model.stride}; "
+                              f"data.mask_unit ({data_cfg.mask_unit}) and data.crop_size ({data_cfg.crop_size}) must be "
+                              "multiples of it")
+        return model
 
     def compute_loss(self, model: nn.Module, batch: Any, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
-        from ..models.ssl import nt_xent_loss
+        from ..models.ssl import masked_l1, nt_xent_loss
 
+        if self.masked:
+            return masked_l1(model(batch["view1"], batch["mask"])["reconstruction"], batch["view1"], batch["mask"]), {}
         if self._loss is None:
             self._loss = nt_xent_loss(self.cfg.model.temperature)
         # one forward over both views: DDP allows a single forward per backward
@@ -128,12 +151,19 @@ class PretrainTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        """NT-Xent over fixed views (rank 0 alone: no gathering across ranks)."""
-        from ..models.ssl import lightly
+        """NT-Xent over fixed views (rank 0 alone: no gathering across ranks); SimMIM: the masked L1 of fixed
+        views and masks."""
+        from ..models.ssl import lightly, masked_l1
 
-        loss_fn = lightly().loss.NTXentLoss(temperature=self.cfg.model.temperature)
         device = model_device(model)
         total, count = 0.0, 0
+        if self.masked:
+            for batch in loader:
+                view, mask = batch["view1"].to(device), batch["mask"].to(device)
+                total += float(masked_l1(model(view, mask)["reconstruction"].float(), view, mask)) * len(view)
+                count += len(view)
+            return {"loss": total / max(1, count), "images": float(count)}
+        loss_fn = lightly().loss.NTXentLoss(temperature=self.cfg.model.temperature)
         for batch in loader:
             z1 = model(batch["view1"].to(device))["projection"].float().cpu()
             z2 = model(batch["view2"].to(device))["projection"].float().cpu()
@@ -144,10 +174,12 @@ class PretrainTask(Task):
     @torch.no_grad()
     def write_report(self, model: nn.Module, loader: DataLoader, out: Path) -> list[Path]:
         """The image pairs (two fixed views of one image) whose embeddings agree least: what the backbone
-        does not yet see as the same scene."""
+        does not yet see as the same scene. SimMIM: the worst reconstructions beside their input."""
         from ..plots import collate_items, save_grid, to_rgb, worst
 
         device = model_device(model)
+        if self.masked:
+            return self._masked_report(model, loader, out, device)
         similarity = torch.cat([F.cosine_similarity(model(b["view1"].to(device))["projection"].float(),
                                                     model(b["view2"].to(device))["projection"].float()).cpu()
                                 for b in loader]).numpy()
@@ -157,6 +189,27 @@ class PretrainTask(Task):
         titles = [f"#{i}: cosine {similarity[i]:.3f}" for i in picks]
         return [save_grid(rows, titles, out / "worst_pairs.png", ("view 1", "view 2"),
                           "least similar embeddings of two views of one image first")]
+
+    def _masked_report(self, model: nn.Module, loader: DataLoader, out: Path, device: torch.device) -> list[Path]:
+        from ..models.ssl import masked_l1, unit_mask
+        from ..plots import collate_items, save_grid, to_rgb, worst
+
+        errors = []
+        for batch in loader:
+            view, mask = batch["view1"].to(device), batch["mask"].to(device)
+            rebuilt = model(view, mask)["reconstruction"].float()
+            errors += [float(masked_l1(r[None], v[None], m[None])) for r, v, m in zip(rebuilt, view, mask)]
+        picks = worst(np.array(errors), self.report_items)
+        batch = collate_items(loader, picks)
+        view, mask = batch["view1"].to(device), batch["mask"].to(device)
+        rebuilt = model(view, mask)["reconstruction"].float()
+        hidden = unit_mask(mask, view.shape[-2:])
+        rows = [[to_rgb(v.cpu()), to_rgb((v * (1 - h)).cpu()), to_rgb((v * (1 - h) + r * h).cpu())]
+                for v, h, r in zip(view, hidden, rebuilt)]
+        titles = [f"#{i}: masked L1 {errors[i]:.3f}" for i in picks]
+        return [save_grid(rows, titles, out / "worst_reconstructions.png", ("view", "input (hidden units black)",
+                                                                         "hidden units rebuilt"),
+                          "largest reconstruction error first")]
 
     def model_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         return (batch["view1"],)
