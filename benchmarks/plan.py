@@ -212,7 +212,10 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
     ("pretrain_transfer_defects.md", [], [f"benchmarks/pretrain_transfer_defects.py --parts {part} --seeds {seed}"
                                           for part, seed in [("kolektor", 0), ("severstal", 0), ("severstal", 1),
                                                              ("severstal", 2), ("severstal", 3), ("kolektor", 1),
-                                                             ("kolektor", 2), ("kolektor", 3)]]),
+                                                             ("kolektor", 2), ("kolektor", 3)]]
+     # the shipped tiled recipe (24 epochs), one process per arm side by side at one thread each
+     + [f"benchmarks/pretrain_transfer_defects.py --parts kolektor_tiled --seeds 0,1,2,3 --arms {arm}"
+        for arm in ("pretrained", "scratch")]),
     ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"],
      [f"benchmarks/int8_accuracy.py --recipe {recipe}" for recipe in ("severstal", "scrap_cls", "segdec")]),
 ]

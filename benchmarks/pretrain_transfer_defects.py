@@ -4,12 +4,17 @@ benchmarks/pretrain_transfer.py).
 
     python benchmarks/pretrain_transfer_defects.py --parts severstal --seeds 0
     python benchmarks/pretrain_transfer_defects.py --parts kolektor --seeds 0
+    python benchmarks/pretrain_transfer_defects.py --parts kolektor_tiled --seeds 0,1,2,3 --arms scratch
     python benchmarks/pretrain_transfer_defects.py --quick          # plumbing: 1 epoch of everything, fold 0
     python benchmarks/pretrain_transfer_defects.py --report         # rebuild the markdown
 
 kolektor: the recipe of benchmarks/clip_anomaly_kolektor.py (scrap-vit-tiny, 200x80, 6 epochs, final epoch
 scored, the same 3 folds); per fold, the image tower (``clip_scrap_tiny``) is pretrained on the images of
 that fold's training folds only (labels ignored). Square crops: the position grid is resampled to 25x10.
+kolektor_tiled: the same, with the recipe the package ships (``tasks/clip_anomaly-kolektor.yaml``: 128x104
+tiles of the image at 512x208, EMA, best validation pixel AP picks the checkpoint) shortened to
+``--tiled-epochs``, and the pretraining at that scale (images kept with their shorter side at 208 px, 96 px
+crops down to a tenth of the image: about a tile).
 severstal: the recipe of benchmarks/severstal_train.py (resnet18 U-Net trained on synthetic strips, scored
 on the 16 fully-labelled real images); its encoder is pretrained on 256x256 tiles of the other real images
 of the sample (never the 16 scored ones). Pretrainings are cached in --work and serve every seed.
@@ -34,18 +39,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_env import machine, now  # noqa: E402
 from clip_anomaly_common import DATA, RESULTS, make_task, pct, score, train_last  # noqa: E402
-from clip_anomaly_kolektor import KEYS, PROMPTS  # noqa: E402
+from clip_anomaly_kolektor import KEYS, RECIPE  # noqa: E402
 from severstal_train import empty_dice  # noqa: E402
 
 from scrapvision.api import evaluate, load_trained, train  # noqa: E402
-from scrapvision.config import load_config  # noqa: E402
+from scrapvision.config import load_config, read_yaml  # noqa: E402
 from scrapvision.data.kolektor import kolektor_folds, list_kolektor  # noqa: E402
 from scrapvision.data.severstal import load_records  # noqa: E402
 from scrapvision.heads.clip_anomaly_parts.metrics import SegAnomalyMeter  # noqa: E402
 from scrapvision.heads.pretrain import BACKBONE_FILE, PretrainConfig, PretrainTask  # noqa: E402
+from scrapvision.loggers import flat  # noqa: E402
 from scrapvision.trainer import Trainer  # noqa: E402
 
 LOADED = re.compile(r"weights file \S+: loaded \d+ of the backbone's \d+ tensors[^\n]*")
+#: the recipe's commutator prompts (the short recipe's runs used the same two)
+PROMPTS = [f"{k}={v}" for k, v in flat(read_yaml(RECIPE)).items() if k.startswith("prompts.")]
+ARM_ORDER = ("scratch", "pretrained", "simmim")
+PARTS = ("kolektor", "kolektor_tiled", "severstal")
 SEVERSTAL_KEYS = ("dice", "dice_raw", "dice_c1", "dice_c2", "dice_c3", "dice_c4")
 
 
@@ -94,8 +104,10 @@ def pretrain(tag: str, files: list[Path], overrides: list[str], args: argparse.N
     return info
 
 
-def arms(info: dict) -> list[tuple[str, list[str]]]:
-    return [("scratch", []), ("pretrained", [f"model.weights={info['backbone']}"])]
+def arms(infos: dict[str, dict], args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """The arms this process runs (``--arms``): scratch, and one per pretraining in ``infos`` (arm -> its record)."""
+    every = [("scratch", [])] + [(arm, [f"model.weights={info['backbone']}"]) for arm, info in infos.items()]
+    return [(arm, extra) for arm, extra in every if arm in args.arm_list]
 
 
 def pretrain_recipe(backbone: str, crop: int, keep: int, epochs: int, args: argparse.Namespace) -> list[str]:
@@ -110,6 +122,13 @@ def kolektor_base(args: argparse.Namespace) -> list[str]:
             "train.device=cpu", "train.log_every=100000", *PROMPTS]
 
 
+def kolektor_tiled_base(args: argparse.Namespace) -> list[str]:
+    """The shipped recipe (tasks/clip_anomaly-kolektor.yaml) with ``--tiled-epochs`` epochs."""
+    recipe = {**flat(read_yaml(RECIPE)), "train.epochs": args.tiled_epochs}
+    return [*(f"{k}={v}" for k, v in recipe.items()), f"data.root={DATA / 'kolektorsdd'}", "data.format=kolektor",
+            "train.device=cpu", "train.log_every=100000"]
+
+
 def kolektor_train_images(fold: int, base: list[str]) -> list[Path]:
     """The images of the training folds of ``fold``, split as the head splits them."""
     data = make_task([*base, f"data.fold={fold}"]).cfg.data
@@ -120,32 +139,46 @@ def kolektor_train_images(fold: int, base: list[str]) -> list[Path]:
     return train_files
 
 
-def run_kolektor(args: argparse.Namespace, payload: dict) -> None:
-    base = kolektor_base(args)
-    recipe = pretrain_recipe("clip_scrap_tiny", args.kolektor_crop, args.kolektor_keep, args.kolektor_pretrain_epochs, args)
+def run_kolektor(args: argparse.Namespace, payload: dict, part: str = "kolektor") -> None:
+    """One part: ``kolektor`` (the benchmark's short whole-image recipe, final epoch scored) or
+    ``kolektor_tiled`` (the shipped tiled recipe, shortened; best validation pixel AP picks the checkpoint)."""
+    if part == "kolektor_tiled":
+        base, checkpoint = kolektor_tiled_base(args), "best.pt"
+        simclr = pretrain_recipe("clip_scrap_tiny", args.tiled_crop, 208, args.tiled_pretrain_epochs, args)
+        recipes = {"pretrained": ("kolektor_tiled_fold", [*simclr, "data.min_scale=0.1", "data.color_strength=0.5"]),
+                   "simmim": ("kolektor_tiled_simmim_fold", [*simclr, "model.method=simmim", "data.mask_unit=16",
+                                                             "data.mask_ratio=0.6", "data.min_scale=0.1",
+                                                             "data.color_strength=0.5"])}
+    else:
+        base, checkpoint = kolektor_base(args), "last.pt"
+        recipes = {"pretrained": ("kolektor_fold", pretrain_recipe("clip_scrap_tiny", args.kolektor_crop, args.kolektor_keep,
+                                                                   args.kolektor_pretrain_epochs, args))}
     pooled: dict[tuple[str, int], SegAnomalyMeter] = {}
     for fold in args.fold_list:
-        info = pretrain(f"kolektor_fold{fold}", kolektor_train_images(fold, base), recipe, args)
-        payload["pretraining"][f"kolektor_fold{fold}"] = info
+        infos = {}
+        for arm, (tag, recipe) in recipes.items():
+            if arm in args.arm_list:
+                infos[arm] = pretrain(f"{tag}{fold}", kolektor_train_images(fold, base), recipe, args)
+                payload["pretraining"][f"{tag}{fold}"] = infos[arm]
         for seed in args.seed_list:
-            for arm, extra in arms(info):
+            for arm, extra in arms(infos, args):
                 tee = Tee()
                 with tempfile.TemporaryDirectory(prefix="ptd_kolektor_") as tmp, contextlib.redirect_stderr(tee):
                     task, model, train_s = train_last([*base, f"data.fold={fold}", f"train.seed={seed}", *extra],
-                                                      Path(tmp) / "run")
-                    meter = score(task, model, task.build_datasets()[1])
+                                                      Path(tmp) / "run", checkpoint)
+                    meter = score(task, model, task.build_eval_dataset())  # the held-out fold
                 pooled.setdefault((arm, seed), SegAnomalyMeter(("normal", "defect"))).extend(meter)
                 m = meter.compute()
-                add(payload, "kolektor", {"arm": arm, "seed": seed, "fold": fold, "train_s": round(train_s, 1),
-                                          "metrics": {k: m[k] for k in KEYS}, "n_test": len(meter.maps),
-                                          "loaded": tee.loaded() if extra else ""})
-                print(f"kolektor fold {fold} seed {seed} {arm}: pixel AP {pct(m['pixel_ap'])} pixel AUROC "
+                add(payload, part, {"arm": arm, "seed": seed, "fold": fold, "train_s": round(train_s, 1),
+                                    "metrics": {k: m[k] for k in KEYS if k in m}, "n_test": len(meter.maps),
+                                    "loaded": tee.loaded() if extra else ""})
+                print(f"{part} fold {fold} seed {seed} {arm}: pixel AP {pct(m['pixel_ap'])} pixel AUROC "
                       f"{pct(m['pixel_auroc'])} image AP {pct(m['image_ap'])} ({train_s:.0f} s)", flush=True)
                 save(payload, args)
     if len(args.fold_list) == 3:
         for (arm, seed), meter in pooled.items():
             m = meter.compute()
-            add(payload, "kolektor", {"arm": arm, "seed": seed, "fold": "pooled", "metrics": {k: m[k] for k in KEYS}})
+            add(payload, part, {"arm": arm, "seed": seed, "fold": "pooled", "metrics": {k: m[k] for k in KEYS if k in m}})
 
 
 def severstal_tiles(real: Path, work: Path) -> tuple[list[Path], list[str]]:
@@ -176,7 +209,7 @@ def run_severstal(args: argparse.Namespace, payload: dict) -> None:
     payload["pretraining"]["severstal_real_unscored"] = info
     overrides = ["train.epochs=1"] if args.quick else []
     for seed in args.seed_list:
-        for arm, extra in arms(info):
+        for arm, extra in arms({"pretrained": info}, args):
             tee, start = Tee(), time.time()
             with tempfile.TemporaryDirectory(prefix="ptd_severstal_") as tmp:
                 with contextlib.redirect_stderr(tee):
@@ -206,12 +239,47 @@ def paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def save(payload: dict, args: argparse.Namespace) -> None:
-    paths(args)[0].write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    """Write ``payload`` merged into what the file holds now: two processes (say one per arm) share the file."""
+    path = paths(args)[0]
+    merged = json.loads(path.read_text()) if path.exists() else {"runs": [], "pretraining": {}}
+    for part in PARTS:
+        for entry in payload.get(part, []):
+            add(merged, part, entry)
+    merged["pretraining"].update(payload["pretraining"])
+    merged["runs"] += [r for r in payload["runs"] if r not in merged["runs"]]
+    merged.update({k: v for k, v in payload.items() if k not in (*PARTS, "pretraining", "runs")})
+    path.write_text(json.dumps(merged, indent=1, default=float) + "\n")
 
 
 def mean_sd(values: list[float], scale: float = 1.0) -> str:
     v, digits = scale * np.array(values, dtype=float), 1 if scale == 100 else 4
     return f"{v.mean():.{digits}f}" + (f" +- {v.std(ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+
+KOLEKTOR_TITLES = {
+    "kolektor": "benchmarks/clip_anomaly_kolektor.py's short recipe: scrap-vit-tiny, 200x80, 6 epochs, final epoch scored",
+    "kolektor_tiled": "the shipped tiled recipe, tasks/clip_anomaly-kolektor.yaml (128x104 tiles of the image at 512x208, "
+                      "EMA 0.99), shortened to the epochs in the commands; the checkpoint of the best validation pixel AP "
+                      "(split carved from the training folds) is scored"}
+
+
+def kolektor_table(p: dict, part: str, title: str) -> list[str]:
+    lines = ["", f"#### clip_anomaly on KolektorSDD ({part}; 3-fold CV, the folds of benchmarks/clip_anomaly_kolektor.py; {title})",
+             "", "| arm | seeds | pixel AP % | pixel AUROC % | image AP % | pixel AP per seed |", "|---|---|---|---|---|---|"]
+    for arm in ("scratch", "pretrained", "simmim"):
+        got = sorted((e for e in p[part] if e["arm"] == arm and e["fold"] == "pooled"), key=lambda e: e["seed"])
+        if got:
+            col = {k: [e["metrics"][k] for e in got] for k in ("pixel_ap", "pixel_auroc", "image_ap")}
+            lines.append(f"| {arm} | {','.join(str(e['seed']) for e in got)} | {mean_sd(col['pixel_ap'], 100)} | "
+                         f"{mean_sd(col['pixel_auroc'], 100)} | {mean_sd(col['image_ap'], 100)} | "
+                         + " / ".join(pct(v) for v in col["pixel_ap"]) + " |")
+    lines += ["", "Pooled over the three held-out folds, mean +- sd over seeds. Per fold:", "",
+              "| fold | seed | arm | pixel AP | pixel AUROC | image AP | train s | weights loaded |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['fold']} | {e['seed']} | {e['arm']} | {pct(e['metrics']['pixel_ap'])} | {pct(e['metrics']['pixel_auroc'])} "
+              f"| {pct(e['metrics']['image_ap'])} | {e['train_s']:.0f} | {e['loaded']} |"
+              for e in sorted(p[part], key=lambda e: (str(e["fold"]), e["seed"], ARM_ORDER.index(e["arm"])))
+              if e["fold"] != "pooled"]
+    return lines
 
 
 def markdown(p: dict) -> str:
@@ -226,23 +294,9 @@ def markdown(p: dict) -> str:
     lines += [f"| {k} | {i['images']} | {i['epochs']} | {i['steps']} | {i['seconds'] / 60:.1f} | {i['images_per_s']:.1f} | "
               f"{i['first_loss']:.3f} -> {i['last_loss']:.3f} | `{' '.join(i['overrides'])}` |"
               for k, i in sorted(p["pretraining"].items())]
-    if p.get("kolektor"):
-        lines += ["", "### clip_anomaly on KolektorSDD (3-fold CV, the folds and recipe of benchmarks/clip_anomaly_kolektor.py: "
-                  "scrap-vit-tiny, 200x80, 6 epochs, final epoch scored)", "",
-                  "| arm | seeds | pixel AP % | pixel AUROC % | image AP % | pixel AP per seed |", "|---|---|---|---|---|---|"]
-        for arm in ("scratch", "pretrained"):
-            got = sorted((e for e in p["kolektor"] if e["arm"] == arm and e["fold"] == "pooled"), key=lambda e: e["seed"])
-            if got:
-                col = {k: [e["metrics"][k] for e in got] for k in ("pixel_ap", "pixel_auroc", "image_ap")}
-                lines.append(f"| {arm} | {','.join(str(e['seed']) for e in got)} | {mean_sd(col['pixel_ap'], 100)} | "
-                             f"{mean_sd(col['pixel_auroc'], 100)} | {mean_sd(col['image_ap'], 100)} | "
-                             + " / ".join(pct(v) for v in col["pixel_ap"]) + " |")
-        lines += ["", "Pooled over the three held-out folds, mean +- sd over seeds. Per fold:", "",
-                  "| fold | seed | arm | pixel AP | pixel AUROC | image AP | train s | weights loaded |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {e['fold']} | {e['seed']} | {e['arm']} | {pct(e['metrics']['pixel_ap'])} | {pct(e['metrics']['pixel_auroc'])} "
-                  f"| {pct(e['metrics']['image_ap'])} | {e['train_s']:.0f} | {e['loaded']} |"
-                  for e in sorted(p["kolektor"], key=lambda e: (str(e["fold"]), e["seed"], e["arm"] != "scratch"))
-                  if e["fold"] != "pooled"]
+    for part, title in KOLEKTOR_TITLES.items():
+        if p.get(part):
+            lines += kolektor_table(p, part, title)
     if p.get("severstal"):
         lines += ["", f"### severstal on the real sample ({len(p['severstal_scored'])} fully-labelled images; recipe of "
                   "benchmarks/severstal_train.py: resnet18 U-Net on synthetic strips, 64x400)", "",
@@ -262,13 +316,18 @@ def markdown(p: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="severstal,kolektor")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0", help="fine-tuning seeds; '' pretrains only (fills the cache)")
     parser.add_argument("--folds", default="0,1,2", help="kolektor folds this process runs")
     parser.add_argument("--epochs", type=int, default=6, help="clip_anomaly epochs (its benchmark's)")
     parser.add_argument("--batch", type=int, default=32, help="pretraining batch")
     parser.add_argument("--kolektor-crop", type=int, default=64)
     parser.add_argument("--kolektor-keep", type=int, default=80)
     parser.add_argument("--kolektor-pretrain-epochs", type=int, default=25)
+    parser.add_argument("--arms", default="scratch,pretrained",
+                        help="the arms this process runs: scratch, pretrained (SimCLR), simmim (kolektor_tiled only)")
+    parser.add_argument("--tiled-epochs", type=int, default=24, help="kolektor_tiled: epochs of the shipped recipe")
+    parser.add_argument("--tiled-crop", type=int, default=96, help="kolektor_tiled: pretraining crop")
+    parser.add_argument("--tiled-pretrain-epochs", type=int, default=75)
     parser.add_argument("--severstal-crop", type=int, default=64)
     parser.add_argument("--severstal-pretrain-epochs", type=int, default=30)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pretrain_transfer_defects")
@@ -277,20 +336,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.folds, args.epochs, args.kolektor_pretrain_epochs, args.severstal_pretrain_epochs = "0", 1, 1, 1
+        args.tiled_epochs, args.tiled_pretrain_epochs = 1, 1
         args.work = args.work.with_name(args.work.name + "_quick")
-    args.fold_list, args.seed_list = ([int(x) for x in text.split(",")] for text in (args.folds, args.seeds))
+    args.fold_list, args.seed_list = ([int(x) for x in text.split(",") if x] for text in (args.folds, args.seeds))
+    args.arm_list = args.arms.split(",")
     json_path, md_path = paths(args)
-    payload = json.loads(json_path.read_text()) if json_path.exists() else {"runs": [], "pretraining": {}}
+    payload = {"runs": [], "pretraining": {}}  # this process's results; save() merges them into the file
     if not args.report:
         torch.set_num_threads(1)
         start, started, where = time.perf_counter(), now(), machine()
         for part in args.parts.split(","):
-            {"kolektor": run_kolektor, "severstal": run_severstal}[part](args, payload)
+            if part == "severstal":
+                run_severstal(args, payload)
+            else:
+                run_kolektor(args, payload, part)
         command = "python benchmarks/pretrain_transfer_defects.py " + " ".join(sys.argv[1:])
         payload["runs"].append({"command": command.strip(), "date": started, "machine": where,
                                 "wall_s": round(time.perf_counter() - start, 1)})
         save(payload, args)
-    md_path.write_text(markdown(payload))
+    md_path.write_text(markdown(json.loads(json_path.read_text())))
     print(md_path.read_text())
 
 
