@@ -215,7 +215,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                                              ("kolektor", 2), ("kolektor", 3)]]
      # the shipped tiled recipe (24 epochs), one process per arm side by side at one thread each
      + [f"benchmarks/pretrain_transfer_defects.py --parts kolektor_tiled --seeds 0,1,2,3 --arms {arm}"
-        for arm in ("pretrained", "scratch")]),
+        for arm in ("pretrained", "scratch", "simmim")]
+     # (a --pretrain-only process filled fold 2's SimMIM cache for the simmim command above)
+     + ["benchmarks/pretrain_transfer_defects.py --parts kolektor_tiled --arms simmim",
+        # how alike the patch tokens of a tile are, per encoder (random, SimCLR, SimMIM)
+        "benchmarks/pretrain_transfer_defects.py --parts token_similarity"]),
     ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"],
      [f"benchmarks/int8_accuracy.py --recipe {recipe}" for recipe in ("severstal", "scrap_cls", "segdec")]),
 ]

@@ -181,6 +181,37 @@ def run_kolektor(args: argparse.Namespace, payload: dict, part: str = "kolektor"
             add(payload, part, {"arm": arm, "seed": seed, "fold": "pooled", "metrics": {k: m[k] for k in KEYS if k in m}})
 
 
+@torch.no_grad()
+def token_similarity(args: argparse.Namespace, payload: dict) -> None:
+    """How alike an encoder's last-block patch tokens are within one tile (mean cosine over pairs of different
+    tokens; 1 = every token the same, so nothing local is left to segment), on the first 40 images of each
+    held-out fold, the top-left 128x104 tile at the recipe's resolution: random init against every pretraining
+    of kolektor_tiled in the cache (``--work``)."""
+    import torch.nn.functional as F
+
+    from scrapvision.backbones.clip import ClipPatchTokens
+
+    base = kolektor_tiled_base(args)
+    for fold in args.fold_list:
+        files = {"random": ""}
+        for arm, tag in (("pretrained", "kolektor_tiled_fold"), ("simmim", "kolektor_tiled_simmim_fold")):
+            found = sorted(args.work.glob(f"{tag}{fold}_*/pretrain.json"))
+            if found:
+                files[arm] = json.loads(found[-1].read_text())["backbone"]
+        for arm, weights in files.items():
+            torch.manual_seed(0)
+            task = make_task([*base, f"data.fold={fold}", *([f"model.weights={weights}"] if weights else [])])
+            encoder = next(m for m in task.build_model().eval().modules() if isinstance(m, ClipPatchTokens))
+            test, sims = task.build_eval_dataset(), []
+            for i in range(min(40, len(test))):
+                tokens = F.normalize(encoder(test[i]["image"][None, :, :128, :104])[-1].flatten(2)[0].T, dim=1)
+                pairs = tokens @ tokens.T
+                sims.append(float((pairs.sum() - pairs.diag().sum()) / (pairs.numel() - len(pairs))))
+            payload.setdefault("token_similarity", {})[f"fold {fold} {arm}"] = round(float(np.mean(sims)), 4)
+            print(f"fold {fold} {arm}: mean cosine between a tile's patch tokens {np.mean(sims):.3f}", flush=True)
+    save(payload, args)
+
+
 def severstal_tiles(real: Path, work: Path) -> tuple[list[Path], list[str]]:
     """256x256 tiles (6 per strip) of the real images that are NOT scored; and the scored image ids."""
     from PIL import Image
@@ -247,7 +278,8 @@ def save(payload: dict, args: argparse.Namespace) -> None:
             add(merged, part, entry)
     merged["pretraining"].update(payload["pretraining"])
     merged["runs"] += [r for r in payload["runs"] if r not in merged["runs"]]
-    merged.update({k: v for k, v in payload.items() if k not in (*PARTS, "pretraining", "runs")})
+    merged.setdefault("token_similarity", {}).update(payload.get("token_similarity", {}))
+    merged.update({k: v for k, v in payload.items() if k not in (*PARTS, "pretraining", "runs", "token_similarity")})
     path.write_text(json.dumps(merged, indent=1, default=float) + "\n")
 
 
@@ -297,6 +329,11 @@ def markdown(p: dict) -> str:
     for part, title in KOLEKTOR_TITLES.items():
         if p.get(part):
             lines += kolektor_table(p, part, title)
+    if p.get("token_similarity"):
+        lines += ["", "How alike the encoder's last-block patch tokens are within one 128x104 tile (part token_similarity: "
+                  "mean cosine over pairs of different tokens, first 40 images of the held-out fold; 1 = all tokens the same):",
+                  "", "| fold and encoder | mean cosine |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in sorted(p["token_similarity"].items())]
     if p.get("severstal"):
         lines += ["", f"### severstal on the real sample ({len(p['severstal_scored'])} fully-labelled images; recipe of "
                   "benchmarks/severstal_train.py: resnet18 U-Net on synthetic strips, 64x400)", "",
@@ -315,8 +352,11 @@ def markdown(p: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="severstal,kolektor")
-    parser.add_argument("--seeds", default="0", help="fine-tuning seeds; '' pretrains only (fills the cache)")
+    parser.add_argument("--parts", default="severstal,kolektor",
+                        help="severstal, kolektor, kolektor_tiled, token_similarity (of the cached kolektor_tiled encoders)")
+    parser.add_argument("--seeds", default="0", help="fine-tuning seeds")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="only fill the pretraining cache of these folds (so another process finds it), train no head")
     parser.add_argument("--folds", default="0,1,2", help="kolektor folds this process runs")
     parser.add_argument("--epochs", type=int, default=6, help="clip_anomaly epochs (its benchmark's)")
     parser.add_argument("--batch", type=int, default=32, help="pretraining batch")
@@ -340,6 +380,8 @@ def main() -> None:
         args.work = args.work.with_name(args.work.name + "_quick")
     args.fold_list, args.seed_list = ([int(x) for x in text.split(",") if x] for text in (args.folds, args.seeds))
     args.arm_list = args.arms.split(",")
+    if args.pretrain_only:
+        args.seed_list = []
     json_path, md_path = paths(args)
     payload = {"runs": [], "pretraining": {}}  # this process's results; save() merges them into the file
     if not args.report:
@@ -348,6 +390,8 @@ def main() -> None:
         for part in args.parts.split(","):
             if part == "severstal":
                 run_severstal(args, payload)
+            elif part == "token_similarity":
+                token_similarity(args, payload)
             else:
                 run_kolektor(args, payload, part)
         command = "python benchmarks/pretrain_transfer_defects.py " + " ".join(sys.argv[1:])

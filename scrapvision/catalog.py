@@ -11,7 +11,7 @@ TASK_SUMMARIES = {
              "classes -> area proportions -> density-weighted content (CANet, Zhao et al.).",
     "clip_anomaly": "CLIP-prompted impurity segmentation (copper, plastic, wood, rubber, cans in steel scrap): "
                     "multi-scale patch-text matching, supervised / few-shot / zero-shot (Tanaka et al. 2025).",
-    "pretrain": "Self-supervised pretraining (SimCLR) of any backbone on unlabeled images; writes "
+    "pretrain": "Self-supervised pretraining (SimCLR or SimMIM) of any backbone on unlabeled images; writes "
                 "backbone.safetensors for every head's model.weights.",
     "scrap_cls": "scrap-grade classifier: EfficientNet + CLFSEF (cross-layer fusion, semantic enhancement, KD)",
     "segdec": "Segmentation-decision surface-defect detector (KolektorSDD): full / weak / mixed supervision, "
