@@ -102,13 +102,6 @@ class OpenVinoEngine(nn.Module):
             raise CheckpointError(f"ONNX model {path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
         self.request = self.compiled.create_infer_request()
         self.path = Path(path)
-        self._config = config
-        self._streams: tuple[Any, int] | None = None  # (AsyncInferQueue, streams), compiled at the first batch >= 2
-        #: whether a batch may be cut along dim 0 into independent requests: every input and output has a
-        #: dynamic first axis (the exported "batch"); otherwise every batch runs as one request
-        self.splittable = all(port.partial_shape.rank.is_static and port.partial_shape.rank.get_length() > 0
-                              and port.partial_shape[0].is_dynamic
-                              for port in (*self.compiled.inputs, *self.compiled.outputs))
         #: what the plugin runs: a CPU without bf16 units (no avx512_bf16 / AMX) quietly keeps f32. The property is
         #: an ov.Type (printed "<Type: 'bfloat16'>"), so it is compared as a type, not searched for "bf16"
         self.precision = "bf16" if self.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "fp32"
@@ -119,44 +112,11 @@ class OpenVinoEngine(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> Any:
         feeds = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
         try:
-            batch = len(feeds[0]) if feeds and feeds[0].ndim else 1
-            queue = self._stream_queue() if batch >= 2 and self.splittable else None
-            if queue is not None and min(batch, queue[1]) > 1:
-                outputs = self._infer_split(queue, feeds, min(batch, queue[1]))
-            else:
-                outputs = self.request.infer(feeds).to_tuple()  # copies: the request reuses its buffers
+            outputs = self.request.infer(feeds).to_tuple()  # copies: the request reuses its buffers
         except Exception as exc:  # noqa: BLE001
             takes = ", ".join(f"{i.any_name} {i.partial_shape}" for i in self.compiled.inputs)
             raise _run_error(self.path, feeds, takes, exc) from None
         return restore_outputs([torch.from_numpy(np.asarray(o)) for o in outputs], self.structure)
-
-    def _stream_queue(self) -> tuple[Any, int] | None:
-        """The same graph compiled for throughput (OpenVINO's streams: the cores shared out among requests that
-        run at once, each on fewer threads) with a queue of its optimal number of requests; None where the
-        plugin makes a single stream (one core), which the latency-compiled request already is.
-
-        Why: a small model keeps two threads of one request waiting on each other at every layer. On this
-        2-core CPU, cutting a batch of 8 into two requests of 4 that run side by side on one core each ran
-        segdec about 1.3x faster than one request of 8 on both cores (2026-12-03), with identical outputs."""
-        if self._streams is None:
-            import openvino as ov
-
-            compiled = ov.Core().compile_model(str(self.path), "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
-            requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            self._streams = (ov.AsyncInferQueue(compiled, requests), requests) if requests > 1 else (None, 1)
-        return self._streams if self._streams[0] is not None else None
-
-    @staticmethod
-    def _infer_split(queue: tuple[Any, int], feeds: list[np.ndarray], parts: int) -> list[np.ndarray]:
-        """Run ``feeds`` as ``parts`` requests of consecutive items at once; the outputs joined back in order."""
-        results: dict[int, list[np.ndarray]] = {}
-        requests = queue[0]
-        requests.set_callback(lambda request, part: results.__setitem__(
-            part, [np.copy(t.data) for t in request.output_tensors]))
-        for part, index in enumerate(np.array_split(np.arange(len(feeds[0])), parts)):
-            requests.start_async([f[index[0]:index[-1] + 1] for f in feeds], userdata=part)
-        requests.wait_all()
-        return [np.concatenate([results[part][k] for part in range(parts)]) for k in range(len(results[0]))]
 
 
 #: engine name -> (package, label, extra of setup.cfg that installs it)
@@ -294,7 +254,7 @@ def _timing_key(onnx_path: Path, candidates: Sequence[str]) -> dict[str, Any]:
     # "timing": how the candidates were timed; a record made another way (batch 2 alone, unsettled, before
     # 2026-12-03) is timed again rather than trusted
     return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count(),
-            "candidates": sorted(candidates), "timing": {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S, "openvino_streams": True}}
+            "candidates": sorted(candidates), "timing": {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S}}
 
 
 def remembered_engine(onnx_path: Path, candidates: Sequence[str]) -> str | None:

@@ -52,27 +52,6 @@ def test_openvino_engine_matches_torch(name, smoke, tmp_path, one_thread):
             torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("name", HEADS)
-def test_openvino_cuts_a_batch_into_requests_that_run_at_once_with_the_same_outputs(name, smoke, tmp_path, monkeypatch):
-    """On two threads OpenVINO runs a batch as requests of consecutive items side by side (its streams): an
-    uneven batch of 5 comes back in order and equals torch, and one item alone equals its row of the batch."""
-    pytest.importorskip("openvino")
-    task, model, _ = smoke(name)
-    engine = OpenVinoEngine(export_onnx(task, model, tmp_path / "m.onnx"), threads=2)
-    parts, split = [], OpenVinoEngine._infer_split
-    monkeypatch.setattr(OpenVinoEngine, "_infer_split", staticmethod(lambda q, f, n: (parts.append(n), split(q, f, n))[1]))
-    torch.manual_seed(0)
-    x = inputs_of(task, 5)[0]
-    with torch.no_grad():
-        expected, got, first = model(*x), engine(*x), engine(*(t[:1] for t in x))
-    if engine._streams[1] < 2:
-        pytest.skip("OpenVINO makes one stream on this CPU: nothing to cut")
-    assert parts == [engine._streams[1]] and engine.splittable
-    for e, g, one in zip(flatten_outputs(expected), flatten_outputs(got), flatten_outputs(first)):
-        torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
-        torch.testing.assert_close(one, g[:1], atol=FP32_ATOL, rtol=0)
-
-
 def copy_of(smoke, name, tmp_path):
     _, _, checkpoint = smoke(name)
     local = tmp_path / checkpoint.name
