@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import one_line_error
 from scrapvision import TASKS
-from scrapvision.api import build_task, train
+from scrapvision.api import build_task, load_trained, train
 from scrapvision.cli import main
 from scrapvision.data.unlabeled import MaskedViews
 from scrapvision.heads import load_all
@@ -19,14 +19,7 @@ from scrapvision.models.ssl import MaskedImageNet, masked_l1, unit_mask
 
 load_all()
 SMOKE = [*TASKS.get("pretrain").smoke_overrides, "model.method=simmim", "data.mask_unit=8", "model.backbone=clip_scrap_tiny"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's
 
 
 def test_the_loss_counts_the_hidden_pixels_only():
@@ -83,19 +76,10 @@ def test_simmim_backbone_loads_into_clip_anomaly_and_reports_its_worst_reconstru
     conv = next(v for k, v in state.items() if k.endswith("visual.conv1.weight"))
     torch.testing.assert_close(conv, saved["visual.conv1.weight"], rtol=0, atol=0)
     assert f"loaded {len(saved)} of the backbone's" in capsys.readouterr().err
-    pretrain = build_task("pretrain", overrides=overrides)
-    plot = pretrain.write_report(result_model(pretrain, result.run_dir), eval_loader(pretrain), tmp_path)
+    pretrain, model = load_trained("pretrain", result.run_dir / "last.pt")
+    loader = torch.utils.data.DataLoader(pretrain.build_datasets()[1], batch_size=2)
+    plot = pretrain.write_report(model, loader, tmp_path)
     assert plot[0].name == "worst_reconstructions.png" and plot[0].stat().st_size > 1000
-
-
-def result_model(task, run_dir):
-    model = task.build_model()
-    model.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True)["model"])
-    return model.eval()
-
-
-def eval_loader(task):
-    return torch.utils.data.DataLoader(task.build_datasets()[1], batch_size=2)
 
 
 @pytest.mark.parametrize("setting, message", [
