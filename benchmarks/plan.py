@@ -221,7 +221,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
         # how alike the patch tokens of a tile are, per encoder (random, SimCLR, SimMIM)
         "benchmarks/pretrain_transfer_defects.py --parts token_similarity"]),
     ("speed.md", ["benchmarks/speed.py --seconds 4", "benchmarks/startup.py --rounds 10"],
-     [f"benchmarks/int8_accuracy.py --recipe {recipe}" for recipe in ("severstal", "scrap_cls", "segdec")]),
+     [f"benchmarks/int8_accuracy.py --recipe {recipe}" for recipe in ("severstal", "scrap_cls", "segdec", "clip_anomaly")]),
 ]
 
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of

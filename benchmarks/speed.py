@@ -16,7 +16,8 @@ GFLOP/s: the peak is the best of five 4096x4096 fp32 matmuls on the same threads
 from torch.utils.flop_counter on the eager model (matmuls and convolutions, 2 FLOPs per multiply-add); achieved
 = FLOPs per item x items/s. bf16 and int8 compute in narrower types, so their share of the fp32 peak may pass
 100 % without an error. Each (head, engine) at the largest batch also runs alone in a fresh process for its
-peak resident memory. Writes RESULTS/speed.json and the `speed` section of RESULTS/speed.md.
+peak resident memory, and (on Linux) for the memory the engine adds: the high-water mark while it is built and
+run, less what the process held once torch and the model were loaded (about 0.9 GiB, the same for every engine). Writes RESULTS/speed.json and the `speed` section of RESULTS/speed.md.
 """
 
 from __future__ import annotations
@@ -148,14 +149,39 @@ def measure_round_robin(head: str, batches: list[int], seconds: float, threads: 
     return rows
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's resident-memory high-water mark (Linux: /proc/self/clear_refs, mode 5), so that the
+    transient peak of importing torch, timm and the engines does not stand for every engine's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mib(key: str) -> float:
+    """A memory line of /proc/self/status (VmRSS now, VmHWM the high-water mark) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
 def peak_rss_one(head: str, engine: str, batch: int, threads: int) -> dict:
-    """Peak resident memory of one engine alone (a fresh process, so the figure is that engine's)."""
+    """Peak resident memory of one engine alone (a fresh process, so the figure is that engine's): the high-water
+    mark from after the model is built (imports and the fp32 model resident, their transient peaks not counted)
+    through building the engine and running it."""
     task, model, inputs = _setup(head, batch, threads)
+    reset = _reset_peak_rss()
+    before = _status_mib("VmRSS") if reset else float("nan")
     runner, context, x = build_runner(task, model, engine, inputs, threads, {})
     if engine not in ("eager", "tuned", "bf16"):
         del model
     _rate(runner, context, x, 1.0)
-    return {"head": head, "engine": engine, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if not reset:  # no /proc (not Linux): the whole process's peak, imports included
+        return {"head": head, "engine": engine, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"head": head, "engine": engine, "peak_rss_mib": _status_mib("VmHWM"), "setup_rss_mib": before,
+            "engine_rss_mib": _status_mib("VmHWM") - before}
 
 
 def peak_gflops(threads: int, size: int = 4096, repeats: int = 5) -> float:
@@ -229,7 +255,8 @@ def main() -> None:
         for engine in ENGINES:
             rss, _ = _child(["--one", head, engine, *common])
             for row in (r for r in rows if r["engine"] == engine):
-                row["peak_rss_mib"] = rss["peak_rss_mib"] if rss else float("nan")
+                for key in ("peak_rss_mib", "setup_rss_mib", "engine_rss_mib"):
+                    row[key] = (rss or {}).get(key, float("nan"))
                 print(f"{head:14s} {engine:8s} batch {row['batch']}: {row['items_per_s']:8.2f} items/s", file=sys.stderr)
         results += rows
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "argv": " ".join(sys.argv[1:]),

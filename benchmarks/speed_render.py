@@ -40,6 +40,23 @@ def _flops(by: dict, heads: list[str], batch: int, engines: tuple, labels: dict,
     return lines
 
 
+def _memory(by: dict, heads: list, batch: int, engines: tuple, labels: dict) -> list[str]:
+    """The peak-memory table: what each engine adds over the loaded process when the run measured it (Linux),
+    else the whole process's peak (which the imports' resident ~1 GiB dominates)."""
+    added = any("engine_rss_mib" in by.get((h, e, batch), {}) for h in heads for e in engines)
+    key = "engine_rss_mib" if added else "peak_rss_mib"
+    title = (f"#### Memory each engine adds (MiB of resident peak over the process with torch and the model loaded), "
+             f"batch {batch}" if added else f"#### Peak RSS (MiB) at batch {batch}")
+    lines = [title, "", "| head | " + " | ".join(labels[e] for e in engines) + " |", "|---|" + "---|" * len(engines)]
+    for head in heads:
+        lines.append(f"| {head} | " + " | ".join(_cell(by.get((head, e, batch), {}), key, ".0f") for e in engines) + " |")
+    if added:
+        base = [by[(h, e, batch)]["setup_rss_mib"] for h in heads for e in engines if "setup_rss_mib" in by.get((h, e, batch), {})]
+        lines += ["", f"The process held {min(base):.0f}-{max(base):.0f} MiB before the engine was built (torch, the "
+                  "engine packages and the fp32 model)."]
+    return lines
+
+
 def render_tables(record: dict, argv: str, engines: tuple, labels: dict) -> str:
     by = {(r["head"], r["engine"], r.get("batch")): r for r in record["results"]}
     heads = sorted({r["head"] for r in record["results"]})
@@ -47,7 +64,7 @@ def render_tables(record: dict, argv: str, engines: tuple, labels: dict) -> str:
     peak = record.get("peak_gflops")
     lines = ["### Inference speed per head (random weights, CPU-recipe input size)", "",
              f"Throughput: every engine of a head timed in one process, interleaved over {record.get('rounds', 1)} "
-             "rounds, median round; peak RSS: each engine alone in a fresh process, at the largest batch.", "",
+             "rounds, median round; memory: each engine alone in a fresh process, at the largest batch.", "",
              f"`python benchmarks/speed.py {argv}`".replace(" `", "`") + f" on {record['machine']}, {record['date']}, "
              f"batches {', '.join(map(str, batches))}, {record['threads']} threads, peak fp32 matmul "
              f"{peak:.1f} GFLOP/s, wall {record['wall_s']} s.", ""]
@@ -56,11 +73,7 @@ def render_tables(record: dict, argv: str, engines: tuple, labels: dict) -> str:
     for batch in batches:
         lines += _flops(by, heads, batch, engines, labels, peak) + [""]
     lines += ["bf16 and int8 compute in narrower types than the fp32 peak, so their share may pass 100 %.", "",
-              f"#### Peak RSS (MiB) at batch {max(batches)}", "",
-              "| head | " + " | ".join(labels[e] for e in engines) + " |", "|---|" + "---|" * len(engines)]
-    for head in heads:
-        lines.append(f"| {head} | " + " | ".join(_cell(by.get((head, e, max(batches)), {}), "peak_rss_mib", ".0f")
-                                               for e in engines) + " |")
+              *_memory(by, heads, max(batches), engines, labels)]
     lines += ["", f"Goal: the default engine (`--engine auto`) at least {GOAL:g}x naive eager on every head. Misses are "
               "reported as measured."]
     for batch in batches:

@@ -4,9 +4,11 @@ ONNX Runtime's ``quantize_static`` in QDQ format (QuantizeLinear / DequantizeLin
 Runtime and OpenVINO both fuse into int8 kernels), per-channel int8 weights, uint8 activations whose
 ranges come from the first N items of the task's own training set: the 99.999th percentile of each
 activation's histogram (``percentile``, the default: one outlier pixel no longer stretches a scale), their
-extremes (``minmax``), or the range that keeps the histogram's entropy (``entropy``). The default was chosen
-by how close each graph's outputs stay to fp32 on training items that calibration did not see (never on a
-scored split; benchmarks/int8_accuracy.py). The int8 file keeps the
+extremes (``minmax``), or the range that keeps the histogram's entropy (``entropy``). The graph's ends stay
+fp32 (:func:`end_layers`): the first convolution or matmul reading each input and the last one before each
+output, the usual rule of post-training quantisation. Both defaults were chosen by how close each graph's
+outputs stay to fp32 on training items that calibration did not see (never on a scored split;
+benchmarks/int8_accuracy.py). The int8 file keeps the
 scrapvision metadata, so ``eval`` / ``predict --checkpoint CKPT.int8.onnx`` run it like any export.
 """
 
@@ -19,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +38,32 @@ META_PRECISION = "scrapvision.precision"
 def int8_path(onnx_path: Path) -> Path:
     """``X.onnx`` -> ``X.int8.onnx``."""
     return onnx_path.with_suffix(".int8.onnx")
+
+
+#: operators that carry a layer's weights; the first and last of them stay fp32
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def end_layers(graph: Any) -> list[str]:
+    """Names of the graph's end layers: each weighted node that reads a graph input, and for each output the
+    nearest weighted node upstream of it. In int8 the first one loses the image's fine steps and the last
+    one rounds the very scores that are thresholded and ranked; they are a small share of the compute.
+    What it buys on real data: benchmarks/results/speed.md, sections int8_*."""
+    producer = {name: node for node in graph.node for name in node.output}
+    inputs = {i.name for i in graph.input}
+    ends = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS and inputs.intersection(n.input)]
+    for output in graph.output:
+        seen, stack = set(), [output.name]
+        while stack:  # depth-first up the graph until a weighted node
+            node = producer.get(stack.pop())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in WEIGHTED_OPS:
+                ends.append(node.name)
+                break
+            stack.extend(node.input)
+    return list(dict.fromkeys(ends))
 
 
 def training_inputs(task: Task, n: int, batch_size: int = 8, skip: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
@@ -88,7 +117,8 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
                 with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
                     quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
                                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                    calibrate_method=CalibrationMethod[CALIBRATIONS[name]])
+                                    calibrate_method=CalibrationMethod[CALIBRATIONS[name]],
+                                    nodes_to_exclude=end_layers(onnx.load(str(prepared)).graph))
 
             try:
                 calibrate(calibration)
@@ -111,8 +141,8 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
     del proto.metadata_props[:]
     proto.metadata_props.extend(fp32.metadata_props)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = (META_PRECISION, f"int8 (QDQ, per-channel), calibrated ({method}) on {n} "
-                              "training items")
+    entry.key, entry.value = (META_PRECISION, f"int8 (QDQ, per-channel; first and last layers fp32), calibrated "
+                              f"({method}) on {n} training items")
     with atomic_write(out) as handle:
         handle.write(proto.SerializeToString())
     return out

@@ -18,7 +18,7 @@ from scrapvision.engines import OnnxEngine
 from scrapvision.export import export_onnx, flatten_outputs, read_onnx_metadata
 from scrapvision.heads import load_all
 from scrapvision.heads.scrap_cls import ScrapClsTask
-from scrapvision.quantize import META_PRECISION, quantize_int8
+from scrapvision.quantize import META_PRECISION, WEIGHTED_OPS, end_layers, quantize_int8
 
 load_all()
 
@@ -55,6 +55,22 @@ def test_int8_export_is_quantised_keeps_metadata_and_scores_close_to_fp32(traine
     assert top1(int8, tmp_path / "int8.json") >= fp32_top1 - TOP1_TOLERANCE
     if importlib.util.find_spec("openvino"):
         assert top1(int8, tmp_path / "ov.json", "--engine", "openvino") >= fp32_top1 - TOP1_TOLERANCE
+
+
+def test_the_first_and_last_layers_stay_fp32_and_the_rest_is_int8(trained, tmp_path):
+    """The end layers of the fp32 graph (first weighted node per input, last per output) keep float weights in
+    the int8 graph; every other weighted node's weights are dequantised int8."""
+    assert main(["export", "--task", "scrap_cls", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"),
+                 "--int8", "--calibrate", "8"]) == 0
+    ends = set(end_layers(onnx.load(str(tmp_path / "m.onnx")).graph))
+    assert len(ends) >= 2  # the stem convolution and the classifier
+    graph = onnx.load(str(tmp_path / "m.int8.onnx")).graph
+    dequantised = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    weighted = {node.name: node for node in graph.node if node.op_type in WEIGHTED_OPS}
+    assert ends <= weighted.keys()
+    for name, node in weighted.items():
+        int8_weights = node.input[1] in dequantised
+        assert int8_weights == (name not in ends), (name, list(node.input))
 
 
 def test_percentile_calibration_is_recorded_and_changes_the_scales(trained, tmp_path, capsys):
