@@ -17,7 +17,8 @@ from torch.utils.flop_counter on the eager model (matmuls and convolutions, 2 FL
 = FLOPs per item x items/s. bf16 and int8 compute in narrower types, so their share of the fp32 peak may pass
 100 % without an error. Each (head, engine) at the largest batch also runs alone in a fresh process for its
 peak resident memory, and (on Linux) for the memory the engine adds: the high-water mark while it is built and
-run, less what the process held once torch and the model were loaded (about 0.9 GiB, the same for every engine). Writes RESULTS/speed.json and the `speed` section of RESULTS/speed.md.
+run, less what the process held once torch and the model were loaded (about 0.9 GiB, the same for every
+engine); the exported and int8 files it opens are made by another process first. Writes RESULTS/speed.json and the `speed` section of RESULTS/speed.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ENGINES = ("eager", "tuned", "bf16", "onnx", "openvino", "ov_bf16", "int8", "int8_ov")
+#: the engines that run an exported graph
+EXPORTED_ENGINES = ("onnx", "openvino", "ov_bf16", "int8", "int8_ov")
 LABELS = {"eager": "eager", "tuned": "torch", "bf16": "torch bf16", "onnx": "ONNX Runtime", "openvino": "OpenVINO",
           "ov_bf16": "OpenVINO bf16", "int8": "int8 ORT", "int8_ov": "int8 OpenVINO"}
 #: auto_engine's candidate names -> this script's engine names
@@ -58,20 +61,26 @@ def _int8_graph(task, fp32_path: Path, threads: int) -> Path:
     return quantize_int8(task, fp32_path, len(batches), inputs=batches)
 
 
+def graph_file(task, model, engine: str, threads: int, graphs: dict) -> Path:
+    """The exported fp32 or int8 file an engine runs, made once per head and kept in ``graphs``."""
+    from scrapvision.export import export_onnx
+
+    if "fp32" not in graphs:
+        graphs["fp32"] = export_onnx(task, model, Path(tempfile.mkdtemp()) / f"{task.name}.onnx")
+    if engine.startswith("int8") and "int8" not in graphs:
+        graphs["int8"] = _int8_graph(task, graphs["fp32"], threads)
+    return graphs["int8" if engine.startswith("int8") else "fp32"]
+
+
 def build_runner(task, model, engine: str, inputs: tuple, threads: int, graphs: dict):
     """(callable, autograd context, inputs) of one engine, built as `scrapvision predict` builds it; ``graphs``
     caches the exported fp32 and int8 files of the head."""
     import torch
 
     from scrapvision.engines import OnnxEngine, OpenVinoEngine, bf16_autocast, prefers_channels_last
-    from scrapvision.export import export_onnx
 
-    if engine in ("onnx", "openvino", "ov_bf16", "int8", "int8_ov"):
-        if "fp32" not in graphs:
-            graphs["fp32"] = export_onnx(task, model, Path(tempfile.mkdtemp()) / f"{task.name}.onnx")
-        if engine.startswith("int8") and "int8" not in graphs:
-            graphs["int8"] = _int8_graph(task, graphs["fp32"], threads)
-        path = graphs["int8" if engine.startswith("int8") else "fp32"]
+    if engine in EXPORTED_ENGINES:
+        path = graph_file(task, model, engine, threads, graphs)
         runner = (OpenVinoEngine(path, threads, "bf16" if engine == "ov_bf16" else "fp32")
                   if engine in ("openvino", "ov_bf16", "int8_ov") else OnnxEngine(path, threads))
         return runner, torch.inference_mode, inputs
@@ -170,12 +179,18 @@ def _status_mib(key: str) -> float:
 def peak_rss_one(head: str, engine: str, batch: int, threads: int) -> dict:
     """Peak resident memory of one engine alone (a fresh process, so the figure is that engine's): the high-water
     mark from after the model is built (imports and the fp32 model resident, their transient peaks not counted)
-    through building the engine and running it."""
+    through opening the engine and running it; the graph files are made by another process first."""
+    graphs: dict = {}
+    if engine in EXPORTED_ENGINES:  # exported (and quantised) by another process: a user runs files made earlier
+        made, error = _child(["--graph", head, engine, "--threads", str(threads)])
+        if made is None:
+            raise RuntimeError(error)
+        graphs = {kind: Path(path) for kind, path in made.items()}
     task, model, inputs = _setup(head, batch, threads)
     reset = _reset_peak_rss()
     before = _status_mib("VmRSS") if reset else float("nan")
-    runner, context, x = build_runner(task, model, engine, inputs, threads, {})
-    if engine not in ("eager", "tuned", "bf16"):
+    runner, context, x = build_runner(task, model, engine, inputs, threads, graphs)
+    if engine in EXPORTED_ENGINES:
         del model
     _rate(runner, context, x, 1.0)
     if not reset:  # no /proc (not Linux): the whole process's peak, imports included
@@ -226,6 +241,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of speed.json / speed.md")
     parser.add_argument("--one", nargs=2, metavar=("HEAD", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--rr", metavar="HEAD", help=argparse.SUPPRESS)
+    parser.add_argument("--graph", nargs=2, metavar=("HEAD", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--rerender", action="store_true", help="rewrite speed.md from speed.json, measuring nothing")
     args = parser.parse_args()
     if args.rerender:
@@ -234,6 +250,12 @@ def main() -> None:
         return
     if args.one:
         print(json.dumps(peak_rss_one(*args.one, max(args.batch), args.threads)))
+        return
+    if args.graph:
+        task, model, _ = _setup(args.graph[0], 1, args.threads)  # the same seeded weights as the measuring process
+        graphs: dict = {}
+        graph_file(task, model, args.graph[1], args.threads, graphs)
+        print(json.dumps({kind: str(path) for kind, path in graphs.items()}))
         return
     if args.rr:
         print(json.dumps(measure_round_robin(args.rr, args.batch, args.seconds, args.threads, args.rounds)))
