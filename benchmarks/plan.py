@@ -227,8 +227,9 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
 # options that only share one run out among processes (folds of segdec_kolektor.py, parts of
 # canet_synthetic.py): each process merges into the same rows, which the command without them reproduces
 SPLIT_OPTIONS = ("--folds", "--only", "--fold-list")
-# options of how a process runs, not of what it records (torch threads): dropped like the split options
-RUNTIME_OPTIONS = ("--threads",)
+# options of how a process runs, not of what it measures (torch threads, the folder its JSON goes to): dropped
+# like the split options
+RUNTIME_OPTIONS = ("--threads", "--results")
 # the same, for options without a value (pretrain_transfer.py's --pretrain-only runs a share of the pretrainings)
 SPLIT_FLAGS = ("--pretrain-only",)
 # a benchmark command in a code span of one line, as the sections write them: `python benchmarks/x.py --a b`
