@@ -80,15 +80,11 @@ def auto_pick(task_name: str, checkpoint: Path) -> tuple[str, str]:
 def bf16_gaps(task, model, fp32_onnx: Path) -> dict[str, float]:
     """The bf16 engines' distance from fp32 by auto's own rule (scrapvision.engines.parity_gap, relative, on the
     head's seeded example input), for the trained weights: auto runs bf16 only within BF16_RTOL."""
-    import copy
+    from scrapvision.engines import auto_candidate, parity_example, parity_gap
 
-    from scrapvision import engines as eng
-
-    example = eng.parity_example(task)
-    engines = {"torch bf16": eng.bf16_autocast(eng.inference_layout(copy.deepcopy(model)))}
-    if importlib.util.find_spec("openvino"):
-        engines["OpenVINO bf16"] = eng.OpenVinoEngine(fp32_onnx, precision="bf16", quiet=True)
-    return {label: eng.parity_gap(model, engine, example, relative=True) for label, engine in engines.items()}
+    names = {"torch bf16": "torch-bf16", **({"OpenVINO bf16": "openvino-bf16"} if importlib.util.find_spec("openvino") else {})}
+    return {label: parity_gap(model, auto_candidate(name, model, fp32_onnx), parity_example(task), relative=True)
+            for label, name in names.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -195,8 +195,8 @@ def peak_rss_one(head: str, engine: str, batch: int, threads: int) -> dict:
     _rate(runner, context, x, 1.0)
     if not reset:  # no /proc (not Linux): the whole process's peak, imports included
         return {"head": head, "engine": engine, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    return {"head": head, "engine": engine, "peak_rss_mib": _status_mib("VmHWM"), "setup_rss_mib": before,
-            "engine_rss_mib": _status_mib("VmHWM") - before}
+    peak = _status_mib("VmHWM")
+    return {"head": head, "engine": engine, "peak_rss_mib": peak, "setup_rss_mib": before, "engine_rss_mib": peak - before}
 
 
 def peak_gflops(threads: int, size: int = 4096, repeats: int = 5) -> float:

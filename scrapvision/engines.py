@@ -293,7 +293,7 @@ def faster_engine(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ..
     return choice
 
 
-def _candidate(name: str, model: nn.Module, path: Path) -> nn.Module:
+def auto_candidate(name: str, model: nn.Module, path: Path) -> nn.Module:
     """An engine ``--engine auto`` may run: an exported fp32 one by its EXPORTED name, or a bf16 one."""
     if name == "torch-bf16":
         return bf16_autocast(inference_layout(copy.deepcopy(model)))
@@ -340,7 +340,7 @@ def auto_engine(task: Task, model: nn.Module, checkpoint: Path, precision: str =
             continue  # bf16 only ever replaces an fp32 engine that agrees, never torch fp32 (fp32 come first)
         label = BF16_ENGINES.get(name) or EXPORTED[name][1]
         try:
-            engine = _candidate(name, model, path)
+            engine = auto_candidate(name, model, path)
             gap = parity_gap(model, engine, example, relative=bf16)
         except (ScrapvisionError, ImportError) as exc:
             problems.append(f"{label}: {first_line(exc)}")

@@ -113,12 +113,13 @@ def quantize_int8(task: Task, onnx_path: Path, n: int, out: Path | None = None,
         logging.disable(logging.WARNING)  # per norm weight: "Axis 1 is out-of-range ..." (they stay fp32, rightly)
         try:  # shape inference and graph folding first, as ONNX Runtime advises for static quantisation
             quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+            keep_fp32 = end_layers(onnx.load(str(prepared)).graph)
             def calibrate(name: str) -> None:
                 with contextlib.redirect_stdout(io.StringIO()):  # the histogram methods print their progress
                     quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
                                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                     calibrate_method=CalibrationMethod[CALIBRATIONS[name]],
-                                    nodes_to_exclude=end_layers(onnx.load(str(prepared)).graph))
+                                    nodes_to_exclude=keep_fp32)
 
             try:
                 calibrate(calibration)
