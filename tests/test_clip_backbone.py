@@ -112,3 +112,36 @@ def test_registered_clip_backbone():
     assert [tuple(f.shape) for f in backbone(torch.randn(1, 3, 32, 32))] == [(1, 96, 4, 4)] * 2
     with pytest.raises(ScrapvisionError, match="3-channel"):
         create_backbone("clip_scrap_tiny", in_chans=1, image_size=32)
+
+
+def test_fused_attention_matches_open_clips_multihead_attention():
+    """The image tower's attention is swapped for one qkv projection + SDPA: same state-dict keys, same
+    patch tokens and gradients as open_clip's own nn.MultiheadAttention, and the same masking convention."""
+    from scrapvision.backbones.clip import FusedSelfAttention
+
+    torch.manual_seed(0)
+    reference = build_clip(TINY, image_size=32).visual.train()
+    fused = ClipPatchTokens(build_clip(TINY, image_size=32).visual, (1, 3)).train()
+    assert all(isinstance(b.attn, FusedSelfAttention) for b in fused.visual.transformer.resblocks)
+    missing, unexpected = fused.visual.load_state_dict(reference.state_dict(), strict=False)
+    assert not missing and all(not k.startswith("transformer.") for k in unexpected)  # pruned head keys only
+    x = torch.randn(2, 3, 32, 32)
+    want = reference.forward_intermediates(x, indices=[1, 3], intermediates_only=True, output_fmt="NLC")
+    got = fused.tokens(x)
+    for a, b in zip(want["image_intermediates"], got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    sum(t.square().sum() for t in want["image_intermediates"]).backward()
+    sum(t.square().sum() for t in got).backward()
+    ref_grad = reference.transformer.resblocks[0].attn.in_proj_weight.grad
+    torch.testing.assert_close(fused.visual.transformer.resblocks[0].attn.in_proj_weight.grad, ref_grad,
+                               rtol=1e-4, atol=1e-5)
+
+    mha = torch.nn.MultiheadAttention(16, 2, batch_first=True).eval()
+    tokens, blocked = torch.randn(3, 5, 16), torch.zeros(5, 5, dtype=torch.bool)
+    blocked[:, 3:] = True  # nobody attends to the last two tokens
+    with torch.no_grad():
+        torch.testing.assert_close(FusedSelfAttention(mha)(tokens, tokens, tokens, attn_mask=blocked)[0],
+                                   mha(tokens, tokens, tokens, need_weights=False, attn_mask=blocked)[0],
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ScrapvisionError, match="self-attention"):
+        FusedSelfAttention(mha)(tokens, torch.randn(3, 5, 16), torch.randn(3, 5, 16))
