@@ -41,6 +41,8 @@ BF16_MIN_GAIN = 1.15
 TIMING_BATCHES = (1, 8)
 #: seconds auto's timing waits before each engine's calls, so that the previous engine's threads stop spinning
 SETTLE_S = 0.03
+#: seconds of back-to-back calls auto times per engine and round (at least two calls)
+BLOCK_S = 0.1
 #: the bf16 candidates of ``--engine auto``, by name: torch under autocast, and OpenVINO's bf16 mode
 BF16_ENGINES = {"torch-bf16": "torch (bf16 autocast)", "openvino-bf16": "OpenVINO (bf16)"}
 
@@ -221,14 +223,15 @@ def _say(message: str) -> None:
     print(f"scrapvision: engine auto: {message}", file=sys.stderr)
 
 
-def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], budget_s: float = 2.0) -> dict[str, float]:
-    """Median seconds per call of each engine on ``example``, interleaved (one timed call each per round, 3 to 9
-    rounds within about ``budget_s``), so a busy neighbour slows all of them alike.
+def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, ...], budget_s: float = 3.0) -> dict[str, float]:
+    """Median seconds per call of each engine on ``example``, interleaved (one block of calls each per round, 3 to
+    9 rounds within about ``budget_s``), so a busy neighbour slows all of them alike.
 
-    Each timed call follows a pause of :data:`SETTLE_S` and an untimed call of the same engine: ONNX Runtime's
-    worker threads spin for a while after each run, and timed straight after it OpenVINO ran at 60 % of its
-    speed on segdec (batch 8: 88-96 items/s against 146-156 after a pause and a warm call), which made auto
-    choose ONNX Runtime where OpenVINO is faster."""
+    Each block follows a pause of :data:`SETTLE_S` and an untimed call of the same engine (ONNX Runtime's worker
+    threads spin for a while after each run, and timed straight after it OpenVINO ran at 60 % of its speed on
+    segdec), then times calls back to back for :data:`BLOCK_S`, as a user's run over a folder makes them. Until
+    2026-12-03 one call was timed per pause: on segdec that picked ONNX Runtime in about one run of three, though
+    OpenVINO was faster at both batch sizes in the speed benchmark's back-to-back timing."""
     times: dict[str, list[float]] = {name: [] for name in engines}
     start = time.perf_counter()
     with torch.no_grad():
@@ -238,9 +241,11 @@ def _median_call_s(engines: dict[str, nn.Module], example: tuple[torch.Tensor, .
             for name, engine in engines.items():
                 time.sleep(SETTLE_S)
                 engine(*example)
-                tick = time.perf_counter()
-                engine(*example)
-                times[name].append(time.perf_counter() - tick)
+                calls, tick = 0, time.perf_counter()
+                while calls < 2 or time.perf_counter() - tick < BLOCK_S:
+                    engine(*example)
+                    calls += 1
+                times[name].append((time.perf_counter() - tick) / calls)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -251,10 +256,11 @@ def _versions() -> dict[str, str]:
 
 
 def _timing_key(onnx_path: Path, candidates: Sequence[str]) -> dict[str, Any]:
-    # "timing": how the candidates were timed; a record made another way (batch 2 alone, unsettled, before
-    # 2026-12-03) is timed again rather than trusted
+    # "timing": how the candidates were timed; a record made another way (batch 2 alone, unsettled, one call
+    # per pause: before 2026-12-03) is timed again rather than trusted
+    timing = {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S, "block_s": BLOCK_S}
     return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count(),
-            "candidates": sorted(candidates), "timing": {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S}}
+            "candidates": sorted(candidates), "timing": timing}
 
 
 def remembered_engine(onnx_path: Path, candidates: Sequence[str]) -> str | None:

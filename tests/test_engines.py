@@ -259,7 +259,8 @@ def test_openvino_reports_the_precision_its_plugin_runs(tmp_path, one_thread):
 
 def test_auto_times_each_engine_after_a_pause_and_an_untimed_call(monkeypatch):
     """A call straight after another engine's is slowed by that engine's spinning threads: auto's timing pauses,
-    then discards one call of each engine per round. The stand-ins are slow on the first call of each pair only."""
+    discards one call of each engine per round, then times a block of back-to-back calls. The stand-ins are slow
+    on the first call after a pause only."""
     import time
 
     real_sleep, calls, pauses = time.sleep, [], []
@@ -270,13 +271,14 @@ def test_auto_times_each_engine_after_a_pause_and_an_untimed_call(monkeypatch):
             self.name, self.seconds = name, seconds
 
         def forward(self, x):
-            second_of_pair = bool(calls) and calls[-1] == self.name and len(calls) % 2 == 1
+            after_pause = bool(pauses) and pauses[-1] == len(calls)
             calls.append(self.name)
-            real_sleep(self.seconds if second_of_pair else 0.03)  # the first call: disturbed by the engine before
+            real_sleep(0.03 if after_pause else self.seconds)  # the first call: disturbed by the engine before
 
+    monkeypatch.setattr(engines, "BLOCK_S", 0.02)
     monkeypatch.setattr(engines.time, "sleep", lambda s: (pauses.append(len(calls)), real_sleep(s)))
     seconds = engines._median_call_s({"a": Engine("a", 0.0), "b": Engine("b", 0.01)}, (torch.zeros(1),), budget_s=0)
-    assert seconds["a"] < 0.005 and 0.01 <= seconds["b"] < 0.02, seconds
-    rounds = len(calls) // 4
-    assert rounds >= 3 and calls == ["a", "a", "b", "b"] * rounds
-    assert pauses == list(range(0, 4 * rounds, 2))  # a pause before each engine's pair of calls
+    assert seconds["a"] < 0.005 and 0.01 <= seconds["b"] < 0.015, seconds
+    blocks = [calls[i:j] for i, j in zip(pauses, pauses[1:] + [len(calls)])]
+    assert len(blocks) >= 6 and [b[0] for b in blocks] == ["a", "b"] * (len(blocks) // 2)
+    assert all(len(set(b)) == 1 and len(b) >= 3 for b in blocks)  # one engine a block: the untimed call + >= 2 timed
