@@ -225,15 +225,12 @@ class FusedSelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d)), None
 
 
-def fuse_attention(transformer: nn.Module) -> int:
+def fuse_attention(transformer: nn.Module) -> None:
     """Swap every fitting ``nn.MultiheadAttention`` of ``transformer``'s blocks for :class:`FusedSelfAttention`
-    in place (parameters shared, not copied); returns how many were swapped."""
-    swapped = 0
+    in place (parameters shared, not copied); cross-attention blocks (``ln_1_kv``) keep theirs."""
     for block in getattr(transformer, "resblocks", []):
         if FusedSelfAttention.fits(getattr(block, "attn", None)) and not hasattr(block, "ln_1_kv"):
             block.attn = FusedSelfAttention(block.attn)
-            swapped += 1
-    return swapped
 
 
 class ClipPatchTokens(nn.Module):
