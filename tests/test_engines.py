@@ -52,6 +52,28 @@ def test_openvino_engine_matches_torch(name, smoke, tmp_path, one_thread):
             torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
 
 
+def test_openvino_compiles_each_input_shape_once_up_to_its_limit(smoke, tmp_path, one_thread, monkeypatch):
+    """Each new input shape gets a graph compiled with every shape fixed (faster on the CPU plugin), with the
+    same outputs; past ``STATIC_SHAPES`` shapes the dynamic graph runs them."""
+    pytest.importorskip("openvino")
+    task, model, _ = smoke("segdec")
+    monkeypatch.setattr(OpenVinoEngine, "STATIC_SHAPES", 2)
+    engine = OpenVinoEngine(export_onnx(task, model, tmp_path / "m.onnx"), threads=1)
+    torch.manual_seed(0)
+    for batch in (1, 2, 1, 3):
+        x = tuple(torch.rand_like(t) for t in inputs_of(task, batch)[0])
+        with torch.no_grad():
+            expected, got = model(*x), engine(*x)
+        for e, g in zip(flatten_outputs(expected), flatten_outputs(got)):
+            torch.testing.assert_close(g, e, atol=FP32_ATOL, rtol=0)
+    shapes = {key[0][0]: request for key, request in engine.static.items()}
+    assert sorted(shapes) == [1, 2, 3]
+    for batch in (1, 2):
+        assert all(port.partial_shape.is_static for port in shapes[batch].get_compiled_model().inputs)
+    assert shapes[3] is None, "a third shape was compiled past the limit of two"
+    assert not engine.request.get_compiled_model().inputs[0].partial_shape.is_static
+
+
 def copy_of(smoke, name, tmp_path):
     _, _, checkpoint = smoke(name)
     local = tmp_path / checkpoint.name
