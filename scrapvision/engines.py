@@ -288,8 +288,10 @@ def _versions() -> dict[str, str]:
 
 def _timing_key(onnx_path: Path, candidates: Sequence[str]) -> dict[str, Any]:
     # "timing": how the candidates were timed; a record made another way (batch 2 alone, unsettled, one call
-    # per pause: before 2026-12-03) is timed again rather than trusted
-    timing = {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S, "block_s": BLOCK_S}
+    # per pause: before 2026-12-03; OpenVINO without its per-shape compiles) is timed again rather
+    # than trusted
+    timing = {"batches": list(TIMING_BATCHES), "settle_s": SETTLE_S, "block_s": BLOCK_S,
+              "openvino_static_shapes": OpenVinoEngine.STATIC_SHAPES}
     return {"onnx_mtime_ns": onnx_path.stat().st_mtime_ns, "versions": _versions(), "cpus": os.cpu_count(),
             "candidates": sorted(candidates), "timing": timing}
 

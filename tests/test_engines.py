@@ -107,6 +107,11 @@ def test_auto_takes_the_faster_engine_and_times_once_per_graph(smoke, tmp_path, 
     local.with_suffix(".engine.json").write_text(json.dumps(record))
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 2.0, "openvino": 1.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine), "an old timing was trusted"
+    record = json.loads(local.with_suffix(".engine.json").read_text())
+    del record["key"]["timing"]["openvino_static_shapes"]  # timed when OpenVINO ran the dynamic graph alone
+    record["engine"] = "onnx"
+    local.with_suffix(".engine.json").write_text(json.dumps(record))
+    assert isinstance(load_engine("segdec", local, engine="auto")[1], OpenVinoEngine), "a dynamic-graph timing was trusted"
     local.touch()  # a newer checkpoint: exported again, so timed again
     monkeypatch.setattr(engines, "_median_call_s", lambda found, example: {"onnx": 1.0, "openvino": 2.0})
     assert isinstance(load_engine("segdec", local, engine="auto")[1], OnnxEngine)
