@@ -6,7 +6,8 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
     python benchmarks/canet_errors.py --share "canet ema=0.999" "canet ema=0.999 seed=1"   # any CANet runs
 
 ``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
-way, as one table: MAE and the model's own share, mean |CANet - oracle| per bag (section ``canet_share``).
+way, as one table: MAE and the model's own share, mean |CANet - oracle| per bag (section ``canet_share``); the
+rows of earlier invocations stay (``canet_share.json``), a run scored again keeps its newest row.
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
 as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
@@ -185,15 +186,34 @@ def share_rows(runs: Path, names: list[str]) -> tuple[list[dict], int]:
     return rows, n
 
 
-def share_markdown(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> str:
-    lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py`, option --share)", "",
-             f"- `{command}`: {started}, wall {wall:.0f} s, {host}. Best-on-val checkpoints of `canet_synthetic.py` "
-             f"runs; the 100 test bags at N = {n}. Goal of issue 22: mean |CANet - oracle| <= 0.5 pp.", "",
-             "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the oracle's |",
-             "|---|---|---|---|---|"]
+SHARE_JSON = RESULTS / "canet_share.json"
+
+
+def share_markdown(records: list[dict]) -> str:
+    """One table of every recorded ``--share`` invocation's rows, each invocation's command above it."""
+    n = records[-1]["n"]
+    lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py`, option --share)", ""]
+    lines += [f"- `{r['command']}`: {r['started']}, wall {r['wall_s']:.0f} s, {r['machine']}." for r in records]
+    lines += [f"- Best-on-val checkpoints of `canet_synthetic.py` runs; the 100 test bags at N = {n}. Goal of "
+              "issue 22: mean |CANet - oracle| <= 0.5 pp.", "",
+              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the oracle's |",
+              "|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['mae_pp']} | {r['oracle_mae_pp']} | {r['canet_minus_oracle_mae_pp']} | "
-              f"{r['corr_with_oracle_error']} |" for r in rows]
+              f"{r['corr_with_oracle_error']} |" for record in records for r in record["rows"]]
     return "\n".join(lines + [""])
+
+
+def record_share(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> list[dict]:
+    """This invocation added to the earlier ones in ``canet_share.json`` (a run scored again keeps only its newest
+    row; an invocation left without rows is dropped), so the table keeps runs whose checkpoints are gone."""
+    records = json.loads(SHARE_JSON.read_text()) if SHARE_JSON.is_file() else []
+    names = {r["run"] for r in rows}
+    for record in records:
+        record["rows"] = [r for r in record["rows"] if r["run"] not in names]
+    records = [r for r in records if r["rows"]] + [{"command": command, "started": started, "wall_s": round(wall, 1),
+                                                    "machine": host, "n": n, "rows": rows}]
+    SHARE_JSON.write_text(json.dumps(records, indent=1))
+    return records
 
 
 def main() -> None:
@@ -212,8 +232,8 @@ def main() -> None:
             rows, n = share_rows(args.runs, args.share)
         except ScrapvisionError as exc:
             raise SystemExit(f"canet_errors: {exc}") from None
-        write_section(MARKDOWN, "canet_share", share_markdown(rows, command, started, time.time() - t0, host, n),
-                      header=HEADER)
+        records = record_share(rows, command, started, time.time() - t0, host, n)
+        write_section(MARKDOWN, "canet_share", share_markdown(records), header=HEADER)
         print(pd.DataFrame(rows).to_string(index=False))
         return
     try:
