@@ -130,16 +130,15 @@ class OpenVinoEngine(nn.Module):
 
         key = tuple(array.shape for array in feeds)
         if key not in self.static:
-            request = None
-            compiled = sum(request is not None for request in self.static.values())
+            self.static[key] = None
+            compiled = sum(found is not None for found in self.static.values())
             if compiled < self.STATIC_SHAPES and len(feeds) == len(self.graph.inputs):
                 graph = self.graph.clone()
                 try:
                     graph.reshape({port: ov.PartialShape(list(array.shape)) for port, array in zip(graph.inputs, feeds)})
-                    request = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+                    self.static[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
                 except Exception:  # noqa: BLE001 - a shape the graph rejects: the dynamic graph says why below
-                    request = None
-            self.static[key] = request
+                    pass
         return self.static[key] or self.request
 
     def forward(self, *inputs: torch.Tensor) -> Any:
