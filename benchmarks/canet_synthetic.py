@@ -93,6 +93,8 @@ FRESH_SEED = 1000
 # learning rate that suits it better, so that CANet's lead is not the baseline's starved schedule)
 DATA_OVERRIDES = {"canet": [], "direct": ["model.kind=direct"],
                   "direct_lr": ["model.kind=direct", f"optim.lr={DIRECT_CHECK_LR}"]}
+# training seeds 0 and 1 of a variant: part prefix, report-key suffix, run-name suffix, overrides
+SEED_VARIANTS = (("", "", "", []), ("seed1_", "_seed1", " seed=1", ["train.seed=1"]))
 # single runs at the main schedule, scored on both test sets: part -> (report key, run name, overrides)
 MAIN_VARIANTS = {
     # the recipe adds a per-patch copper term (lambda_p) that is not in the paper: these rows are the paper's loss
@@ -114,13 +116,13 @@ MAIN_VARIANTS = {
     **{f"{prefix}ema_lm{w}": (f"canet_ema_lm{w}{suffix}", f"canet ema=0.999 lambda_m={w}{name}",
                               ["train.ema_decay=0.999", f"loss.lambda_m={w}", *seed])
        for w in (8, 40)
-       for prefix, suffix, name, seed in (("", "", "", []), ("seed1_", "_seed1", " seed=1", ["train.seed=1"]))},
+       for prefix, suffix, name, seed in SEED_VARIANTS},
     # issue 22's model share: the content-weight runs left it at 1.2 pp and a refit of the densities did not move
     # it, so the patch features are what is short; these run the ``ema`` recipe with all 6 blocks of test_vit
     # (the recipe keeps 3), training seeds 0 and 1
     **{f"{prefix}ema_d6": (f"canet_ema_d6{suffix}", f"canet ema=0.999 depth=6{name}",
                            ["train.ema_decay=0.999", "model.vit_depth=6", *seed])
-       for prefix, suffix, name, seed in (("", "", "", []), ("seed1_", "_seed1", " seed=1", ["train.seed=1"]))},
+       for prefix, suffix, name, seed in SEED_VARIANTS},
 }
 # the sizes each group of parts is trained with -> (parts, report keys they write): a change of those sizes drops
 # only that group's rows from the JSON, so the other parts need not rerun
