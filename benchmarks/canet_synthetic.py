@@ -22,6 +22,8 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   50x (``loss.lambda_m`` 8 and 40 instead of 0.8), for the model's own share of the error (issue 22).
 - ``ema_d6``, ``seed1_ema_d6``: the ``ema`` runs with a ViT twice as deep (``model.vit_depth=6``, all the blocks
   of timm's ``test_vit``; the recipe keeps 3), for the model's own share of the error (issue 22).
+- ``ema_li0.02``, ``ema_li0.1`` (and ``seed1_`` of each): the ``ema`` runs plus the information-maximisation term
+  over the impurity classes (``loss.lambda_i``), for the model's own share of the error (issue 22).
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
   content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``, and
   ``data_direct_lr`` for the baseline at the ``direct_lr`` learning rate).
@@ -122,6 +124,13 @@ MAIN_VARIANTS = {
     # (the recipe keeps 3), training seeds 0 and 1
     **{f"{prefix}ema_d6": (f"canet_ema_d6{suffix}", f"canet ema=0.999 depth=6{name}",
                            ["train.ema_decay=0.999", "model.vit_depth=6", *seed])
+       for prefix, suffix, name, seed in SEED_VARIANTS},
+    # issue 22's model share: a linear probe of the depth-6 features tells the materials apart, yet the latent
+    # classes lump them by density (scratch probe, closing note of 2026-12-04); these add the information-
+    # maximisation term over the impurity classes (loss.lambda_i) to the ``ema`` recipe, two weights, seed 0 first
+    **{f"{prefix}ema_li{w}": (f"canet_ema_li{w}{suffix}", f"canet ema=0.999 lambda_i={w}{name}",
+                              ["train.ema_decay=0.999", f"loss.lambda_i={w}", *seed])
+       for w in ("0.02", "0.1")
        for prefix, suffix, name, seed in SEED_VARIANTS},
 }
 # the sizes each group of parts is trained with -> (parts, report keys they write): a change of those sizes drops

@@ -17,7 +17,7 @@ from scrapvision.config import from_dict, load_config, to_dict
 from scrapvision.data.synthetic.copper_granules import GeneratorSpec, write_dataset
 from scrapvision.errors import ConfigError, DataError
 from scrapvision.heads.canet import CanetConfig, CanetTask, build_canet_backbone
-from scrapvision.models.canet import CANet, DirectRegression, canet_loss
+from scrapvision.models.canet import CANet, DirectRegression, canet_loss, impurity_class_spread
 from scrapvision.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +133,30 @@ def test_loss_terms_and_weights():
     assert float(canet_loss(off, area, content, lambda_a=0.0)[0]) == pytest.approx(0.8 * 0.01)
     direct_loss, direct_logs = canet_loss({"content": content + 0.1}, area, content)
     assert float(direct_loss) == pytest.approx(0.8 * 0.01) and "area_mse" not in direct_logs
+
+
+def test_impurity_class_spread_rewards_confident_and_varied_classes():
+    """-log I when every impurity patch picks one class and the classes are used evenly; 0 when every patch
+    hesitates evenly or all pick the same class; copper patches do not count."""
+    impurities = 4
+    picked = torch.zeros(1, 1, 1 + impurities, 2, impurities)  # [B, N, K, h, w]: column j picks class 1 + j
+    for j in range(impurities):
+        picked[0, 0, 1 + j, :, j] = 1.0
+    assert float(impurity_class_spread(picked)) == pytest.approx(-math.log(impurities))
+    hesitant = torch.zeros_like(picked)
+    hesitant[:, :, 1:] = 1.0 / impurities
+    assert float(impurity_class_spread(hesitant)) == pytest.approx(0.0, abs=1e-6)
+    same = torch.zeros_like(picked)
+    same[:, :, 1] = 1.0
+    assert float(impurity_class_spread(same)) == pytest.approx(0.0, abs=1e-6)
+    with_copper = torch.cat([picked, torch.zeros_like(picked)], dim=-1)
+    with_copper[:, :, 0, :, impurities:] = 1.0  # pure copper patches: weight 0
+    assert float(impurity_class_spread(with_copper)) == pytest.approx(-math.log(impurities))
+    logits = torch.zeros(1, 1, 1 + impurities, 2, 3, requires_grad=True)
+    outputs = {"content": torch.tensor([0.8]), "patch_probs": logits.softmax(2)}
+    loss, logs = canet_loss(outputs, torch.zeros(1, 1), torch.tensor([0.8]), lambda_i=0.5)
+    assert loss.item() == pytest.approx(0.5 * logs["class_spread"])
+    assert canet_loss(outputs, torch.zeros(1, 1), torch.tensor([0.8]))[1].get("class_spread") is None
 
 
 def test_vit_is_built_for_the_recipe_resolution():

@@ -211,7 +211,7 @@ class CanetTask(Task):
         outputs = model(batch["images"])
         loss = self.cfg.loss
         return canet_loss(outputs, batch["area"], batch["content"], loss.lambda_a, loss.lambda_m,
-                          batch["mask"], loss.lambda_p, batch.get("assayed"))
+                          batch["mask"], loss.lambda_p, batch.get("assayed"), loss.lambda_i)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
@@ -222,7 +222,7 @@ class CanetTask(Task):
             outputs = model(batch["images"])
             cfg = self.cfg.loss
             loss, _ = canet_loss(outputs, batch["area"], batch["content"], cfg.lambda_a, cfg.lambda_m,
-                                 batch["mask"], cfg.lambda_p)
+                                 batch["mask"], cfg.lambda_p, lambda_i=cfg.lambda_i)
             losses.append(float(loss) * len(batch["content"]))
             true_c.append(batch["content"].cpu())
             pred_c.append(outputs["content"].float().cpu())

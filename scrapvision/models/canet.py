@@ -136,7 +136,7 @@ class DirectRegression(nn.Module):
 def canet_loss(
     outputs: dict[str, torch.Tensor], area: torch.Tensor, content: torch.Tensor,
     lambda_a: float = 0.2, lambda_m: float = 0.8, mask: torch.Tensor | None = None, lambda_p: float = 0.0,
-    assayed: torch.Tensor | None = None,
+    assayed: torch.Tensor | None = None, lambda_i: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``lambda_a * mean_j (p_c_j - p^_c_j)^2 + lambda_m * (content - content^)^2``, batch-averaged.
 
@@ -144,7 +144,8 @@ def canet_loss(
     adds a term that is not in the paper: each patch's copper probability against the copper fraction of
     the mask pooled to the patch grid (``mask`` [B, N, H, W] in [0, 1]). ``assayed`` [B] (1 = the sample has
     a content label, 0 = mask-only) averages the content term over the assayed samples only; a mask-only
-    sample's ``content`` must be a finite placeholder (its residual is multiplied by 0, and 0 * NaN is NaN)."""
+    sample's ``content`` must be a finite placeholder (its residual is multiplied by 0, and 0 * NaN is NaN).
+    ``lambda_i`` > 0 adds :func:`impurity_class_spread` (not in the paper either)."""
     squared = (outputs["content"] - content) ** 2
     if assayed is None:
         content_term = squared.mean()
@@ -162,4 +163,23 @@ def canet_loss(
         patch_term = F.mse_loss(copper, target)
         loss = loss + lambda_p * patch_term
         logs["patch_mse"] = float(patch_term.detach())
+    if "patch_probs" in outputs and lambda_i > 0:
+        spread = impurity_class_spread(outputs["patch_probs"])
+        loss = loss + lambda_i * spread
+        logs["class_spread"] = float(spread.detach())
     return loss, logs
+
+
+def impurity_class_spread(patch_probs: torch.Tensor) -> torch.Tensor:
+    """Information maximisation over the impurity classes: the mean entropy of each patch's distribution over
+    the I impurity classes minus the entropy of their mean over the batch, both weighted by the patch's
+    (detached) non-copper probability. Why: the assays alone let the latent classes lump materials of unlike
+    density into one class; minimising this makes each impurity patch commit to one class while the batch
+    keeps using many, so the content term has classes to give different densities. [B, N, K, h, w] -> []."""
+    impurities = patch_probs[:, :, 1:]
+    weight = impurities.sum(2).detach()  # [B, N, h, w]: how much of the patch is not copper
+    shares = impurities / impurities.sum(2, keepdim=True).clamp_min(1e-6)
+    total = weight.sum().clamp_min(1e-6)
+    conditional = (weight * -(shares * shares.clamp_min(1e-8).log()).sum(2)).sum() / total
+    marginal = (shares * weight.unsqueeze(2)).sum((0, 1, 3, 4)) / total
+    return conditional + (marginal * marginal.clamp_min(1e-8).log()).sum()

@@ -67,6 +67,9 @@ class CanetLossConfig:
     # extension, not in the paper: per-patch copper fraction vs the pooled mask (0 = paper); benchmark (100 epochs,
     # 2 seeds): 1.86 pp content MAE with it, 2.56 pp without
     lambda_p: float = 1.0
+    # extension, not in the paper: information maximisation over the impurity classes (each non-copper patch
+    # commits to one class, the batch uses many; models/canet.py impurity_class_spread). 0 = off (issue 22's runs)
+    lambda_i: float = 0.0
 
 
 @dataclass(frozen=True)
