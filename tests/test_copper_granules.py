@@ -191,3 +191,16 @@ def test_real_copper_granules_read_when_present():
     root = real_dataset("copper_granules")
     samples = list_samples(root / "train")
     assert samples and all(0 <= s.copper_content <= 1 for s in samples)
+
+
+def test_material_maps_match_the_masks_and_the_recorded_areas():
+    """The per-pixel material map (0 tray, 1 copper, 2.. impurities) is what the copper mask and the JSON's
+    per-material areas are counted from, so a probe of per-material features can trust it."""
+    sample = generate_sample(SMALL, 5, 0)
+    names = ["tray", *(m.name for m in materials(SMALL.impurity_types))]
+    for material_map, mask, record in zip(sample.material_maps, sample.masks, sample.info["images"]):
+        assert material_map.shape == mask.shape and material_map.dtype == np.uint8
+        np.testing.assert_array_equal(mask == 255, material_map == 1)
+        shares = np.bincount(material_map.ravel(), minlength=len(names)) / material_map.size
+        assert shares == pytest.approx([record["area_by_material"][n] for n in names])
+    assert len({int(v) for m in sample.material_maps for v in np.unique(m)}) > 3  # tray, copper and impurities

@@ -99,6 +99,7 @@ class GeneratedSample:
     masks: list[np.ndarray]  # HxW uint8, 255 = copper
     copper_content: float
     info: dict
+    material_maps: list[np.ndarray]  # HxW uint8: 0 = tray, 1 = copper, 2.. = impurities (see render_stir)
 
 
 def materials(impurity_types: int = 9) -> tuple[Material, ...]:
@@ -291,18 +292,18 @@ def _camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_stir(bag: dict, spec: GeneratorSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One top-down photo of a stirred bag: (RGB image, copper mask 0/255, area share of each material)."""
+    """One top-down photo of a stirred bag: (RGB image, material map, area share of each material). The map
+    (uint8, HxW) numbers the pixels as the areas are ordered: 0 = tray, 1 = copper, 2.. = the impurities."""
     mats = materials(spec.impurity_types)
     px_per_mm = spec.image_size / spec.field_mm * rng.uniform(0.93, 1.07)  # camera height varies a little
     drawn = _place(bag, spec, rng, px_per_mm)
     ids = _id_map(drawn, spec.image_size)
     image, (az, el) = _shade(drawn, ids, mats, rng)
     image = _cast_shadows(image, ids, az, el, 0.5 * px_per_mm)
-    material_map = np.where(ids > 0, drawn["material"][np.maximum(ids - 1, 0)], -1)
-    mask = np.where(material_map == 0, 255, 0).astype(np.uint8)
-    shares = np.bincount(material_map.ravel() + 1, minlength=len(mats) + 1) / material_map.size
+    material_map = np.where(ids > 0, drawn["material"][np.maximum(ids - 1, 0)] + 1, 0).astype(np.uint8)
+    shares = np.bincount(material_map.ravel(), minlength=len(mats) + 1) / material_map.size
     areas = {"tray": float(shares[0]), **{m.name: float(s) for m, s in zip(mats, shares[1:])}}
-    return _camera(image, rng), mask, areas
+    return _camera(image, rng), material_map, areas
 
 
 # ----------------------------------------------------------------------------------------- samples
@@ -313,18 +314,19 @@ def generate_sample(spec: GeneratorSpec, seed: int, index: int, split: str = "tr
     """Bag ``index`` of ``split``: the same arguments always give the same pixels and the same content."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     bag = make_bag(spec, rng)
-    images, masks, areas = [], [], []
+    images, maps, areas = [], [], []
     for _ in range(spec.stirs):
-        image, mask, area = render_stir(bag, spec, rng)
+        image, material_map, area = render_stir(bag, spec, rng)
         images.append(image)
-        masks.append(mask)
+        maps.append(material_map)
         areas.append(area)
     info = {"copper_content": bag["copper_content"], "mass_fractions": bag["mass_fractions"],
             "granule_counts": bag["counts"], "generator": {"seed": seed, "split": split, "index": index,
                                                            **{k: getattr(spec, k) for k in spec.__dataclass_fields__}},
             "images": [{"file": f"stir_{j:02d}.png", "copper_area": a["copper"], "area_by_material": a}
                        for j, a in enumerate(areas)]}
-    return GeneratedSample(images, masks, bag["copper_content"], info)
+    masks = [np.where(m == 1, 255, 0).astype(np.uint8) for m in maps]
+    return GeneratedSample(images, masks, bag["copper_content"], info, maps)
 
 
 def write_sample(sample: GeneratedSample, folder: str | Path) -> Path:
