@@ -178,3 +178,19 @@ def test_tagged_probe_rows_stay_apart_from_untagged_ones_and_linear_rows_pool_ov
     assert "| 180 [new] | 224+352 | stages 2-4 | 40.0 | 30.0 |" in lines
     assert "| probe | 180 | data.image_size=352 | 0,1 | 2 | **45.0** | 40.0 / 50.0 |" in lines
     assert "| probe | 180 [new] | data.image_size=352 | 0,1 | 2 | **65.0** | 60.0 / 70.0 |" in lines
+
+
+def test_canet_probe_pairs_each_token_with_the_pixels_of_its_patch():
+    """canet_probe.py pairs each ViT token with the pixels of its patch (row-major, as a feature map flattens):
+    a wrong pairing would make its material probes meaningless."""
+    import torch
+    from canet_probe import tiles
+
+    grid, p = 3, 2
+    labels = np.arange(2 * grid * grid).reshape(2, grid, grid)  # photo n, patch row, patch column
+    image = np.repeat(np.repeat(labels, p, axis=1), p, axis=2)  # [2, 6, 6]: each patch filled with its label
+    flat_features = torch.from_numpy(labels).float()[:, None].flatten(2).transpose(1, 2).reshape(-1)
+    patches = tiles(image, grid)
+    assert patches.shape == (2 * grid * grid, p * p)
+    np.testing.assert_array_equal(patches[:, 0], flat_features.numpy())
+    assert (patches == patches[:, :1]).all()
