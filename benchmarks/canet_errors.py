@@ -4,10 +4,12 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
     python benchmarks/canet_synthetic.py --only main    # first: trains runs/bench_canet/{canet,direct}/best.pt
     python benchmarks/canet_errors.py
     python benchmarks/canet_errors.py --share "canet ema=0.999" "canet ema=0.999 seed=1"   # any CANet runs
+    python benchmarks/canet_errors.py --share "canet ema=0.999" --tta hvflip   # the same, under flip TTA
 
 ``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
 way, as one table: MAE and the model's own share, mean |CANet - oracle| per bag (section ``canet_share``); the
-rows of earlier invocations stay (``canet_share.json``), a run scored again keeps its newest row.
+rows of earlier invocations stay (``canet_share.json``), a run scored again keeps its newest row. ``--tta MODE`` scores
+them under ``scrapvision eval --tta MODE`` (rows named ``RUN tta=MODE``).
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
 as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
@@ -38,24 +40,27 @@ from canet_synthetic import FULL, RESULTS, oracle_contents, split_loader, test_s
 from scrapvision.api import load_trained  # noqa: E402
 from scrapvision.data.synthetic.copper_granules import materials  # noqa: E402
 from scrapvision.errors import ScrapvisionError  # noqa: E402
+from scrapvision.tta import TTA_MODES  # noqa: E402
 
 MODELS = {"canet": "CANet", "direct": "direct regression", "oracle": "oracle"}
 HEAVY = ("brass", "solder")  # heavier per unit of visible area than copper (the oracle's fitted densities)
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split, n: int) -> np.ndarray:
-    """Copper content of every bag of ``split`` from its first ``n`` photos, in split order."""
-    return np.concatenate([model(batch["images"])["content"].float().numpy() for batch in split_loader(split, n)])
+def predict(task, model: torch.nn.Module, split, n: int) -> np.ndarray:
+    """Copper content of every bag of ``split`` from its first ``n`` photos, in split order, as ``eval`` computes
+    it (under the task's ``--tta``)."""
+    return np.concatenate([task.outputs(model, batch["images"])["content"].float().cpu().numpy()
+                           for batch in split_loader(split, n)])
 
 
-def load_runs(runs: Path, names: list[str]) -> dict[str, tuple]:
+def load_runs(runs: Path, names: list[str], tta: str = "none") -> dict[str, tuple]:
     """``load_trained`` of each run's best.pt under ``runs``; a missing one is a one-line error."""
     checkpoints = {name: runs / name / "best.pt" for name in names}
     for path in checkpoints.values():
         if not path.is_file():
             raise ScrapvisionError(f"{path}: missing; train it with `python benchmarks/canet_synthetic.py` first")
-    return {name: load_trained("canet", path) for name, path in checkpoints.items()}
+    return {name: load_trained("canet", path, tta=tta) for name, path in checkpoints.items()}
 
 
 def oracle_densities(cfg) -> tuple[np.ndarray, list[str]]:
@@ -85,8 +90,8 @@ def bag_table(runs: Path) -> tuple[pd.DataFrame, int]:
     impurity = shares[:, 2:].sum(1)
     heavy = sum(frame[f"{name}_area"] for name in HEAVY if f"{name}_area" in frame)
     frame["heavy_share_of_impurity_area"] = np.where(impurity > 0, heavy / np.maximum(impurity, 1e-9), 0.0)
-    for key, (_, model) in models.items():
-        frame[key] = predict(model, test, n)
+    for key, (task_of, model) in models.items():
+        frame[key] = predict(task_of, model, test, n)
     frame["oracle"] = oracle_contents(test, n, densities, rho)
     for key in MODELS:
         frame[f"{key}_error_pp"] = 100 * (frame[key] - frame["true_content"])
@@ -167,9 +172,9 @@ def markdown(s: dict, command: str, started: str, wall: float, host: str, n: int
     return "\n".join(lines)
 
 
-def share_rows(runs: Path, names: list[str]) -> tuple[list[dict], int]:
+def share_rows(runs: Path, names: list[str], tta: str = "none") -> tuple[list[dict], int]:
     """Per run: content MAE on the test bags, the oracle's on the same photos, and mean |CANet - oracle|."""
-    models = load_runs(runs, names)
+    models = load_runs(runs, names, tta)
     task = next(iter(models.values()))[0]
     cfg = task.cfg
     n = cfg.data.images_per_sample
@@ -177,9 +182,9 @@ def share_rows(runs: Path, names: list[str]) -> tuple[list[dict], int]:
     truth = np.asarray(test.contents, dtype=float)
     oracle = oracle_contents(test, n, oracle_densities(cfg)[0], cfg.model.copper_density)
     rows = []
-    for name, (_, model) in models.items():
-        pred = predict(model, test, n)
-        rows.append({"run": name, "mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
+    for name, (task_of, model) in models.items():
+        pred = predict(task_of, model, test, n)
+        rows.append({"run": name if tta == "none" else f"{name} tta={tta}", "mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
                      "oracle_mae_pp": round(float(100 * np.abs(oracle - truth).mean()), 2),
                      "canet_minus_oracle_mae_pp": round(float(100 * np.abs(pred - oracle).mean()), 2),
                      "corr_with_oracle_error": round(float(np.corrcoef(pred - truth, oracle - truth)[0, 1]), 3)})
@@ -223,13 +228,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--share", nargs="+", metavar="RUN", default=[],
                         help="only the model-share table of these CANet run folders under --runs")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="--share under flip test-time augmentation, as `scrapvision eval --tta`")
     args = parser.parse_args()
+    if args.tta != "none" and not args.share:
+        parser.error("--tta scores the runs of --share; name them")
     torch.set_num_threads(args.threads)
     started, t0, host = now(), time.time(), machine()
     command = "python benchmarks/canet_errors.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
     if args.share:
         try:
-            rows, n = share_rows(args.runs, args.share)
+            rows, n = share_rows(args.runs, args.share, args.tta)
         except ScrapvisionError as exc:
             raise SystemExit(f"canet_errors: {exc}") from None
         records = record_share(rows, command, started, time.time() - t0, host, n)

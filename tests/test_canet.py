@@ -59,6 +59,50 @@ def test_canet_shapes_proportions_and_photo_order_invariance():
     assert model(images[:, :2])["content"].shape == (3,)  # any N at inference
 
 
+class _PooledPixels(torch.nn.Module):
+    """A backbone whose patch features are the mean pixels of each 8x8 patch: flipping the photo flips the map."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.nn.functional.avg_pool2d(x, 8)]
+
+
+@pytest.mark.parametrize("mode", ["hflip", "hvflip"])
+def test_flip_tta_averages_class_proportions_over_the_flips(tmp_path, mode):
+    """Under --tta the content comes from the class proportions averaged over the flipped passes (not from
+    averaged contents), and the patch maps come back in the photo's own orientation."""
+    torch.manual_seed(0)
+    task = tiny_task(tmp_path)
+    task.tta = mode
+    images = torch.rand(2, 3, 3, 32, 32)
+    model = tiny_canet().eval()
+    with torch.no_grad():
+        out = task.outputs(model, images)
+        passes = [model(images.flip(d) if d else images) for d in {"hflip": [(), (-1,)],
+                                                                   "hvflip": [(), (-1,), (-2,), (-2, -1)]}[mode]]
+    mean_props = torch.stack([p["sample_proportions"] for p in passes]).mean(0)
+    torch.testing.assert_close(out["content"], model.content_from_proportions(mean_props))
+    torch.testing.assert_close(out["area"], torch.stack([p["area"] for p in passes]).mean(0))
+    assert not torch.allclose(out["content"], passes[0]["content"])  # the ViT is not flip-invariant
+    # a model whose patch map follows the photo's flips: the averaged maps equal the plain ones only if each
+    # pass's map is flipped back
+    equivariant = CANet(_PooledPixels(), 3, num_classes=4, hidden=8).eval()
+    with torch.no_grad():
+        plain, flipped = equivariant(images), task.outputs(equivariant, images)
+    torch.testing.assert_close(flipped["patch_probs"], plain["patch_probs"])
+    torch.testing.assert_close(flipped["content"], plain["content"])
+
+
+def test_flip_tta_of_the_direct_baseline_averages_its_contents(tmp_path):
+    task = tiny_task(tmp_path, "model.kind=direct")
+    task.tta = "hflip"
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    images = torch.rand(2, 2, 3, 32, 32)
+    with torch.no_grad():
+        expected = (model(images)["content"] + model(images.flip(-1))["content"]) / 2
+        torch.testing.assert_close(task.outputs(model, images)["content"], expected)
+
+
 def test_physics_head_follows_the_formula_and_stays_valid():
     model = tiny_canet(num_classes=3)
     with torch.no_grad():  # impurity densities 2.7 and 1.2 g/cm^3

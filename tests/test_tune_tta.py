@@ -189,8 +189,18 @@ def test_balanced_sampling_draws_each_defect_group_equally():
 
 
 def test_tta_on_a_head_without_it_is_a_one_line_error(smoke, capsys):
-    assert main(["eval", "--task", "canet", "--checkpoint", str(smoke("canet")[2]), "--tta", "hflip"]) == 2
+    assert main(["eval", "--task", "pretrain", "--checkpoint", str(smoke("pretrain")[2]), "--tta", "hflip"]) == 2
     assert "no flip test-time augmentation" in one_line_error(capsys)
+
+
+def test_canet_eval_takes_flip_tta_and_it_changes_the_scores(smoke, tmp_path, one_thread):
+    """--tta reaches canet's eval: the flips are extra passes of each photo, so the scores move."""
+    scores = []
+    for extra in ([], ["--tta", "hvflip"]):
+        out = tmp_path / f"canet{len(extra)}.json"
+        assert main(["eval", "--task", "canet", "--checkpoint", str(smoke("canet")[2]), "--out", str(out), *extra]) == 0
+        scores.append(json.loads(out.read_text()))
+    assert scores[0]["content_mae_pp"] != scores[1]["content_mae_pp"]
 
 
 def test_clip_anomaly_threshold_counts_match_the_class_decision():

@@ -47,6 +47,7 @@ from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
 from ..registry import TASKS
 from ..task import Task, model_device
+from ..tta import flip_passes, tta_average
 from .canet_parts.config import (
     CanetConfig,
     CanetModelConfig,
@@ -78,6 +79,7 @@ class CanetTask(Task):
     Config = CanetConfig
     monitor = ("content_mae_pp", "min")
     summary = TASK_SUMMARIES["canet"]
+    supports_tta = True
     smoke_overrides = ("model.backbone=test_vit", "model.img_size=32", "model.patch_size=8", "model.vit_depth=2",
                        "model.hidden=16", "data.images_per_sample=2", "data.synthetic_train=8",
                        "data.synthetic_val=4", "data.synthetic_stirs=2", "data.synthetic_render_size=48",
@@ -213,13 +215,35 @@ class CanetTask(Task):
         return canet_loss(outputs, batch["area"], batch["content"], loss.lambda_a, loss.lambda_m,
                           batch["mask"], loss.lambda_p, batch.get("assayed"), loss.lambda_i)
 
+    def outputs(self, model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's outputs for ``images`` [B, N, 3, H, W] under ``self.tta``. CANet sees every photo once
+        per flip, all in one forward pass as N x passes photos of the sample: its neck then averages the class
+        proportions over the flips (probability space) before the density head weighs them, which is what it
+        does with more photos. Per-photo areas and patch maps are averaged over the flips, the maps flipped
+        back. The direct baseline takes exactly N photos, so its contents are averaged. Works on every
+        inference engine: the exported graph takes any number of photos."""
+        images = images.to(model_device(model))
+        if self.tta == "none":
+            return model(images)
+        if self.cfg.model.kind == "direct":
+            return {"content": tta_average(lambda x: model(x)["content"], images, self.tta)}
+        passes, n = flip_passes(self.tta), images.shape[1]
+        out = model(torch.cat([images.flip(dims) if dims else images for dims in passes], dim=1))
+        merged = {"content": out["content"], "sample_proportions": out["sample_proportions"]}
+        for key in ("area", "image_proportions"):  # [B, P*N, ...] -> mean over the P passes
+            merged[key] = out[key].unflatten(1, (len(passes), n)).mean(1)
+        maps = out["patch_probs"].unflatten(1, (len(passes), n))  # [B, P, N, K, h, w]
+        merged["patch_probs"] = torch.stack([maps[:, p].flip(dims) if dims else maps[:, p]
+                                             for p, dims in enumerate(passes)]).mean(0)
+        return merged
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         device = model_device(model)
         true_c, pred_c, true_a, pred_a, losses = [], [], [], [], []
         for group in (group for collated in loader for group in photo_count_groups(collated)):
             batch = {k: v.to(device) for k, v in group.items()}
-            outputs = model(batch["images"])
+            outputs = self.outputs(model, batch["images"])
             cfg = self.cfg.loss
             loss, _ = canet_loss(outputs, batch["area"], batch["content"], cfg.lambda_a, cfg.lambda_m,
                                  batch["mask"], cfg.lambda_p, lambda_i=cfg.lambda_i)
@@ -267,7 +291,7 @@ class CanetTask(Task):
         for i, item in enumerate(batch):
             by_count.setdefault(len(item["photos"]), []).append(i)
         for members in by_count.values():
-            outputs = model(torch.stack([batch[i]["images"] for i in members]).to(device))
+            outputs = self.outputs(model, torch.stack([batch[i]["images"] for i in members]).to(device))
             for j, i in enumerate(members):
                 item, names = batch[i], batch[i]["photos"]
                 content = float(outputs["content"][j])

@@ -23,7 +23,7 @@ def write_canet_report(task, model: nn.Module, loader: DataLoader, out: Path) ->
     true, pred = [], []
     for index in range(len(loader.dataset)):  # one sample at a time: samples may differ in photo count
         item = loader.dataset[index]
-        pred.append(model(item["images"][None].to(device))["content"].float().cpu().reshape(1))
+        pred.append(task.outputs(model, item["images"][None].to(device))["content"].float().cpu().reshape(1))
         true.append(item["content"].float().reshape(1))
     true_pp, pred_pp = 100 * torch.cat(true).numpy(), 100 * torch.cat(pred).numpy()
     error = np.abs(pred_pp - true_pp)
