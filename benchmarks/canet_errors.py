@@ -7,9 +7,9 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
     python benchmarks/canet_errors.py --share "canet ema=0.999" --tta hvflip   # the same, under flip TTA
 
 ``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
-way, as one table: MAE and the model's own share, mean |CANet - oracle| per bag (section ``canet_share``); the
-rows of earlier invocations stay (``canet_share.json``), a run scored again keeps its newest row. ``--tta MODE`` scores
-them under ``scrapvision eval --tta MODE`` (rows named ``RUN tta=MODE``).
+way, as one table on the test bags and the fresh-seed bags: MAE and the model's own share, mean |CANet - oracle|
+per bag (section ``canet_share``); the rows of earlier invocations stay (``canet_share.json``), a run scored again
+keeps its newest row. ``--tta MODE`` scores them as ``scrapvision eval --tta MODE`` does (rows ``RUN tta=MODE``).
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
 as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import machine, now, write_section  # noqa: E402
 from canet_report import HEADER, MARKDOWN  # noqa: E402
-from canet_synthetic import FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
+from canet_synthetic import FRESH_SEED, FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
 
 from scrapvision.api import load_trained  # noqa: E402
 from scrapvision.data.synthetic.copper_granules import materials  # noqa: E402
@@ -173,21 +173,28 @@ def markdown(s: dict, command: str, started: str, wall: float, host: str, n: int
 
 
 def share_rows(runs: Path, names: list[str], tta: str = "none") -> tuple[list[dict], int]:
-    """Per run: content MAE on the test bags, the oracle's on the same photos, and mean |CANet - oracle|."""
+    """Per run, on the test bags and on the fresh-seed bags: content MAE, the oracle's on the same photos, and
+    mean |CANet - oracle|."""
     models = load_runs(runs, names, tta)
     task = next(iter(models.values()))[0]
     cfg = task.cfg
     n = cfg.data.images_per_sample
-    test = test_split(task, FULL["test"])
-    truth = np.asarray(test.contents, dtype=float)
-    oracle = oracle_contents(test, n, oracle_densities(cfg)[0], cfg.model.copper_density)
+    densities = oracle_densities(cfg)[0]
+    sets = {}
+    for prefix, seed in (("", None), ("fresh_", FRESH_SEED)):
+        split = test_split(task, FULL["test"], seed)
+        sets[prefix] = (split, np.asarray(split.contents, dtype=float),
+                        oracle_contents(split, n, densities, cfg.model.copper_density))
     rows = []
     for name, (task_of, model) in models.items():
-        pred = predict(task_of, model, test, n)
-        rows.append({"run": name if tta == "none" else f"{name} tta={tta}", "mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
-                     "oracle_mae_pp": round(float(100 * np.abs(oracle - truth).mean()), 2),
-                     "canet_minus_oracle_mae_pp": round(float(100 * np.abs(pred - oracle).mean()), 2),
-                     "corr_with_oracle_error": round(float(np.corrcoef(pred - truth, oracle - truth)[0, 1]), 3)})
+        row = {"run": name if tta == "none" else f"{name} tta={tta}"}
+        for prefix, (split, truth, oracle) in sets.items():
+            pred = predict(task_of, model, split, n)
+            row |= {f"{prefix}mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
+                    f"{prefix}oracle_mae_pp": round(float(100 * np.abs(oracle - truth).mean()), 2),
+                    f"{prefix}canet_minus_oracle_mae_pp": round(float(100 * np.abs(pred - oracle).mean()), 2),
+                    f"{prefix}corr_with_oracle_error": round(float(np.corrcoef(pred - truth, oracle - truth)[0, 1]), 3)}
+        rows.append(row)
     return rows, n
 
 
@@ -199,12 +206,15 @@ def share_markdown(records: list[dict]) -> str:
     n = records[-1]["n"]
     lines = ["## The model's own share of the error, per run (`benchmarks/canet_errors.py`, option --share)", ""]
     lines += [f"- `{r['command']}`: {r['started']}, wall {r['wall_s']:.0f} s, {r['machine']}." for r in records]
-    lines += [f"- Best-on-val checkpoints of `canet_synthetic.py` runs; the 100 test bags at N = {n}. Goal of "
-              "issue 22: mean |CANet - oracle| <= 0.5 pp.", "",
-              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the oracle's |",
-              "|---|---|---|---|---|"]
+    lines += [f"- Best-on-val checkpoints of `canet_synthetic.py` runs; the 100 test bags at N = {n}, and the 100 fresh "
+              f"bags (generator seed {FRESH_SEED}) where the row has them (scored since 2026-12-04). Goal of issue 22: "
+              "mean |CANet - oracle| <= 0.5 pp.", "",
+              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the "
+              "oracle's | fresh: MAE pp | fresh: oracle MAE pp | fresh: mean abs(CANet - oracle) pp |",
+              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['mae_pp']} | {r['oracle_mae_pp']} | {r['canet_minus_oracle_mae_pp']} | "
-              f"{r['corr_with_oracle_error']} |" for record in records for r in record["rows"]]
+              f"{r['corr_with_oracle_error']} | {r.get('fresh_mae_pp', 'n/a')} | {r.get('fresh_oracle_mae_pp', 'n/a')} | "
+              f"{r.get('fresh_canet_minus_oracle_mae_pp', 'n/a')} |" for record in records for r in record["rows"]]
     return "\n".join(lines + [""])
 
 
