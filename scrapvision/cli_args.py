@@ -61,7 +61,8 @@ def _inference(p: argparse.ArgumentParser, tuned: bool = True) -> None:
     from .tta import TTA_MODES
 
     p.add_argument("--tta", choices=TTA_MODES, default=None,
-                   help="flip test-time augmentation: average the probabilities of the image and its flips "
+                   help="test-time augmentation: average the probabilities of the image and its flips (hflip: "
+                   "left-right; hvflip: also up-down; d4: also the 90-degree rotations, 8 passes, square images only) "
                    "(default: the tuned file's, else the config's, else none)")
     if tuned:
         p.add_argument("--untuned", action="store_true",

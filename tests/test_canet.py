@@ -66,7 +66,7 @@ class _PooledPixels(torch.nn.Module):
         return [torch.nn.functional.avg_pool2d(x, 8)]
 
 
-@pytest.mark.parametrize("mode", ["hflip", "hvflip"])
+@pytest.mark.parametrize("mode", ["hflip", "hvflip", "d4"])
 def test_flip_tta_averages_class_proportions_over_the_flips(tmp_path, mode):
     """Under --tta the content comes from the class proportions averaged over the flipped passes (not from
     averaged contents), and the patch maps come back in the photo's own orientation."""
@@ -77,8 +77,10 @@ def test_flip_tta_averages_class_proportions_over_the_flips(tmp_path, mode):
     model = tiny_canet().eval()
     with torch.no_grad():
         out = task.outputs(model, images)
-        passes = [model(images.flip(d) if d else images) for d in {"hflip": [(), (-1,)],
-                                                                   "hvflip": [(), (-1,), (-2,), (-2, -1)]}[mode]]
+        views = {"hflip": [images, images.flip(-1)],
+                 "hvflip": [images, images.flip(-1), images.flip(-2), images.flip(-2, -1)]}
+        views["d4"] = [*views["hvflip"], *(v.transpose(-2, -1) for v in views["hvflip"])]
+        passes = [model(view) for view in views[mode]]
     mean_props = torch.stack([p["sample_proportions"] for p in passes]).mean(0)
     torch.testing.assert_close(out["content"], model.content_from_proportions(mean_props))
     torch.testing.assert_close(out["area"], torch.stack([p["area"] for p in passes]).mean(0))

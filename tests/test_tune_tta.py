@@ -15,20 +15,22 @@ from scrapvision.api import build_task, load_trained
 from scrapvision.cli import main
 from scrapvision.data.severstal import SeverstalDataset, SeverstalRecord
 from scrapvision.data.synthetic.steel_strip import write_kaggle_layout
+from scrapvision.errors import ConfigError
 from scrapvision.heads import load_all
 from scrapvision.heads.severstal_parts.post import THRESHOLDS, PostStats, postprocess, search
 from scrapvision.metrics import kaggle_dice
-from scrapvision.tta import FLIPS, tta_average
+from scrapvision.tta import PASSES, tta_average
 from scrapvision.tuning import tuned_path
 
 load_all()
 
 
-@pytest.mark.parametrize("mode", list(FLIPS))
+@pytest.mark.parametrize("mode", list(PASSES))
 def test_flip_back_is_exact(mode):
-    """An identity 'model' must come back unchanged: each pass is flipped back before the mean. Without the
-    flip back, the mean of an asymmetric map and its mirror images is not the map."""
-    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    """An identity 'model' must come back unchanged: each pass is turned back before the mean. Without the
+    turn back, the mean of an asymmetric map and its mirror images is not the map."""
+    height = 6 if mode == "d4" else 4  # d4 transposes, so it takes square images only
+    x = torch.arange(2 * 3 * height * 6, dtype=torch.float32).view(2, 3, height, 6)
     calls = []
 
     def predict(images):
@@ -36,9 +38,14 @@ def test_flip_back_is_exact(mode):
         return images, images.mean(dim=(2, 3))  # a map and an image-level output
 
     maps, pooled = tta_average(predict, x, mode)
-    assert len(calls) == len(FLIPS[mode]) and len({tuple(c.flatten()[:6].tolist()) for c in calls}) == len(calls)
+    assert len(calls) == len(PASSES[mode]) and len({tuple(c.flatten()[:6].tolist()) for c in calls}) == len(calls)
     torch.testing.assert_close(maps, x, rtol=0, atol=1e-5)
     torch.testing.assert_close(pooled, x.mean(dim=(2, 3)))
+
+
+def test_rotating_tta_on_a_non_square_image_is_a_config_error():
+    with pytest.raises(ConfigError, match="d4: rotates the image, so it needs square inputs; got 4x6 px"):
+        tta_average(lambda images: images, torch.zeros(1, 1, 4, 6), "d4")
 
 
 def _head_maps(task, model, x):

@@ -47,7 +47,7 @@ from ..errors import ConfigError, DataError
 from ..models.canet import CANet, DirectRegression, canet_loss
 from ..registry import TASKS
 from ..task import Task, model_device
-from ..tta import flip_passes, tta_average
+from ..tta import apply_pass, check_square, tta_average, tta_passes, undo_pass
 from .canet_parts.config import (
     CanetConfig,
     CanetModelConfig,
@@ -217,24 +217,24 @@ class CanetTask(Task):
 
     def outputs(self, model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model's outputs for ``images`` [B, N, 3, H, W] under ``self.tta``. CANet sees every photo once
-        per flip, all in one forward pass as N x passes photos of the sample: its neck then averages the class
-        proportions over the flips (probability space) before the density head weighs them, which is what it
-        does with more photos. Per-photo areas and patch maps are averaged over the flips, the maps flipped
-        back. The direct baseline takes exactly N photos, so its contents are averaged. Works on every
-        inference engine: the exported graph takes any number of photos."""
+        per pass (flipped; ``d4``: also rotated), all in one forward pass as N x passes photos of the sample:
+        its neck then averages the class proportions over the passes (probability space) before the density
+        head weighs them, as it does with more photos. Per-photo areas and patch maps are averaged over the
+        passes, each map turned back first. The direct baseline takes exactly N photos, so its contents are
+        averaged. Works on every inference engine: the exported graph takes any number of photos."""
         images = images.to(model_device(model))
         if self.tta == "none":
             return model(images)
         if self.cfg.model.kind == "direct":
             return {"content": tta_average(lambda x: model(x)["content"], images, self.tta)}
-        passes, n = flip_passes(self.tta), images.shape[1]
-        out = model(torch.cat([images.flip(dims) if dims else images for dims in passes], dim=1))
+        passes, n = tta_passes(self.tta), images.shape[1]
+        check_square(images, self.tta)
+        out = model(torch.cat([apply_pass(images, step) for step in passes], dim=1))
         merged = {"content": out["content"], "sample_proportions": out["sample_proportions"]}
         for key in ("area", "image_proportions"):  # [B, P*N, ...] -> mean over the P passes
             merged[key] = out[key].unflatten(1, (len(passes), n)).mean(1)
         maps = out["patch_probs"].unflatten(1, (len(passes), n))  # [B, P, N, K, h, w]
-        merged["patch_probs"] = torch.stack([maps[:, p].flip(dims) if dims else maps[:, p]
-                                             for p, dims in enumerate(passes)]).mean(0)
+        merged["patch_probs"] = torch.stack([undo_pass(maps[:, p], step) for p, step in enumerate(passes)]).mean(0)
         return merged
 
     @torch.no_grad()
