@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import machine, now, write_section  # noqa: E402
-from canet_report import HEADER, MARKDOWN  # noqa: E402
+from canet_report import HEADER, MARKDOWN, record_runs  # noqa: E402
 from canet_synthetic import FRESH_SEED, FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
 
 from scrapvision.api import load_trained  # noqa: E402
@@ -218,19 +218,6 @@ def share_markdown(records: list[dict]) -> str:
     return "\n".join(lines + [""])
 
 
-def record_share(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> list[dict]:
-    """This invocation added to the earlier ones in ``canet_share.json`` (a run scored again keeps only its newest
-    row; an invocation left without rows is dropped), so the table keeps runs whose checkpoints are gone."""
-    records = json.loads(SHARE_JSON.read_text()) if SHARE_JSON.is_file() else []
-    names = {r["run"] for r in rows}
-    for record in records:
-        record["rows"] = [r for r in record["rows"] if r["run"] not in names]
-    records = [r for r in records if r["rows"]] + [{"command": command, "started": started, "wall_s": round(wall, 1),
-                                                    "machine": host, "n": n, "rows": rows}]
-    SHARE_JSON.write_text(json.dumps(records, indent=1))
-    return records
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_canet",
@@ -251,7 +238,7 @@ def main() -> None:
             rows, n = share_rows(args.runs, args.share, args.tta)
         except ScrapvisionError as exc:
             raise SystemExit(f"canet_errors: {exc}") from None
-        records = record_share(rows, command, started, time.time() - t0, host, n)
+        records = record_runs(SHARE_JSON, rows, command, started, time.time() - t0, host, n)
         write_section(MARKDOWN, "canet_share", share_markdown(records), header=HEADER)
         print(pd.DataFrame(rows).to_string(index=False))
         return

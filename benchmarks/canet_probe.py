@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import machine, now, write_section  # noqa: E402
 from canet_errors import load_runs  # noqa: E402
-from canet_report import HEADER, MARKDOWN  # noqa: E402
+from canet_report import HEADER, MARKDOWN, record_runs  # noqa: E402
 from canet_synthetic import FULL, RESULTS  # noqa: E402
 
 from scrapvision.data.synthetic.copper_granules import generate_sample, materials  # noqa: E402
@@ -190,18 +190,6 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines + [""])
 
 
-def record(rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> list[dict]:
-    """This invocation added to the earlier ones (a run probed again keeps only its newest row)."""
-    records = json.loads(PROBE_JSON.read_text()) if PROBE_JSON.is_file() else []
-    names = {r["run"] for r in rows}
-    for rec in records:
-        rec["rows"] = [r for r in rec["rows"] if r["run"] not in names]
-    records = [r for r in records if r["rows"]] + [{"command": command, "started": started, "wall_s": round(wall, 1),
-                                                    "machine": host, "n": n, "rows": rows}]
-    PROBE_JSON.write_text(json.dumps(records, indent=1))
-    return records
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_", nargs="*", metavar="RUN", help="CANet run folders under --runs")
@@ -233,7 +221,7 @@ def main() -> None:
     test = render(spec, cfg.data.synthetic_seed, "test", FULL["test"], n)
     rows = [probe_run(name, model, train, test, names)
             for name, (_, model) in models.items()]
-    records = record(rows, command, started, time.time() - t0, host, n)
+    records = record_runs(PROBE_JSON, rows, command, started, time.time() - t0, host, n)
     write_section(MARKDOWN, "canet_probe", markdown(records), header=HEADER)
     print(json.dumps(rows, indent=1))
 

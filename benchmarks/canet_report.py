@@ -3,6 +3,7 @@ section, written with ``bench_env.write_section``."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -48,6 +49,20 @@ EXTRA_MAIN_ROWS = (("canet_paper_loss", "CANet, paper loss (lambda_p = 0)"),
                    *((f"canet_ema_li{w}{suffix}", f"CANet, weight average, class spread lambda_i = {w}{label}")
                      for w in ("0.02", "0.1") for suffix, label in (("", ""), ("_seed1", ", training seed 1"))))
 HEADER = "# canet benchmarks\n\nWritten by `benchmarks/canet_*.py`; every number below comes from the command shown.\n"
+
+
+def record_runs(path: Path, rows: list[dict], command: str, started: str, wall: float, host: str, n: int) -> list[dict]:
+    """This invocation's per-run rows added to the earlier invocations recorded in ``path`` (JSON list): a run
+    scored again keeps only its newest row and an invocation left without rows is dropped, so the tables keep
+    runs whose checkpoints are gone (``canet_errors.py --share``, ``canet_probe.py``)."""
+    records = json.loads(path.read_text()) if path.is_file() else []
+    names = {r["run"] for r in rows}
+    for record in records:
+        record["rows"] = [r for r in record["rows"] if r["run"] not in names]
+    records = [r for r in records if r["rows"]] + [{"command": command, "started": started, "wall_s": round(wall, 1),
+                                                    "machine": host, "n": n, "rows": rows}]
+    path.write_text(json.dumps(records, indent=1))
+    return records
 
 
 def run_value(row: dict) -> float:
