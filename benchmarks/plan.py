@@ -57,8 +57,11 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
       "benchmarks/segdec_ablation.py --variants no_stop_gradient"]),
     # canet_synthetic.py's bare run does every part, the mask-only one too (recorded as `--only mask_only`)
     ("canet.md", ["benchmarks/canet_train_time.py"], ["benchmarks/canet_synthetic.py", "benchmarks/canet_errors.py",
-                                                       "benchmarks/canet_errors.py --share 'canet ema=0.999' "
-                                                       "'canet ema=0.999 seed=1'",
+                                                       # the weight-average runs, plain and under each test-time
+                                                       # augmentation
+                                                       *(f"benchmarks/canet_errors.py --share 'canet ema=0.999' "
+                                                         f"'canet ema=0.999 seed=1' --tta {tta}"
+                                                         for tta in ("none", "hflip", "hvflip", "d4")),
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999 lambda_m=8' "
                                                        "'canet ema=0.999 lambda_m=40'",
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999 depth=6' "
