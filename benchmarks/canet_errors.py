@@ -173,24 +173,22 @@ def markdown(s: dict, command: str, started: str, wall: float, host: str, n: int
 
 
 def share_rows(runs: Path, names: list[str], tta: str = "none") -> tuple[list[dict], int]:
-    """Per run, on the test bags and on the fresh-seed bags: content MAE, the oracle's on the same photos, and
-    mean |CANet - oracle|."""
+    """Per run, on the test bags, the fresh-seed bags and the validation bags: content MAE, the oracle's on the
+    same photos, and mean |CANet - oracle|."""
     models = load_runs(runs, names, tta)
     task = next(iter(models.values()))[0]
     cfg = task.cfg
     n = cfg.data.images_per_sample
     densities = oracle_densities(cfg)[0]
-    sets = {}
-    for prefix, seed in (("", None), ("fresh_", FRESH_SEED)):
-        split = test_split(task, FULL["test"], seed)
-        sets[prefix] = (split, np.asarray(split.contents, dtype=float),
-                        oracle_contents(split, n, densities, cfg.model.copper_density))
-    d = cfg.data  # the validation bags the runs chose their checkpoints on (all runs share the data recipe)
-    val = render_split(task._spec(), d.synthetic_seed, "val", d.synthetic_val, cfg.model.img_size)
+    d = cfg.data  # val: the bags the runs chose their checkpoints on (all runs share the data recipe)
+    splits = {"": test_split(task, FULL["test"]), "fresh_": test_split(task, FULL["test"], FRESH_SEED),
+              "val_": render_split(task._spec(), d.synthetic_seed, "val", d.synthetic_val, cfg.model.img_size)}
+    sets = {prefix: (split, np.asarray(split.contents, dtype=float),
+                     oracle_contents(split, n, densities, cfg.model.copper_density))
+            for prefix, split in splits.items()}
     rows = []
     for name, (task_of, model) in models.items():
-        row = {"run": name if tta == "none" else f"{name} tta={tta}",
-               "val_mae_pp": round(float(100 * np.abs(predict(task_of, model, val, n) - np.asarray(val.contents)).mean()), 2)}
+        row = {"run": name if tta == "none" else f"{name} tta={tta}"}
         for prefix, (split, truth, oracle) in sets.items():
             pred = predict(task_of, model, split, n)
             row |= {f"{prefix}mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
