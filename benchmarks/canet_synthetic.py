@@ -24,6 +24,8 @@ selected on the val split, and scored on held-out test bags rendered with 32 pho
   of timm's ``test_vit``; the recipe keeps 3), for the model's own share of the error (issue 22).
 - ``ema_li0.02``, ``ema_li0.1`` (and ``seed1_`` of each): the ``ema`` runs plus the information-maximisation term
   over the impurity classes (``loss.lambda_i``), for the model's own share of the error (issue 22).
+- ``ema_r192``, ``seed1_ema_r192``: the ``ema`` runs on photos rendered and read at 192 px with 12-px patches (the
+  same 16 x 16 tokens, four times the pixels per token), for the model's own share of the error (issue 22).
 - Data efficiency (the paper's argument for CANet): CANet and direct regression trained on 40 to 640
   content-labelled bags with the same number of optimizer steps (parts ``data_canet``, ``data_direct``, and
   ``data_direct_lr`` for the baseline at the ``direct_lr`` learning rate).
@@ -138,6 +140,14 @@ MAIN_VARIANTS = {
     **{f"{prefix}ema_b1280": (f"canet_ema_b1280{suffix}", f"canet ema=0.999 bags=1280{name}",
                               ["train.ema_decay=0.999", "data.synthetic_train=1280", "train.epochs=50",
                                "optim.warmup_epochs=0.5", *seed])
+       for prefix, suffix, name, seed in SEED_VARIANTS},
+    # issue 22's model share: a neck trained on true per-patch materials over the frozen features of ``ema`` did
+    # worse than CANet's own (scratch, closing note of 2026-12-04), so the 6-px patches hold too little texture;
+    # these render and read the photos at twice the resolution with 12-px patches: the same 16 x 16 tokens, so
+    # the ViT costs the same, and each token sees four times the pixels
+    **{f"{prefix}ema_r192": (f"canet_ema_r192{suffix}", f"canet ema=0.999 res=192{name}",
+                             ["train.ema_decay=0.999", "data.synthetic_render_size=192", "model.img_size=192",
+                              "model.patch_size=12", *seed])
        for prefix, suffix, name, seed in SEED_VARIANTS},
 }
 # the sizes each group of parts is trained with -> (parts, report keys they write): a change of those sizes drops

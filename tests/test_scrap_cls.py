@@ -435,3 +435,19 @@ def test_hflip_tta_makes_the_classifier_mirror_invariant():
         both = task.probabilities(model, x)
         torch.testing.assert_close(both, task.probabilities(model, x.flip(-1)))
         torch.testing.assert_close(both, (plain + mirrored) / 2)
+
+
+def test_d4_tta_makes_the_classifier_rotation_invariant():
+    """eval.tta=d4 (the eight rotations and mirror images) is a config value scrap_cls takes; with it a photo
+    rotated by 90 degrees gets the photo's probabilities, which the untrained model alone does not give."""
+    task = ScrapClsTask(load_config(ScrapClsConfig, overrides=[*ScrapClsTask.smoke_overrides, "eval.tta=d4"]))
+    assert task.tta == "d4"
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    x = torch.randn(3, 3, 32, 32)
+    rotated = x.rot90(1, dims=(-2, -1))
+    with torch.no_grad():
+        task.tta = "none"
+        assert not torch.allclose(task.probabilities(model, x), task.probabilities(model, rotated), atol=1e-4)
+        task.tta = "d4"
+        torch.testing.assert_close(task.probabilities(model, rotated), task.probabilities(model, x))

@@ -75,8 +75,9 @@ class ScrapClsEvalConfig:
     # here; `scrapvision eval --report DIR` writes the same once, with the worst-classified images
     report_dir: str = ""
     # test-time flips, averaged in probability space (--tta overrides); training's strong augmentation flips
-    # horizontally only, so hvflip shows the model views it never trained on
-    tta: Literal["none", "hflip", "hvflip"] = "none"
+    # horizontally only, so hvflip and d4 (also the 90-degree rotations; inputs are square) show the model views
+    # it never trained on
+    tta: Literal["none", "hflip", "hvflip", "d4"] = "none"
     # input size of eval / predict / export; 0 = data.image_size. Random resized crops make objects look larger in
     # training than in a centre crop at the same size, so a somewhat larger test size can match them (FixRes)
     image_size: int = 0

@@ -53,7 +53,8 @@ class SeverstalPostConfig:
     threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # per-class pixel probability threshold
     min_area: tuple[int, ...] = (0, 0, 0, 0)  # per-class minimum mask area in original-resolution pixels
     cls_threshold: float | tuple[float, ...] = 0.0  # > 0: drop a class whose image-level probability is below it (one or per class)
-    # flip test-time augmentation of eval / predict / tune: probabilities averaged over the flipped passes
+    # flip test-time augmentation of eval / predict / tune: probabilities averaged over the flipped passes (not d4:
+    # its 90-degree rotations need square images, and steel strips are 256 x 1600)
     tta: Literal["none", "hflip", "hvflip"] = "none"
 
 
