@@ -70,6 +70,8 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                                        # what the patch features and latent classes tell apart
                                                        "benchmarks/canet_probe.py 'canet ema=0.999 depth=6' "
                                                        "'canet ema=0.999 depth=6 seed=1'",
+                                                       "benchmarks/canet_probe.py 'canet ema=0.999' "
+                                                       "'canet ema=0.999 seed=1'",
                                                        "benchmarks/canet_synthetic.py --only mask_only --seeds 1",
                                                        "benchmarks/canet_synthetic.py --only mask_only --seeds 1 "
                                                        "--bags 80",
