@@ -8,7 +8,8 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
 
 ``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
 way, as one table on the test bags and the fresh-seed bags: MAE and the model's own share, mean |CANet - oracle|
-per bag (section ``canet_share``); the rows of earlier invocations stay (``canet_share.json``), a run scored again
+per bag (section ``canet_share``), and on the test bags that share split in two: the oracle with only its copper
+area, or only its impurity mass per unit area, replaced by CANet's; the rows of earlier invocations stay (``canet_share.json``), a run scored again
 keeps its newest row. ``--tta MODE`` scores them as ``scrapvision eval --tta MODE`` does (rows ``RUN tta=MODE``).
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
@@ -35,7 +36,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_env import machine, now, write_section  # noqa: E402
 from canet_report import HEADER, MARKDOWN, record_runs  # noqa: E402
-from canet_synthetic import FRESH_SEED, FULL, RESULTS, oracle_contents, split_loader, test_split  # noqa: E402
+from canet_synthetic import (  # noqa: E402
+    FRESH_SEED,
+    FULL,
+    RESULTS,
+    oracle_contents,
+    split_loader,
+    test_split,
+    visible_areas,
+)
 
 from scrapvision.api import load_trained  # noqa: E402
 from scrapvision.data.synthetic.copper_granules import materials, render_split  # noqa: E402
@@ -52,6 +61,20 @@ def predict(task, model: torch.nn.Module, split, n: int) -> np.ndarray:
     it (under the task's ``--tta``)."""
     return np.concatenate([task.outputs(model, batch["images"])["content"].float().cpu().numpy()
                            for batch in split_loader(split, n)])
+
+
+@torch.no_grad()
+def predict_parts(task, model: torch.nn.Module, split, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CANet's content of every bag (as :func:`predict`), its copper area and its impurity mass per unit area
+    (the latent-class areas times their learnt densities), each pooled over the bag's first ``n`` photos."""
+    densities = model.impurity_densities().detach().float().view(-1).cpu()
+    parts = []
+    for batch in split_loader(split, n):
+        out = task.outputs(model, batch["images"])
+        props = out["sample_proportions"].float().cpu()
+        parts.append(torch.stack([out["content"].float().cpu(), props[:, 0], props[:, 1:] @ densities], 1))
+    content, copper, impurity = torch.cat(parts).numpy().T
+    return content, copper, impurity
 
 
 def load_runs(runs: Path, names: list[str], tta: str = "none") -> dict[str, tuple]:
@@ -186,11 +209,19 @@ def share_rows(runs: Path, names: list[str], tta: str = "none") -> tuple[list[di
     sets = {prefix: (split, np.asarray(split.contents, dtype=float),
                      oracle_contents(split, n, densities, cfg.model.copper_density))
             for prefix, split in splits.items()}
+    rho = cfg.model.copper_density
     rows = []
     for name, (task_of, model) in models.items():
         row = {"run": name if tta == "none" else f"{name} tta={tta}"}
         for prefix, (split, truth, oracle) in sets.items():
-            pred = predict(task_of, model, split, n)
+            pred, copper, impurity = predict_parts(task_of, model, split, n)
+            if not prefix:  # test bags: the share split into CANet's copper area and its impurity mass
+                true_copper, others = visible_areas(split, n)
+                true_impurity = others @ densities
+                with_copper = rho * copper / (rho * copper + true_impurity)
+                with_impurity = rho * true_copper / (rho * true_copper + impurity)
+                row |= {"copper_area_share_pp": round(float(100 * np.abs(with_copper - oracle).mean()), 2),
+                        "impurity_mass_share_pp": round(float(100 * np.abs(with_impurity - oracle).mean()), 2)}
             row |= {f"{prefix}mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),
                     f"{prefix}oracle_mae_pp": round(float(100 * np.abs(oracle - truth).mean()), 2),
                     f"{prefix}canet_minus_oracle_mae_pp": round(float(100 * np.abs(pred - oracle).mean()), 2),
@@ -210,11 +241,16 @@ def share_markdown(records: list[dict]) -> str:
     lines += [f"- Best-on-val checkpoints of `canet_synthetic.py` runs; the 100 test bags at N = {n}, and the 100 fresh "
               f"bags (generator seed {FRESH_SEED}) and the validation bags the checkpoint was chosen on, where the row has them "
               "(scored since 2026-12-04). Goal of issue 22: "
-              "mean |CANet - oracle| <= 0.5 pp.", "",
-              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | error correlation with the "
-              "oracle's | fresh: MAE pp | fresh: oracle MAE pp | fresh: mean abs(CANet - oracle) pp | val MAE pp |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "mean |CANet - oracle| <= 0.5 pp. Share split (test bags, scored since 2026-12-04, twenty-fourth "
+              "session): the oracle's content with only its copper area replaced by CANet's (copper area), or with "
+              "only its impurity mass per unit area replaced by CANet's latent-class areas x learnt densities "
+              "(impurity mass); each as mean abs difference to the oracle.", "",
+              "| run | MAE pp | oracle MAE pp (same photos) | mean abs(CANet - oracle) pp | share from the copper area "
+              "pp | share from the impurity mass pp | error correlation with the oracle's | fresh: MAE pp | fresh: "
+              "oracle MAE pp | fresh: mean abs(CANet - oracle) pp | val MAE pp |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['mae_pp']} | {r['oracle_mae_pp']} | {r['canet_minus_oracle_mae_pp']} | "
+              f"{r.get('copper_area_share_pp', 'n/a')} | {r.get('impurity_mass_share_pp', 'n/a')} | "
               f"{r['corr_with_oracle_error']} | {r.get('fresh_mae_pp', 'n/a')} | {r.get('fresh_oracle_mae_pp', 'n/a')} | "
               f"{r.get('fresh_canet_minus_oracle_mae_pp', 'n/a')} | {r.get('val_mae_pp', 'n/a')} |"
               for record in records for r in record["rows"]]

@@ -215,3 +215,19 @@ def test_canet_probe_area_densities_recover_a_known_mixture_and_merge_materials(
     np.testing.assert_array_equal(merged[:, [0, 1, 5]], areas[:, [0, 1, 5]])
     lumped = fit_area_densities(merged, contents, 8.96)  # one density for three: the contents no longer fit exactly
     assert np.abs(content_from_areas(merged, lumped) - contents).mean() > 1e-3
+
+
+def test_canet_errors_splits_a_content_into_copper_area_and_impurity_mass(smoke, one_thread):
+    """canet_errors.py's share split reads CANet's copper area and impurity mass per unit area from its outputs:
+    the two must give back the content CANet reports (so swapping either for the oracle's isolates that part)."""
+    from canet_errors import predict_parts
+
+    from scrapvision.data.synthetic.copper_granules import render_split
+
+    task, model, _ = smoke("canet")
+    split = render_split(task._spec(), 0, "test", 3, task.cfg.model.img_size)
+    content, copper, impurity = predict_parts(task, model, split, 2)
+    rho = task.cfg.model.copper_density
+    assert content.shape == copper.shape == impurity.shape == (3,)
+    assert ((copper > 0) & (copper < 1) & (impurity > 0)).all()
+    np.testing.assert_allclose(content, rho * copper / (rho * copper + impurity), rtol=1e-5)
