@@ -63,6 +63,7 @@ PLAN: list[tuple[str, list[str], list[str]]] = [
                                                          f"'canet ema=0.999 seed=1' --tta {tta}"
                                                          for tta in ("none", "hflip", "hvflip", "d4")),
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999 bags=1280'",
+                                                       "benchmarks/canet_errors.py --share 'canet ema=0.999 res=192'",
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999 lambda_m=8' "
                                                        "'canet ema=0.999 lambda_m=40'",
                                                        "benchmarks/canet_errors.py --share 'canet ema=0.999 depth=6' "
