@@ -9,8 +9,8 @@ direct-regression runs of ``canet_synthetic.py`` against its true content and ag
 ``--share RUN ...`` scores other CANet runs of ``canet_synthetic.py`` (their folders under ``--runs``) the same
 way, as one table on the test bags and the fresh-seed bags: MAE and the model's own share, mean |CANet - oracle|
 per bag (section ``canet_share``), and on the test bags that share split in two: the oracle with only its copper
-area, or only its impurity mass per unit area, replaced by CANet's; the rows of earlier invocations stay (``canet_share.json``), a run scored again
-keeps its newest row. ``--tta MODE`` scores them as ``scrapvision eval --tta MODE`` does (rows ``RUN tta=MODE``).
+area, or only its impurity mass per unit area, replaced by CANet's. The rows of earlier invocations stay
+(``canet_share.json``); a run scored again keeps its newest row. ``--tta MODE`` scores them as ``scrapvision eval --tta MODE`` does (rows ``RUN tta=MODE``).
 
 The oracle (true visible area of every material x densities fitted on the train bags) sees the same N photos
 as the models, so its error is the part of a bag's error that the photos themselves leave. Writes
@@ -40,6 +40,7 @@ from canet_synthetic import (  # noqa: E402
     FRESH_SEED,
     FULL,
     RESULTS,
+    area_content,
     oracle_contents,
     split_loader,
     test_split,
@@ -206,20 +207,20 @@ def share_rows(runs: Path, names: list[str], tta: str = "none") -> tuple[list[di
     d = cfg.data  # val: the bags the runs chose their checkpoints on (all runs share the data recipe)
     splits = {"": test_split(task, FULL["test"]), "fresh_": test_split(task, FULL["test"], FRESH_SEED),
               "val_": render_split(task._spec(), d.synthetic_seed, "val", d.synthetic_val, cfg.model.img_size)}
-    sets = {prefix: (split, np.asarray(split.contents, dtype=float),
-                     oracle_contents(split, n, densities, cfg.model.copper_density))
-            for prefix, split in splits.items()}
     rho = cfg.model.copper_density
+    sets = {}  # prefix -> (split, true contents, true copper area, true impurity mass per unit area, oracle)
+    for prefix, split in splits.items():
+        copper, others = visible_areas(split, n)
+        sets[prefix] = (split, np.asarray(split.contents, dtype=float), copper, others @ densities,
+                        area_content(copper, others @ densities, rho))
     rows = []
     for name, (task_of, model) in models.items():
         row = {"run": name if tta == "none" else f"{name} tta={tta}"}
-        for prefix, (split, truth, oracle) in sets.items():
+        for prefix, (split, truth, true_copper, true_impurity, oracle) in sets.items():
             pred, copper, impurity = predict_parts(task_of, model, split, n)
             if not prefix:  # test bags: the share split into CANet's copper area and its impurity mass
-                true_copper, others = visible_areas(split, n)
-                true_impurity = others @ densities
-                with_copper = rho * copper / (rho * copper + true_impurity)
-                with_impurity = rho * true_copper / (rho * true_copper + impurity)
+                with_copper = area_content(copper, true_impurity, rho)
+                with_impurity = area_content(true_copper, impurity, rho)
                 row |= {"copper_area_share_pp": round(float(100 * np.abs(with_copper - oracle).mean()), 2),
                         "impurity_mass_share_pp": round(float(100 * np.abs(with_impurity - oracle).mean()), 2)}
             row |= {f"{prefix}mae_pp": round(float(100 * np.abs(pred - truth).mean()), 2),

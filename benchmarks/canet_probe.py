@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import nnls
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.pipeline import make_pipeline
@@ -49,7 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_env import machine, now, write_section  # noqa: E402
 from canet_errors import load_runs  # noqa: E402
 from canet_report import HEADER, MARKDOWN, record_runs  # noqa: E402
-from canet_synthetic import FULL, RESULTS  # noqa: E402
+from canet_synthetic import FULL, RESULTS, area_content, fit_densities  # noqa: E402
 
 from scrapvision.data.synthetic.copper_granules import generate_sample, materials  # noqa: E402
 from scrapvision.errors import ScrapvisionError  # noqa: E402
@@ -151,16 +150,17 @@ def merge_columns(areas: np.ndarray, names: list[str], merged: tuple[str, ...]) 
     return out
 
 
-def fit_area_densities(areas: np.ndarray, contents: np.ndarray, rho: float) -> np.ndarray:
-    """Mass per unit visible area of every non-copper column ([bags, K], column 1 = copper), by non-negative least
-    squares as ``canet_synthetic.py`` fits the oracle's; the copper column gets ``rho``."""
-    others = np.delete(areas, 1, axis=1)
-    d = nnls(others, rho * areas[:, 1] * (1 - contents) / contents)[0]
-    return np.insert(d, 1, rho)
+def copper_and_others(areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[bags, K] areas in material-map order (tray, copper, impurities) -> the copper column and the rest, as
+    ``canet_synthetic.fit_densities`` and ``area_content`` take them."""
+    return areas[:, 1], np.delete(areas, 1, axis=1)
 
 
-def content_from_areas(areas: np.ndarray, densities: np.ndarray) -> np.ndarray:
-    return densities[1] * areas[:, 1] / (areas @ densities)
+def weighed_contents(train_areas: np.ndarray, train_contents: np.ndarray, areas: np.ndarray, rho: float) -> np.ndarray:
+    """Contents of ``areas`` with densities fitted on the train bags' areas, as the oracle does."""
+    densities = fit_densities(*copper_and_others(train_areas), train_contents, rho)
+    copper, others = copper_and_others(areas)
+    return area_content(copper, others @ densities, rho)
 
 
 def material_neck(train_x: np.ndarray, train_frac: np.ndarray, hidden: int, seed: int = 0) -> torch.nn.Module:
@@ -186,14 +186,14 @@ def area_contents(t_feat: np.ndarray, t_frac: np.ndarray, e_feat: np.ndarray, e_
     """Test-bag content from material areas: the oracle (true areas), the true areas with the heavy metals as
     one material, the material-supervised neck's areas, and CANet; MAE and mean abs difference to the oracle."""
     true_tr, true_te = t_frac.mean(1), e_frac.mean(1)  # [bags, K]: visible shares of the N photos
-    oracle = content_from_areas(true_te, fit_area_densities(true_tr, train.contents, rho))
+    oracle = weighed_contents(true_tr, train.contents, true_te, rho)
     lumped_tr, lumped_te = (merge_columns(a, names, HEAVY_METALS) for a in (true_tr, true_te))
-    lumped = content_from_areas(lumped_te, fit_area_densities(lumped_tr, train.contents, rho))
+    lumped = weighed_contents(lumped_tr, train.contents, lumped_te, rho)
     neck = material_neck(t_feat, t_frac, hidden)
     with torch.no_grad():
         shares = [neck(torch.from_numpy(f.reshape(-1, f.shape[-1])).float()).softmax(1).view(len(f), -1, len(names))
                   .mean(1).numpy() for f in (t_feat, e_feat)]
-    necked = content_from_areas(shares[1], fit_area_densities(shares[0], train.contents, rho))
+    necked = weighed_contents(shares[0], train.contents, shares[1], rho)
     truth = test.contents
     row = lambda pred: {"mae_pp": mae_pp(pred, truth), "minus_oracle_pp": mae_pp(pred, oracle)}  # noqa: E731
     return {"oracle": row(oracle), "heavy_as_one": row(lumped), "material_neck": row(necked), "canet": row(canet),

@@ -229,18 +229,26 @@ def visible_areas(split, n: int, pooled: bool = False) -> tuple[np.ndarray, np.n
     return props[:, 1], others.sum(1, keepdims=True) if pooled else others
 
 
+def area_content(copper: np.ndarray, other_mass: np.ndarray, rho: float) -> np.ndarray:
+    """Copper mass fraction from the copper area and the mass per unit area of all that is not copper."""
+    return rho * copper / (rho * copper + other_mass)
+
+
+def fit_densities(copper: np.ndarray, others: np.ndarray, contents: np.ndarray, rho: float) -> np.ndarray:
+    """Mass per unit of visible area of each column of ``others``, by non-negative least squares:
+    content = rho * copper / (rho * copper + others @ densities), rearranged to be linear."""
+    return nnls(others, rho * copper * (1 - contents) / contents)[0]
+
+
 def fit_oracle_densities(train, n: int, rho: float, pooled: bool = False) -> np.ndarray:
-    """Mass per unit of visible area of each non-copper column, by non-negative least squares on the train
-    bags: content = rho * copper / (rho * copper + others @ densities), rearranged to be linear."""
-    copper, others = visible_areas(train, n, pooled)
-    c = np.asarray(train.contents)
-    return nnls(others, rho * copper * (1 - c) / c)[0]
+    """The oracle's densities: :func:`fit_densities` on the true visible areas of the train bags."""
+    return fit_densities(*visible_areas(train, n, pooled), np.asarray(train.contents), rho)
 
 
 def oracle_contents(split, n: int, densities: np.ndarray, rho: float, pooled: bool = False) -> np.ndarray:
     """Each bag's content from the true visible areas of its first ``n`` photos and the fitted densities."""
     copper, others = visible_areas(split, n, pooled)
-    return rho * copper / (rho * copper + others @ densities)
+    return area_content(copper, others @ densities, rho)
 
 
 def oracle_and_trivial(task: CanetTask, size: dict, ns: tuple[int, ...]) -> dict:

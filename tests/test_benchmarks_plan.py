@@ -199,22 +199,23 @@ def test_canet_probe_pairs_each_token_with_the_pixels_of_its_patch():
 def test_canet_probe_area_densities_recover_a_known_mixture_and_merge_materials():
     """canet_probe.py weighs material areas as the oracle does: on bags whose contents follow known densities the
     fit gives those densities back and the contents to the digit; merging materials sums their areas into one."""
-    from canet_probe import content_from_areas, fit_area_densities, merge_columns
+    from canet_probe import copper_and_others, merge_columns, weighed_contents
+    from canet_synthetic import fit_densities
 
     rng = np.random.default_rng(0)
     names = ["tray", "copper", "brass", "iron", "solder", "wood"]
     areas = rng.dirichlet(np.ones(len(names)), size=200)
     densities = np.array([0.0, 8.96, 9.7, 6.3, 9.8, 0.2])
     contents = 8.96 * areas[:, 1] / (areas @ densities)
-    fitted = fit_area_densities(areas, contents, 8.96)
-    np.testing.assert_allclose(fitted, densities, atol=1e-6)
-    np.testing.assert_allclose(content_from_areas(areas, fitted), contents, atol=1e-9)
+    fitted = fit_densities(*copper_and_others(areas), contents, 8.96)
+    np.testing.assert_allclose(fitted, np.delete(densities, 1), atol=1e-6)
+    np.testing.assert_allclose(weighed_contents(areas, contents, areas, 8.96), contents, atol=1e-9)
     merged = merge_columns(areas, names, ("brass", "iron", "solder"))
     np.testing.assert_allclose(merged[:, 2], areas[:, 2:5].sum(1))
     assert (merged[:, 3:5] == 0).all() and np.allclose(merged.sum(1), 1)
     np.testing.assert_array_equal(merged[:, [0, 1, 5]], areas[:, [0, 1, 5]])
-    lumped = fit_area_densities(merged, contents, 8.96)  # one density for three: the contents no longer fit exactly
-    assert np.abs(content_from_areas(merged, lumped) - contents).mean() > 1e-3
+    # one density for three: the contents no longer fit exactly
+    assert np.abs(weighed_contents(merged, contents, merged, 8.96) - contents).mean() > 1e-3
 
 
 def test_canet_errors_splits_a_content_into_copper_area_and_impurity_mass(smoke, one_thread):
